@@ -1,0 +1,190 @@
+//! [`MapStream`]: lazy, bounded, chunked `map` over a worker pool.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::stream::{FuturesOrdered, FuturesUnordered};
+use futures::Stream;
+use serde::de::DeserializeOwned;
+
+use super::core::Core;
+use super::handle::{decode_batch, Completion};
+use crate::error::TaskError;
+use crate::task::Task;
+
+/// Options for `map` and friends.
+#[derive(Debug, Clone, Default)]
+pub struct MapOptions {
+    pub(crate) chunksize: Option<usize>,
+}
+
+impl MapOptions {
+    /// Sends `n` inputs per message (default 1). Larger chunks cut per-task
+    /// overhead for small tasks; a failing item fails only itself.
+    pub fn chunksize(mut self, n: usize) -> Self {
+        self.chunksize = Some(n.max(1));
+        self
+    }
+}
+
+/// One chunk in flight.
+struct Chunk<T> {
+    comp: Arc<Completion>,
+    n: usize,
+    _t: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Future for Chunk<T> {
+    type Output = Vec<Result<T, TaskError>>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let n = self.n;
+        self.comp.poll_take(cx).map(|o| decode_batch(o, n))
+    }
+}
+
+enum InFlight<T: DeserializeOwned> {
+    Ordered(FuturesOrdered<Chunk<T>>),
+    Unordered(FuturesUnordered<Chunk<T>>),
+}
+
+struct Driver<T: DeserializeOwned, I> {
+    core: Arc<Core>,
+    task: &'static str,
+    is_async: bool,
+    iter: I,
+    chunksize: usize,
+    max_chunks: usize,
+    inflight: InFlight<T>,
+    ready: VecDeque<Result<T, TaskError>>,
+    exhausted: bool,
+}
+
+// The driver is only ever used behind `Pin<Box<_>>` and never relies on
+// being pinned: results wait in a heap-allocated queue.
+impl<T: DeserializeOwned, I> Unpin for Driver<T, I> {}
+
+impl<T, I> Driver<T, I>
+where
+    T: DeserializeOwned,
+    I: Iterator,
+    I::Item: serde::Serialize,
+{
+    fn len(&self) -> usize {
+        match &self.inflight {
+            InFlight::Ordered(f) => f.len(),
+            InFlight::Unordered(f) => f.len(),
+        }
+    }
+
+    fn top_up(&mut self) {
+        while !self.exhausted && self.len() < self.max_chunks {
+            let chunk: Vec<I::Item> = self.iter.by_ref().take(self.chunksize).collect();
+            if chunk.is_empty() {
+                self.exhausted = true;
+                break;
+            }
+            let n = chunk.len();
+            let comp = match postcard::to_stdvec(&chunk) {
+                Ok(payload) => self.core.submit(self.task, self.is_async, payload, None).1,
+                Err(e) => {
+                    let c = Completion::new();
+                    c.resolve(Err(TaskError::Serialization {
+                        message: format!("cannot encode the arguments: {e}"),
+                    }));
+                    c
+                }
+            };
+            let fut = Chunk {
+                comp,
+                n,
+                _t: std::marker::PhantomData,
+            };
+            match &mut self.inflight {
+                InFlight::Ordered(f) => f.push_back(fut),
+                InFlight::Unordered(f) => f.push(fut),
+            }
+        }
+    }
+}
+
+impl<T, I> Stream for Driver<T, I>
+where
+    T: DeserializeOwned,
+    I: Iterator + Unpin,
+    I::Item: serde::Serialize,
+{
+    type Item = Result<T, TaskError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(x) = this.ready.pop_front() {
+                return Poll::Ready(Some(x));
+            }
+            this.top_up();
+            let next = match &mut this.inflight {
+                InFlight::Ordered(f) => Pin::new(f).poll_next(cx),
+                InFlight::Unordered(f) => Pin::new(f).poll_next(cx),
+            };
+            match next {
+                Poll::Ready(Some(items)) => this.ready.extend(items),
+                Poll::Ready(None) if this.exhausted => return Poll::Ready(None),
+                Poll::Ready(None) => continue,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// The results of a `map`: a stream of `Result<T, TaskError>`, in input
+/// order for `map` and completion order for `map_unordered`.
+pub struct MapStream<T> {
+    inner: Pin<Box<dyn Stream<Item = Result<T, TaskError>> + Send>>,
+}
+
+impl<T> std::fmt::Debug for MapStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapStream").finish_non_exhaustive()
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> MapStream<T> {
+    pub(crate) fn new<K, I>(core: Arc<Core>, iter: I, opts: MapOptions, ordered: bool) -> Self
+    where
+        K: Task<Output = T>,
+        I: Iterator<Item = K::Args> + Send + 'static,
+    {
+        let chunksize = opts.chunksize.unwrap_or(1);
+        let workers = core.config().workers;
+        let max_chunks = (workers * 64).min((workers * 8192 / chunksize).max(workers * 2)).max(2);
+        let inflight = if ordered {
+            InFlight::Ordered(FuturesOrdered::new())
+        } else {
+            InFlight::Unordered(FuturesUnordered::new())
+        };
+        let driver = Driver {
+            core,
+            task: K::NAME,
+            is_async: K::IS_ASYNC,
+            iter: Box::new(iter) as Box<dyn Iterator<Item = K::Args> + Send>,
+            chunksize,
+            max_chunks,
+            inflight,
+            ready: VecDeque::new(),
+            exhausted: false,
+        };
+        MapStream {
+            inner: Box::pin(driver),
+        }
+    }
+}
+
+impl<T> Stream for MapStream<T> {
+    type Item = Result<T, TaskError>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}

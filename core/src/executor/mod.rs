@@ -1,0 +1,331 @@
+//! [`Executor`]: an async process pool, like `ProcessPoolExecutor`.
+
+mod core;
+mod handle;
+mod map;
+mod wait;
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use self::handle::{TaskHandle, TaskId};
+pub use self::map::{MapOptions, MapStream};
+pub use self::wait::{as_completed, wait, AsCompleted, ReturnWhen};
+
+pub(crate) use self::core::{Config, Core};
+
+use crate::error::{Error, ErrorKind, TaskError};
+use crate::protocol::{push_varint, ExtendVec};
+use crate::task::Task;
+
+/// How new worker processes are started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum StartMethod {
+    /// The program's own executable, started afresh (`posix_spawn` of
+    /// `/proc/self/exe`). Safe with threads in the parent.
+    #[default]
+    Spawn,
+    /// Forked on request by a single-threaded server process.
+    Forkserver,
+    /// A fork of the calling process.
+    Fork,
+}
+
+/// The channel between the parent and each worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TransportKind {
+    /// Two anonymous pipes.
+    Pipe,
+    /// A Unix-domain socket pair.
+    #[default]
+    UnixSocket,
+    /// Shared-memory ring buffers.
+    ShmRing,
+}
+
+/// Per-task options for [`Executor::submit_with`].
+#[derive(Debug, Clone, Default)]
+pub struct TaskOptions {
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl TaskOptions {
+    /// Fails the task with [`TaskError::TimedOut`] when it has not finished
+    /// `d` after submission; a worker running it is recycled.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+}
+
+/// Encodes one argument as a batch of one (`Vec<Args>` with one element).
+pub(crate) fn encode_one<A: serde::Serialize>(args: &A) -> Result<Vec<u8>, TaskError> {
+    let mut buf = Vec::with_capacity(16);
+    push_varint(&mut buf, 1);
+    postcard::to_extend(args, ExtendVec(&mut buf)).map_err(|e| TaskError::Serialization {
+        message: format!("cannot encode the arguments: {e}"),
+    })?;
+    Ok(buf)
+}
+
+/// Configures and starts an [`Executor`].
+#[derive(Debug, Clone)]
+pub struct ExecutorBuilder {
+    workers: Option<usize>,
+    start_method: Option<StartMethod>,
+    transport: TransportKind,
+    max_tasks_per_child: Option<u64>,
+    initializer: Option<(&'static str, Result<Vec<u8>, TaskError>)>,
+    max_message_size: usize,
+}
+
+impl Default for ExecutorBuilder {
+    fn default() -> Self {
+        ExecutorBuilder {
+            workers: None,
+            start_method: None,
+            transport: TransportKind::default(),
+            max_tasks_per_child: None,
+            initializer: None,
+            max_message_size: mproc_transport::DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+impl ExecutorBuilder {
+    /// The number of worker processes (default: [`cpu_count`](crate::cpu_count)).
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// How workers are started (default: [`StartMethod::Spawn`]).
+    pub fn start_method(mut self, m: StartMethod) -> Self {
+        self.start_method = Some(m);
+        self
+    }
+
+    /// The parent–worker channel (default: [`TransportKind::UnixSocket`]).
+    pub fn transport(mut self, t: TransportKind) -> Self {
+        self.transport = t;
+        self
+    }
+
+    /// Replaces each worker after it has been given `n` tasks (a chunk of a
+    /// map counts as one), to bound leaks in long runs.
+    pub fn max_tasks_per_child(mut self, n: u64) -> Self {
+        self.max_tasks_per_child = Some(n.max(1));
+        self
+    }
+
+    /// A task to run once in each worker, replacements included, before its
+    /// first task. If it panics in an initial worker, [`build`](Self::build)
+    /// fails.
+    pub fn initializer<T: Task>(mut self, task: T, args: T::Args) -> Self {
+        let _ = task;
+        self.initializer = Some((T::NAME, encode_one(&args)));
+        self
+    }
+
+    /// The largest message, in bytes, either side will send or accept
+    /// (default: 1 GiB plus 1 MiB; at most 4 GiB − 1). Larger arguments fail
+    /// with [`TaskError::Serialization`] on the sending side.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes.clamp(1024, mproc_transport::MAX_FRAME_LIMIT);
+        self
+    }
+
+    /// Starts the workers and waits until every one has completed its
+    /// handshake (and initializer).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Spawn`] when workers cannot be started or their
+    /// initializer fails, or when a start method or transport this build does
+    /// not provide yet is asked for.
+    pub async fn build(self) -> Result<Executor, Error> {
+        let cfg = self.into_config()?;
+        let core = Core::new(cfg);
+        core.start().await?;
+        Ok(Executor {
+            owner: Arc::new(Owner { core }),
+        })
+    }
+
+    pub(crate) fn into_config(self) -> Result<Config, Error> {
+        let method = self.start_method.unwrap_or_default();
+        if method != StartMethod::Spawn {
+            return Err(Error::new(
+                ErrorKind::Spawn,
+                format!("start method {method:?} is not available yet; use StartMethod::Spawn"),
+            ));
+        }
+        if self.transport != TransportKind::UnixSocket {
+            return Err(Error::new(
+                ErrorKind::Spawn,
+                format!(
+                    "transport {:?} is not available yet; use TransportKind::UnixSocket",
+                    self.transport
+                ),
+            ));
+        }
+        let initializer = match self.initializer {
+            None => None,
+            Some((name, Ok(bytes))) => Some((name, bytes)),
+            Some((_, Err(e))) => return Err(Error::from(e)),
+        };
+        Ok(Config {
+            workers: self.workers.unwrap_or_else(crate::cpu_count).max(1),
+            max_tasks_per_child: self.max_tasks_per_child,
+            initializer,
+            max_frame: self.max_message_size,
+            name_prefix: "PoolWorker",
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Owner {
+    core: Arc<Core>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.core.stop_blocking();
+    }
+}
+
+/// An async pool of worker processes, like Python's `ProcessPoolExecutor`.
+///
+/// A cheap handle: clones share one pool. Dropping the last clone cancels
+/// what is left and stops the workers; none is left behind.
+///
+/// # Examples
+/// ```no_run
+/// use mproc::prelude::*;
+///
+/// #[mproc::task]
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// # async fn demo() -> Result<(), mproc::Error> {
+/// let executor = Executor::new(2).await?;
+/// assert_eq!(executor.submit(square, 7).await?, 49);
+/// let all: Vec<u64> = executor.map(square, 0..10u64).try_collect().await?;
+/// assert_eq!(all[3], 9);
+/// executor.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Executor {
+    owner: Arc<Owner>,
+}
+
+impl Executor {
+    /// A builder with the defaults.
+    pub fn builder() -> ExecutorBuilder {
+        ExecutorBuilder::default()
+    }
+
+    /// Starts `workers` worker processes with the defaults.
+    ///
+    /// # Errors
+    /// As [`ExecutorBuilder::build`].
+    pub async fn new(workers: usize) -> Result<Executor, Error> {
+        Self::builder().max_workers(workers).build().await
+    }
+
+    fn core(&self) -> &Arc<Core> {
+        &self.owner.core
+    }
+
+    /// Queues `task(args)` at once and returns its handle.
+    pub fn submit<T: Task>(&self, task: T, args: T::Args) -> TaskHandle<T::Output> {
+        self.submit_with(task, args, TaskOptions::default())
+    }
+
+    /// [`submit`](Self::submit) with options (a timeout).
+    pub fn submit_with<T: Task>(&self, task: T, args: T::Args, opts: TaskOptions) -> TaskHandle<T::Output> {
+        let _ = task;
+        let payload = match encode_one(&args) {
+            Ok(p) => p,
+            Err(e) => return TaskHandle::resolved(TaskId(0), e),
+        };
+        let (id, comp) = self.core().submit(T::NAME, T::IS_ASYNC, payload, opts.timeout);
+        TaskHandle {
+            id: TaskId(id),
+            comp,
+            core: Some(self.core().clone()),
+            _out: PhantomData,
+        }
+    }
+
+    /// Runs `task` on every item, yielding results in input order. Items are
+    /// pulled from `iter` as results drain, so in-flight work stays bounded.
+    pub fn map<T, I>(&self, task: T, iter: I) -> MapStream<T::Output>
+    where
+        T: Task,
+        I: IntoIterator<Item = T::Args>,
+        I::IntoIter: Send + 'static,
+    {
+        self.map_with(task, iter, MapOptions::default())
+    }
+
+    /// [`map`](Self::map) with options (chunk size).
+    pub fn map_with<T, I>(&self, task: T, iter: I, opts: MapOptions) -> MapStream<T::Output>
+    where
+        T: Task,
+        I: IntoIterator<Item = T::Args>,
+        I::IntoIter: Send + 'static,
+    {
+        let _ = task;
+        MapStream::new::<T, _>(self.core().clone(), iter.into_iter(), opts, true)
+    }
+
+    /// Like [`map`](Self::map), yielding results as they complete.
+    pub fn map_unordered<T, I>(&self, task: T, iter: I) -> MapStream<T::Output>
+    where
+        T: Task,
+        I: IntoIterator<Item = T::Args>,
+        I::IntoIter: Send + 'static,
+    {
+        self.map_unordered_with(task, iter, MapOptions::default())
+    }
+
+    /// [`map_unordered`](Self::map_unordered) with options.
+    pub fn map_unordered_with<T, I>(&self, task: T, iter: I, opts: MapOptions) -> MapStream<T::Output>
+    where
+        T: Task,
+        I: IntoIterator<Item = T::Args>,
+        I::IntoIter: Send + 'static,
+    {
+        let _ = task;
+        MapStream::new::<T, _>(self.core().clone(), iter.into_iter(), opts, false)
+    }
+
+    /// Runs everything already submitted, then stops the workers. Later
+    /// submissions resolve to [`TaskError::Shutdown`].
+    pub async fn shutdown(&self) {
+        self.core().shutdown().await;
+    }
+
+    /// Resolves queued and running tasks to [`TaskError::Cancelled`] and stops
+    /// the workers at once.
+    pub async fn shutdown_now(&self) {
+        self.core().stop_now().await;
+    }
+
+    /// The number of workers the executor keeps running.
+    pub fn max_workers(&self) -> usize {
+        self.core().config().workers
+    }
+
+    /// The pids of the worker processes alive right now.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.core().pids()
+    }
+
+    /// Names and pids of the workers that are up.
+    pub fn workers(&self) -> Vec<(String, u32)> {
+        self.core().ready_workers()
+    }
+}

@@ -1,0 +1,171 @@
+//! Write-combining output for one connection.
+//!
+//! Any thread appends frames under a short lock. The first thread to find no
+//! flush in progress becomes the flusher and writes without blocking, so the
+//! common small message costs one `send` and no thread hand-off. Frames that
+//! arrive meanwhile ride along in the same write. When the socket is full the
+//! remainder goes to a writer thread that blocks for it, so no caller (a
+//! submitting task, a reader thread) ever blocks on the peer.
+
+use std::sync::{Arc, Condvar, Mutex};
+
+use mproc_transport::ByteStream;
+use serde::Serialize;
+
+use crate::protocol::{encode_frame, FrameError};
+
+#[derive(Debug, Default)]
+struct State {
+    buf: Vec<u8>,
+    spare: Vec<u8>,
+    /// A thread (a caller or the writer thread) owns the socket's write side.
+    flushing: bool,
+    /// The writer thread has been asked to finish the flush.
+    handoff: bool,
+    closed: bool,
+    broken: bool,
+}
+
+/// The outgoing side of a connection.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    chan: Arc<dyn ByteStream>,
+    max_frame: usize,
+    state: Mutex<State>,
+    cond: Condvar,
+}
+
+impl Outbox {
+    /// Creates the outbox and its writer thread.
+    pub(crate) fn new(chan: Arc<dyn ByteStream>, max_frame: usize) -> Arc<Self> {
+        let ob = Arc::new(Outbox {
+            chan,
+            max_frame,
+            state: Mutex::new(State::default()),
+            cond: Condvar::new(),
+        });
+        let w = ob.clone();
+        std::thread::Builder::new()
+            .name("mproc-writer".into())
+            .spawn(move || w.writer_thread())
+            .expect("spawn mproc writer thread");
+        ob
+    }
+
+    /// Appends one frame without writing it; call [`flush`](Self::flush)
+    /// afterwards (outside other locks).
+    pub(crate) fn enqueue<M: Serialize>(&self, msg: &M) -> Result<(), FrameError> {
+        let mut st = self.state.lock().unwrap();
+        if st.broken || st.closed {
+            return Ok(()); // the reader side notices the dead peer
+        }
+        encode_frame(&mut st.buf, msg, self.max_frame)
+    }
+
+    /// Appends one frame and writes what is pending.
+    pub(crate) fn send<M: Serialize>(&self, msg: &M) -> Result<(), FrameError> {
+        self.enqueue(msg)?;
+        self.flush();
+        Ok(())
+    }
+
+    /// Writes pending frames without blocking; the writer thread takes over
+    /// whatever does not fit.
+    pub(crate) fn flush(&self) {
+        let mut st = self.state.lock().unwrap();
+        if st.flushing || st.buf.is_empty() {
+            return;
+        }
+        st.flushing = true;
+        loop {
+            let spare = std::mem::take(&mut st.spare);
+            let mut data = std::mem::replace(&mut st.buf, spare);
+            drop(st);
+            let mut off = 0;
+            let mut failed = false;
+            while off < data.len() {
+                match self.chan.try_write(&data[off..]) {
+                    Ok(0) => break,
+                    Ok(n) => off += n,
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            st = self.state.lock().unwrap();
+            if failed {
+                st.broken = true;
+                st.buf.clear();
+                st.flushing = false;
+                self.cond.notify_all();
+                return;
+            }
+            if off < data.len() {
+                // Socket full: put the rest in front and let the writer block.
+                data.drain(..off);
+                data.extend_from_slice(&st.buf);
+                st.buf = data;
+                st.handoff = true;
+                self.cond.notify_all();
+                return;
+            }
+            data.clear();
+            if st.spare.capacity() < data.capacity() {
+                st.spare = data;
+            }
+            if st.buf.is_empty() {
+                st.flushing = false;
+                self.cond.notify_all();
+                return;
+            }
+        }
+    }
+
+    /// Blocks until everything enqueued so far has been written (or the peer
+    /// is gone).
+    pub(crate) fn drain(&self) {
+        self.flush();
+        let mut st = self.state.lock().unwrap();
+        while (st.flushing || !st.buf.is_empty()) && !st.broken && !st.closed {
+            if !st.flushing {
+                st.flushing = true;
+                st.handoff = true;
+                self.cond.notify_all();
+            }
+            st = self.cond.wait(st).unwrap();
+        }
+    }
+
+    /// Stops the writer thread; later frames are dropped.
+    pub(crate) fn close(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.closed = true;
+        self.cond.notify_all();
+    }
+
+    fn writer_thread(self: Arc<Self>) {
+        let mut st = self.state.lock().unwrap();
+        loop {
+            while !st.handoff && !st.closed {
+                st = self.cond.wait(st).unwrap();
+            }
+            if st.closed {
+                return;
+            }
+            let data = std::mem::take(&mut st.buf);
+            drop(st);
+            let res = self.chan.write_all(&data);
+            st = self.state.lock().unwrap();
+            if res.is_err() {
+                st.broken = true;
+                st.buf.clear();
+            }
+            if st.buf.is_empty() || st.broken {
+                st.handoff = false;
+                st.flushing = false;
+                self.cond.notify_all();
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Linux implementation of the OS seam: descriptor juggling at worker boot,
+//! parent-death signals, process names, and the one-page shared counter a
+//! worker uses to tell its parent how far it got.
+
+use std::ffi::CString;
+use std::io;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
+use nix::sys::signal::{signal, SigHandler, Signal};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::stat::Mode;
+
+/// Moves the descriptor at fd 0 (the worker's socket, passed as stdin so that
+/// std can use `posix_spawn`) to a fresh close-on-exec descriptor, and puts
+/// `/dev/null` on fd 0.
+pub(crate) fn take_stdin_socket() -> io::Result<OwnedFd> {
+    let new = fcntl(std::io::stdin(), FcntlArg::F_DUPFD_CLOEXEC(3)).map_err(io::Error::from)?;
+    // SAFETY: `fcntl(F_DUPFD_CLOEXEC)` just returned a new descriptor that
+    // nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(new) };
+    let null = open("/dev/null", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(io::Error::from)?;
+    // dup2 onto 0 replaces the socket there; `null` is closed on drop.
+    nix::unistd::dup2_stdin(&null).map_err(io::Error::from)?;
+    Ok(sock)
+}
+
+/// Asks the kernel to SIGKILL this process when its parent thread dies, then
+/// checks that the parent has not already gone (the race-free order).
+pub(crate) fn die_with_parent(expected_parent: u32) -> bool {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    nix::unistd::getppid().as_raw() as u32 == expected_parent
+}
+
+/// Sets the kernel's name for the calling thread (`/proc/PID/comm` for the
+/// main thread); truncated to 15 bytes.
+pub(crate) fn set_thread_name(name: &str) {
+    let short: String = name.chars().filter(|c| *c != '\0').take(15).collect();
+    if let Ok(c) = CString::new(short) {
+        let _ = nix::sys::prctl::set_name(&c);
+    }
+}
+
+/// Workers ignore SIGINT: a Ctrl-C reaches the whole process group, and the
+/// parent decides how its workers end.
+pub(crate) fn ignore_sigint() {
+    // SAFETY: installing SIG_IGN registers no Rust handler, so no
+    // async-signal-safety requirement arises.
+    let _ = unsafe { signal(Signal::SIGINT, SigHandler::SigIgn) };
+}
+
+/// Exits at once, without running exit handlers or flushing stdio buffers
+/// that another thread might hold locked.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` is always safe to call; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// A page of shared memory holding one `u64`, shared between a parent and
+/// one worker through a memfd (nothing appears in `/dev/shm`, and the memory
+/// goes away with the last mapping).
+#[derive(Debug)]
+pub(crate) struct SharedCounter {
+    ptr: NonNull<AtomicU64>,
+    fd: OwnedFd,
+}
+
+// SAFETY: the mapping is only accessed through an `AtomicU64`.
+unsafe impl Send for SharedCounter {}
+// SAFETY: as above; all access is atomic.
+unsafe impl Sync for SharedCounter {}
+
+const PAGE: usize = 4096;
+
+impl SharedCounter {
+    /// Creates a zeroed counter.
+    pub(crate) fn create() -> io::Result<Self> {
+        let fd = memfd_create(c"mproc-progress", MFdFlags::MFD_CLOEXEC).map_err(io::Error::from)?;
+        nix::unistd::ftruncate(&fd, PAGE as i64).map_err(io::Error::from)?;
+        Self::map(fd)
+    }
+
+    /// Maps a counter received from the parent.
+    pub(crate) fn map(fd: OwnedFd) -> io::Result<Self> {
+        let len = NonZeroUsize::new(PAGE).expect("page size is not zero");
+        // SAFETY: a fresh shared mapping of a memfd we own; the kernel picks
+        // the address, so no existing memory is affected.
+        let ptr = unsafe {
+            mmap(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                &fd,
+                0,
+            )
+        }
+        .map_err(io::Error::from)?;
+        debug_assert_eq!(ptr.as_ptr() as usize % std::mem::align_of::<AtomicU64>(), 0);
+        Ok(SharedCounter {
+            ptr: ptr.cast(),
+            fd,
+        })
+    }
+
+    /// The descriptor, to pass to the other process.
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Stores a value (release: everything done before is visible first).
+    pub(crate) fn store(&self, v: u64) {
+        self.atomic().store(v, Ordering::Release);
+    }
+
+    /// Loads the value.
+    pub(crate) fn load(&self) -> u64 {
+        self.atomic().load(Ordering::Acquire)
+    }
+
+    fn atomic(&self) -> &AtomicU64 {
+        // SAFETY: `ptr` points to a live, page-aligned shared mapping of at
+        // least 8 bytes for as long as `self` lives; memfd pages start zeroed.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl Drop for SharedCounter {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was created in `map` with this length and is
+        // not referenced after `self` is gone.
+        let _ = unsafe { munmap(self.ptr.cast(), PAGE) };
+    }
+}
+
+/// Sends one byte with a descriptor attached (SCM_RIGHTS).
+pub(crate) fn send_fd(sock: &impl AsFd, fd: RawFd) -> io::Result<()> {
+    let iov = [io::IoSlice::new(&[0x4d])];
+    let fds = [fd];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    loop {
+        match sendmsg::<()>(
+            sock.as_fd().as_raw_fd(),
+            &iov,
+            &cmsg,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err(io::Error::new(io::ErrorKind::WriteZero, "short fd send")),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Receives the byte and descriptor sent by [`send_fd`].
+pub(crate) fn recv_fd(sock: &impl AsFd) -> io::Result<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = loop {
+        match recvmsg::<()>(
+            sock.as_fd().as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => break m,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if msg.bytes == 0 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "parent closed during handshake"));
+    }
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the kernel just installed this descriptor in our
+                // table for us; nothing else owns it.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::InvalidData, "handshake carried no descriptor"))
+}

@@ -1,0 +1,54 @@
+//! # mproc
+//!
+//! Run work in OS processes the way Python's `multiprocessing` and
+//! `concurrent.futures` do — with Rust's types, and without the ways those
+//! break.
+//!
+//! * `#[mproc::task]` makes a plain function remotely invocable; it stays
+//!   callable in-process.
+//! * [`Executor`] is an async process pool like `ProcessPoolExecutor`:
+//!   `submit`, `map`, `as_completed`, `wait`, timeouts and cancellation. A
+//!   worker that crashes fails only the task it was running and is replaced.
+//! * Workers boot with no setup call: any binary, example, bench or test that
+//!   links mproc can start them, and user code in `main` never runs in a
+//!   worker.
+//!
+//! ```no_run
+//! use mproc::prelude::*;
+//!
+//! #[mproc::task]
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), mproc::Error> {
+//!     let executor = Executor::new(4).await?;
+//!     assert_eq!(executor.submit(square, 10).await?, 100);
+//!     let squares: Vec<u64> = executor.map(square, 0..10u64).try_collect().await?;
+//!     println!("{squares:?}");
+//!     executor.shutdown().await;
+//!     Ok(())
+//! }
+//! ```
+
+extern crate self as mproc;
+
+pub use mproc_core::*;
+pub use mproc_macros::task;
+
+/// The transport layer: framing and byte streams.
+pub mod transport {
+    pub use mproc_transport::*;
+}
+
+/// Everything a typical program needs: `use mproc::prelude::*;`.
+pub mod prelude {
+    pub use crate::task;
+    pub use futures::{StreamExt, TryStreamExt};
+    pub use mproc_core::{
+        as_completed, cpu_count, current_process, parent_process, wait, AsCompleted, Error,
+        ErrorKind, Executor, ExecutorBuilder, ExitInfo, MapOptions, MapStream, ProcessInfo,
+        ReturnWhen, StartMethod, Task, TaskError, TaskHandle, TaskId, TaskOptions, TransportKind,
+    };
+}

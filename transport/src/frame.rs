@@ -1,0 +1,135 @@
+//! Length-prefixed frames: `[len: u32 LE][payload: len bytes]`.
+
+use crate::{ByteStream, TransportError};
+
+/// Bytes in a frame header.
+pub const FRAME_HEADER: usize = 4;
+/// The default largest payload: 1 GiB plus room for a message header.
+pub const DEFAULT_MAX_FRAME: usize = (1 << 30) + (1 << 20);
+/// The largest limit that can be configured (the header is a `u32`).
+pub const MAX_FRAME_LIMIT: usize = u32::MAX as usize;
+
+const MIN_READ: usize = 64 * 1024;
+
+/// Starts a frame at the end of `buf`; returns its start offset for
+/// [`end_frame`].
+pub fn begin_frame(buf: &mut Vec<u8>) -> usize {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; FRAME_HEADER]);
+    start
+}
+
+/// Finishes the frame begun at `start`, writing its length. A payload over
+/// `max` is removed from `buf` again and reported.
+pub fn end_frame(buf: &mut Vec<u8>, start: usize, max: usize) -> Result<(), TransportError> {
+    let len = buf.len() - start - FRAME_HEADER;
+    if len > max.min(MAX_FRAME_LIMIT) {
+        buf.truncate(start);
+        return Err(TransportError::FrameTooLarge {
+            size: len as u64,
+            limit: max as u64,
+        });
+    }
+    buf[start..start + FRAME_HEADER].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(())
+}
+
+/// Reads frames from a [`ByteStream`], many per system call when they are
+/// small.
+#[derive(Debug)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    max: usize,
+}
+
+impl FrameReader {
+    /// A reader that refuses payloads over `max` bytes.
+    pub fn new(max: usize) -> Self {
+        FrameReader {
+            buf: vec![0; MIN_READ],
+            start: 0,
+            end: 0,
+            max: max.min(MAX_FRAME_LIMIT),
+        }
+    }
+
+    /// The length of the next frame's payload, when its header is buffered.
+    fn pending_len(&self) -> Option<usize> {
+        let avail = &self.buf[self.start..self.end];
+        (avail.len() >= FRAME_HEADER).then(|| {
+            u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize
+        })
+    }
+
+    /// True when a whole frame is already buffered, so
+    /// [`next_frame`](Self::next_frame) will not block.
+    pub fn has_frame(&self) -> bool {
+        match self.pending_len() {
+            Some(len) => len <= self.max && self.end - self.start >= FRAME_HEADER + len,
+            None => false,
+        }
+    }
+
+    /// Returns the next frame's payload, reading from `src` as needed.
+    ///
+    /// # Errors
+    /// [`TransportError::Disconnected`] at end of stream (also in the middle
+    /// of a frame: a torn frame is never returned), `FrameTooLarge` when the
+    /// announced length exceeds the limit, `Io` otherwise.
+    pub fn next_frame(&mut self, src: &dyn ByteStream) -> Result<&[u8], TransportError> {
+        loop {
+            if let Some(len) = self.pending_len() {
+                if len > self.max {
+                    return Err(TransportError::FrameTooLarge {
+                        size: len as u64,
+                        limit: self.max as u64,
+                    });
+                }
+                let need = FRAME_HEADER + len;
+                if self.end - self.start >= need {
+                    let frame = self.start + FRAME_HEADER..self.start + need;
+                    self.start += need;
+                    if self.start == self.end {
+                        self.start = 0;
+                        self.end = 0;
+                    }
+                    return Ok(&self.buf[frame]);
+                }
+                self.make_room(need);
+            } else {
+                self.make_room(FRAME_HEADER);
+            }
+            let n = match src.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Err(TransportError::Disconnected),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(TransportError::Io(e)),
+            };
+            self.end += n;
+        }
+    }
+
+    /// Ensures the buffer can hold `need` bytes from `start`, growing only
+    /// with the data that actually arrived (at most doubling what is held).
+    fn make_room(&mut self, need: usize) {
+        if self.start > 0 && (self.buf.len() - self.start < need || self.end == self.buf.len()) {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            let held = self.end.max(MIN_READ);
+            let target = need.min(held.saturating_mul(2)).max(self.end + MIN_READ);
+            self.buf.resize(target, 0);
+        } else if self.buf.len() < need.min(self.end + MIN_READ) {
+            self.buf.resize(need.min(self.end + MIN_READ).max(MIN_READ), 0);
+        }
+        if self.buf.len() > 16 * MIN_READ && self.end == 0 && need <= MIN_READ {
+            // A large frame has passed: give the memory back.
+            self.buf.truncate(MIN_READ);
+            self.buf.shrink_to_fit();
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Framing and the byte-stream transports that carry mproc's messages.
+//!
+//! The layers, bottom up:
+//!
+//! * [`ByteStream`]: a duplex, reliable, ordered byte stream between two
+//!   processes. Every transport implements it; [`UnixChannel`] (a Unix-domain
+//!   socket pair) is the first.
+//! * Framing ([`FrameReader`], [`begin_frame`] / [`end_frame`]): a
+//!   little-endian `u32` length prefix followed by the payload, with a
+//!   maximum frame size checked on both sides. A reader never allocates more
+//!   than the bytes that actually arrived (plus amortised growth), whatever
+//!   length a peer announces.
+//!
+//! Message encoding (postcard) and the handshake live in `mproc-core`, which
+//! uses only the items re-exported here.
+
+mod error;
+mod frame;
+mod unix;
+
+pub use error::TransportError;
+pub use frame::{begin_frame, end_frame, FrameReader, DEFAULT_MAX_FRAME, FRAME_HEADER, MAX_FRAME_LIMIT};
+pub use unix::{socketpair, UnixChannel};
+
+use std::io;
+
+/// A duplex byte stream between two processes.
+///
+/// Reads and writes may happen from different threads at the same time; a
+/// transport must support one reader and one writer concurrently.
+pub trait ByteStream: Send + Sync + std::fmt::Debug + 'static {
+    /// Reads at least one byte, blocking until some arrive. `Ok(0)` means the
+    /// peer closed its end (or died).
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes as much of `buf` as fits without blocking; `Ok(0)` when nothing
+    /// fits right now.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Blocks until the stream can accept more bytes (or the peer is gone).
+    fn wait_writable(&self) -> io::Result<()>;
+    /// Writes all of `buf`, blocking as needed.
+    fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.try_write(buf)? {
+                0 => self.wait_writable()?,
+                n => buf = &buf[n..],
+            }
+        }
+        Ok(())
+    }
+    /// Shuts both directions down: a blocked reader on either side wakes up
+    /// with end-of-stream.
+    fn shutdown(&self);
+}

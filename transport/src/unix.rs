@@ -1,0 +1,144 @@
+//! Unix-domain stream socket pairs.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{self, AddressFamily, MsgFlags, Shutdown, SockFlag, SockType};
+
+use crate::ByteStream;
+
+/// One end of a connected Unix-domain stream socket.
+#[derive(Debug)]
+pub struct UnixChannel {
+    fd: OwnedFd,
+}
+
+/// Creates a connected pair of Unix-domain stream sockets, both close-on-exec.
+pub fn socketpair() -> io::Result<(UnixChannel, UnixChannel)> {
+    let (a, b) = socket::socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    Ok((UnixChannel { fd: a }, UnixChannel { fd: b }))
+}
+
+impl UnixChannel {
+    /// Wraps a connected stream socket.
+    pub fn from_fd(fd: OwnedFd) -> Self {
+        UnixChannel { fd }
+    }
+
+    /// Gives the socket back.
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+}
+
+impl AsFd for UnixChannel {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl ByteStream for UnixChannel {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match socket::recv(self.fd.as_raw_fd(), buf, MsgFlags::empty()) {
+                Ok(n) => return Ok(n),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECONNRESET) => return Ok(0),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match socket::send(
+                self.fd.as_raw_fd(),
+                buf,
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Ok(n) => return Ok(n),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Ok(0),
+                Err(Errno::EPIPE | Errno::ECONNRESET) => {
+                    return Err(io::Error::new(io::ErrorKind::BrokenPipe, "peer disconnected"))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn wait_writable(&self) -> io::Result<()> {
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLOUT)];
+        loop {
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn shutdown(&self) {
+        let _ = socket::shutdown(self.fd.as_raw_fd(), Shutdown::Both);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{begin_frame, end_frame, FrameReader, TransportError};
+
+    #[test]
+    fn frames_round_trip_and_limits_hold() {
+        let (a, b) = socketpair().unwrap();
+        let mut out = Vec::new();
+        for payload in [&b""[..], b"x", &[7u8; 100_000][..]] {
+            let s = begin_frame(&mut out);
+            out.extend_from_slice(payload);
+            end_frame(&mut out, s, 1 << 20).unwrap();
+        }
+        let writer = std::thread::spawn(move || {
+            a.write_all(&out).unwrap();
+            // A header announcing 3 GiB: refused, never allocated.
+            a.write_all(&(3u32 << 30).to_le_bytes()).unwrap();
+            a
+        });
+        let mut r = FrameReader::new(1 << 20);
+        assert_eq!(r.next_frame(&b).unwrap(), b"");
+        assert_eq!(r.next_frame(&b).unwrap(), b"x");
+        assert_eq!(r.next_frame(&b).unwrap(), &[7u8; 100_000][..]);
+        let a = writer.join().unwrap();
+        assert!(matches!(r.next_frame(&b), Err(TransportError::FrameTooLarge { .. })));
+        drop(a);
+    }
+
+    #[test]
+    fn torn_frame_is_disconnect_not_data() {
+        let (a, b) = socketpair().unwrap();
+        a.write_all(&10u32.to_le_bytes()).unwrap();
+        a.write_all(b"abc").unwrap();
+        drop(a);
+        let mut r = FrameReader::new(1 << 20);
+        assert!(matches!(r.next_frame(&b), Err(TransportError::Disconnected)));
+    }
+
+    #[test]
+    fn oversize_frame_refused_on_sending_side() {
+        let mut out = vec![1, 2, 3];
+        let s = begin_frame(&mut out);
+        out.extend_from_slice(&[0; 11]);
+        assert!(matches!(
+            end_frame(&mut out, s, 10),
+            Err(TransportError::FrameTooLarge { size: 11, limit: 10 })
+        ));
+        assert_eq!(out, vec![1, 2, 3]);
+    }
+}
