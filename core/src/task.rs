@@ -119,7 +119,10 @@ fn registry() -> &'static Registry {
             feed((e.output_type)());
         }
         let by_name = entries.into_iter().map(|e| (e.name, e)).collect();
-        Registry { by_name, fingerprint: h }
+        Registry {
+            by_name,
+            fingerprint: h,
+        }
     })
 }
 

@@ -1,16 +1,22 @@
-//! The worker process: handshake, then a reader thread that queues requests
-//! and the main thread that runs them in order.
+//! The worker process: handshake, then one loop that reads requests and runs
+//! them in order.
 //!
 //! Threads of a worker:
-//! * **main** (the boot hook's thread): runs sync tasks one at a time, in the
-//!   order they arrived, and starts async tasks on the runtime thread. Before
-//!   it starts request `seq` it stores `seq + 1` in the shared progress
-//!   counter (see `protocol.rs`).
-//! * **reader**: decodes frames from the parent. End of stream means the
-//!   parent is gone: the worker exits at once.
-//! * **writer** (inside [`Outbox`]): takes over large writes.
+//! * **main** (the boot hook's thread) reads the socket itself: it blocks in
+//!   `recv` while it has nothing to do, and between two tasks it takes in,
+//!   without blocking, whatever has arrived — so a `Cancel` for a queued task
+//!   is always seen before that task would start, and a request costs no
+//!   thread hand-off. It runs sync tasks one at a time and starts async tasks
+//!   on the runtime thread. Before it starts request `seq` it stores
+//!   `seq + 1` in the shared progress counter (see `protocol.rs`). End of
+//!   stream means the parent is gone: the worker exits at once.
+//! * **writer** (inside [`Outbox`]): takes over writes the socket cannot take
+//!   at once.
 //! * **runtime** (only once an async task arrives): a current-thread tokio
 //!   runtime that runs `async fn` tasks concurrently.
+//!
+//! A running sync task is not interrupted from inside: the parent stops it by
+//! killing the worker (see `executor/core.rs`).
 
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
@@ -71,9 +77,9 @@ fn encode_item<O: Serialize>(out: &mut Vec<u8>, r: Result<O, TaskError>) {
 }
 
 fn call_guarded<T: Task>(args: T::Args) -> Result<TaskCall<T::Output>, TaskError> {
-    IN_TASK.with(|f| f.set(true));
+    let was = IN_TASK.with(|f| f.replace(true));
     let r = catch_unwind(AssertUnwindSafe(|| T::__call(args))).map_err(panic_message);
-    IN_TASK.with(|f| f.set(false));
+    IN_TASK.with(|f| f.set(was));
     r
 }
 
@@ -94,9 +100,10 @@ pub(crate) fn run_batch<T: Task>(input: &[u8]) -> BatchRun {
             for a in args {
                 let r = match call_guarded::<T>(a) {
                     Ok(TaskCall::Ready(v)) => Ok(v),
-                    Ok(TaskCall::Pending(f)) => {
-                        AssertUnwindSafe(f).catch_unwind().await.map_err(panic_message)
-                    }
+                    Ok(TaskCall::Pending(f)) => AssertUnwindSafe(f)
+                        .catch_unwind()
+                        .await
+                        .map_err(panic_message),
                     Err(e) => Err(e),
                 };
                 encode_item(&mut out, r);
@@ -108,10 +115,10 @@ pub(crate) fn run_batch<T: Task>(input: &[u8]) -> BatchRun {
         let r = match call_guarded::<T>(a) {
             Ok(TaskCall::Ready(v)) => Ok(v),
             Ok(TaskCall::Pending(f)) => {
-                IN_TASK.with(|flag| flag.set(true));
-                let r = catch_unwind(AssertUnwindSafe(|| runtime().block_on(f)))
-                    .map_err(panic_message);
-                IN_TASK.with(|flag| flag.set(false));
+                let was = IN_TASK.with(|flag| flag.replace(true));
+                let r =
+                    catch_unwind(AssertUnwindSafe(|| runtime().block_on(f))).map_err(panic_message);
+                IN_TASK.with(|flag| flag.set(was));
                 r
             }
             Err(e) => Err(e),
@@ -141,27 +148,15 @@ fn runtime() -> &'static tokio::runtime::Handle {
     })
 }
 
-enum Item {
-    Run {
-        id: u64,
-        seq: u64,
-        entry: Result<&'static TaskEntry, String>,
-        args: Vec<u8>,
-    },
-    Shutdown,
-}
-
-#[derive(Default)]
-struct QueueState {
-    items: VecDeque<Item>,
-    /// The sync request running on the main thread.
-    running: Option<u64>,
+struct Request {
+    id: u64,
+    seq: u64,
+    entry: Result<&'static TaskEntry, String>,
+    args: Vec<u8>,
 }
 
 struct Shared {
     outbox: Arc<Outbox>,
-    queue: Mutex<QueueState>,
-    queue_cond: Condvar,
     /// Async requests in progress, for cancellation and a clean shutdown.
     asyncs: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
     asyncs_cond: Condvar,
@@ -196,7 +191,8 @@ fn run_worker(chan: UnixChannel, parent_pid: u32) -> Result<(), String> {
         pid: std::process::id(),
     };
     encode_frame(&mut hello, &msg, DEFAULT_MAX_FRAME).map_err(|e| e.message())?;
-    chan.write_all(&hello).map_err(|e| format!("handshake: {e}"))?;
+    chan.write_all(&hello)
+        .map_err(|e| format!("handshake: {e}"))?;
     let counter_fd = match sys::recv_fd(&*chan) {
         Ok(fd) => fd,
         // The parent refused us (other build) or went away.
@@ -205,7 +201,9 @@ fn run_worker(chan: UnixChannel, parent_pid: u32) -> Result<(), String> {
     let counter = SharedCounter::map(counter_fd).map_err(|e| format!("map counter: {e}"))?;
 
     let mut reader = FrameReader::new(DEFAULT_MAX_FRAME);
-    let frame = reader.next_frame(&*chan).map_err(|e| format!("handshake: {e}"))?;
+    let frame = reader
+        .next_frame(&*chan)
+        .map_err(|e| format!("handshake: {e}"))?;
     let welcome: ToWorker<'_> =
         postcard::from_bytes(frame).map_err(|e| format!("bad welcome: {e}"))?;
     let (max_frame, log_level, initializer) = match welcome {
@@ -241,18 +239,10 @@ fn run_worker(chan: UnixChannel, parent_pid: u32) -> Result<(), String> {
 
     let shared = Arc::new(Shared {
         outbox,
-        queue: Mutex::new(QueueState::default()),
-        queue_cond: Condvar::new(),
         asyncs: Mutex::new(HashMap::new()),
         asyncs_cond: Condvar::new(),
     });
-    let rshared = shared.clone();
-    let rchan = chan.clone();
-    std::thread::Builder::new()
-        .name("mproc-reader".into())
-        .spawn(move || reader_loop(&rshared, &*rchan, &mut reader))
-        .map_err(|e| format!("spawn reader: {e}"))?;
-    exec_loop(&shared, &counter);
+    serve(&shared, &*chan, &mut reader, &counter);
     Ok(())
 }
 
@@ -266,8 +256,10 @@ fn run_initializer(name: &str, args: &[u8]) -> Result<(), String> {
     // One item: a leading length of 1, then the variant, Ok (0) or Err (1).
     match bytes.get(1) {
         Some(0) => Ok(()),
-        _ => Err(postcard::from_bytes::<TaskError>(bytes.get(2..).unwrap_or(&[]))
-            .map_or_else(|e| format!("initializer failed: {e}"), |e| e.to_string())),
+        _ => Err(
+            postcard::from_bytes::<TaskError>(bytes.get(2..).unwrap_or(&[]))
+                .map_or_else(|e| format!("initializer failed: {e}"), |e| e.to_string()),
+        ),
     }
 }
 
@@ -282,122 +274,102 @@ fn install_panic_hook() {
     }));
 }
 
-fn reader_loop(shared: &Shared, chan: &dyn ByteStream, reader: &mut FrameReader) {
+fn serve(
+    shared: &Arc<Shared>,
+    chan: &dyn ByteStream,
+    reader: &mut FrameReader,
+    counter: &SharedCounter,
+) {
+    let mut queue: VecDeque<Request> = VecDeque::new();
+    let mut shutdown = false;
     loop {
-        let frame = match reader.next_frame(chan) {
-            Ok(f) => f,
-            Err(TransportError::Disconnected) => sys::exit_now(0),
-            Err(e) => {
-                eprintln!("mproc worker {}: {e}", std::process::id());
-                sys::exit_now(71)
-            }
-        };
-        let msg: ToWorker<'_> = match postcard::from_bytes(frame) {
-            Ok(m) => m,
-            Err(e) => {
-                eprintln!("mproc worker {}: malformed message: {e}", std::process::id());
-                sys::exit_now(71)
-            }
-        };
-        match msg {
-            ToWorker::Run { id, seq, task, args } => {
-                let entry = lookup(task).ok_or_else(|| task.to_string());
-                let item = Item::Run {
+        // Take in what has arrived; block only when there is nothing to run.
+        loop {
+            let got = if queue.is_empty() && !shutdown {
+                reader.next_frame(chan).map(Some)
+            } else {
+                reader.try_next_frame(chan)
+            };
+            let frame = match got {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(TransportError::Disconnected) => sys::exit_now(0),
+                Err(e) => {
+                    eprintln!("mproc worker {}: {e}", std::process::id());
+                    sys::exit_now(71)
+                }
+            };
+            match postcard::from_bytes::<ToWorker<'_>>(frame) {
+                Ok(ToWorker::Run {
                     id,
                     seq,
-                    entry,
+                    task,
+                    args,
+                }) => queue.push_back(Request {
+                    id,
+                    seq,
+                    entry: lookup(task).ok_or_else(|| task.to_string()),
                     args: args.0.to_vec(),
-                };
-                let mut q = shared.queue.lock().unwrap();
-                q.items.push_back(item);
-                drop(q);
-                shared.queue_cond.notify_one();
+                }),
+                Ok(ToWorker::Cancel { id }) => cancel(shared, &mut queue, id),
+                Ok(ToWorker::Shutdown) => shutdown = true,
+                Ok(ToWorker::Welcome { .. } | ToWorker::Reject { .. }) => {}
+                Err(e) => {
+                    eprintln!(
+                        "mproc worker {}: malformed message: {e}",
+                        std::process::id()
+                    );
+                    sys::exit_now(71)
+                }
             }
-            ToWorker::Cancel { id } => cancel(shared, id),
-            ToWorker::Shutdown => {
-                shared.queue.lock().unwrap().items.push_back(Item::Shutdown);
-                shared.queue_cond.notify_one();
+        }
+        match queue.pop_front() {
+            Some(req) => run_request(shared, counter, req),
+            None if shutdown => {
+                let mut a = shared.asyncs.lock().unwrap();
+                while !a.is_empty() {
+                    a = shared.asyncs_cond.wait(a).unwrap();
+                }
+                drop(a);
+                shared.outbox.drain();
+                return;
             }
-            ToWorker::Welcome { .. } | ToWorker::Reject { .. } => {}
+            None => {}
         }
     }
 }
 
-fn cancel(shared: &Shared, id: u64) {
-    let mut q = shared.queue.lock().unwrap();
-    if let Some(pos) = q
-        .items
-        .iter()
-        .position(|i| matches!(i, Item::Run { id: x, .. } if *x == id))
-    {
-        q.items.remove(pos);
-        drop(q);
+fn cancel(shared: &Shared, queue: &mut VecDeque<Request>, id: u64) {
+    if let Some(pos) = queue.iter().position(|r| r.id == id) {
+        queue.remove(pos);
         let _ = shared.outbox.send(&ToParent::Cancelled { id });
         return;
     }
-    if q.running == Some(id) {
-        // A sync task cannot be interrupted: recycle this worker.
-        sys::exit_now(0);
-    }
-    drop(q);
     if let Some(h) = shared.asyncs.lock().unwrap().remove(&id) {
         h.abort();
         shared.asyncs_cond.notify_all();
         let _ = shared.outbox.send(&ToParent::Cancelled { id });
     }
+    // Otherwise it has finished already; its result is on its way.
 }
 
-fn exec_loop(shared: &Arc<Shared>, counter: &SharedCounter) {
-    loop {
-        let mut q = shared.queue.lock().unwrap();
-        let item = loop {
-            if let Some(i) = q.items.pop_front() {
-                break i;
-            }
-            q = shared.queue_cond.wait(q).unwrap();
-        };
-        let Item::Run {
-            id,
-            seq,
-            entry,
-            args,
-        } = item
-        else {
-            drop(q);
-            let mut a = shared.asyncs.lock().unwrap();
-            while !a.is_empty() {
-                a = shared.asyncs_cond.wait(a).unwrap();
-            }
-            drop(a);
-            shared.outbox.drain();
-            return;
-        };
-        counter.store(seq + 1);
-        let entry = match entry {
-            Ok(e) => e,
-            Err(name) => {
-                drop(q);
-                send_done(shared, id, 0, Err(TaskError::UnknownTask { name }));
-                continue;
-            }
-        };
-        if entry.is_async {
-            drop(q);
-            start_async(shared, id, entry, &args);
-            continue;
-        }
-        q.running = Some(id);
-        drop(q);
-        let span = tracing::debug_span!("mproc.task", task = entry.name, id);
-        let started = Instant::now();
-        let result = span.in_scope(|| match (entry.run)(&args) {
-            BatchRun::Done(r) => r,
-            BatchRun::Async(f) => runtime().block_on(f),
-        });
-        let exec_ns = started.elapsed().as_nanos() as u64;
-        shared.queue.lock().unwrap().running = None;
-        send_done(shared, id, exec_ns, result);
+fn run_request(shared: &Arc<Shared>, counter: &SharedCounter, req: Request) {
+    counter.store(req.seq + 1);
+    let entry = match req.entry {
+        Ok(e) => e,
+        Err(name) => return send_done(shared, req.id, 0, Err(TaskError::UnknownTask { name })),
+    };
+    if entry.is_async {
+        return start_async(shared, req.id, entry, &req.args);
     }
+    let span = tracing::debug_span!("mproc.task", task = entry.name, id = req.id);
+    let started = Instant::now();
+    let result = span.in_scope(|| match (entry.run)(&req.args) {
+        BatchRun::Done(r) => r,
+        BatchRun::Async(f) => runtime().block_on(f),
+    });
+    let exec_ns = started.elapsed().as_nanos().max(1) as u64;
+    send_done(shared, req.id, exec_ns, result);
 }
 
 fn start_async(shared: &Arc<Shared>, id: u64, entry: &'static TaskEntry, args: &[u8]) {

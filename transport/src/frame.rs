@@ -58,9 +58,8 @@ impl FrameReader {
     /// The length of the next frame's payload, when its header is buffered.
     fn pending_len(&self) -> Option<usize> {
         let avail = &self.buf[self.start..self.end];
-        (avail.len() >= FRAME_HEADER).then(|| {
-            u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize
-        })
+        (avail.len() >= FRAME_HEADER)
+            .then(|| u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize)
     }
 
     /// True when a whole frame is already buffered, so
@@ -111,6 +110,46 @@ impl FrameReader {
         }
     }
 
+    /// Returns the next frame if one is buffered or arrives without blocking.
+    ///
+    /// # Errors
+    /// As [`next_frame`](Self::next_frame).
+    pub fn try_next_frame(
+        &mut self,
+        src: &dyn ByteStream,
+    ) -> Result<Option<&[u8]>, TransportError> {
+        if !self.has_frame() {
+            let need = self
+                .pending_len()
+                .map_or(FRAME_HEADER, |l| FRAME_HEADER + l.min(self.max));
+            if let Some(len) = self.pending_len() {
+                if len > self.max {
+                    return self.next_frame(src).map(Some);
+                }
+            }
+            self.make_room(need);
+            loop {
+                match src.try_read(&mut self.buf[self.end..]) {
+                    Ok(None) => return Ok(None),
+                    Ok(Some(0)) => return Err(TransportError::Disconnected),
+                    Ok(Some(n)) => {
+                        self.end += n;
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(TransportError::Io(e)),
+                }
+            }
+            if !self.has_frame() {
+                return match self.pending_len() {
+                    Some(len) if len > self.max => self.next_frame(src).map(Some),
+                    _ => Ok(None),
+                };
+            }
+        }
+        self.next_frame(src).map(Some)
+    }
+
     /// Ensures the buffer can hold `need` bytes from `start`, growing only
     /// with the data that actually arrived (at most doubling what is held).
     fn make_room(&mut self, need: usize) {
@@ -124,7 +163,8 @@ impl FrameReader {
             let target = need.min(held.saturating_mul(2)).max(self.end + MIN_READ);
             self.buf.resize(target, 0);
         } else if self.buf.len() < need.min(self.end + MIN_READ) {
-            self.buf.resize(need.min(self.end + MIN_READ).max(MIN_READ), 0);
+            self.buf
+                .resize(need.min(self.end + MIN_READ).max(MIN_READ), 0);
         }
         if self.buf.len() > 16 * MIN_READ && self.end == 0 && need <= MIN_READ {
             // A large frame has passed: give the memory back.

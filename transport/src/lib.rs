@@ -19,7 +19,9 @@ mod frame;
 mod unix;
 
 pub use error::TransportError;
-pub use frame::{begin_frame, end_frame, FrameReader, DEFAULT_MAX_FRAME, FRAME_HEADER, MAX_FRAME_LIMIT};
+pub use frame::{
+    begin_frame, end_frame, FrameReader, DEFAULT_MAX_FRAME, FRAME_HEADER, MAX_FRAME_LIMIT,
+};
 pub use unix::{socketpair, UnixChannel};
 
 use std::io;
@@ -32,6 +34,9 @@ pub trait ByteStream: Send + Sync + std::fmt::Debug + 'static {
     /// Reads at least one byte, blocking until some arrive. `Ok(0)` means the
     /// peer closed its end (or died).
     fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Reads what has arrived without blocking: `Ok(None)` when nothing has,
+    /// `Ok(Some(0))` at end of stream.
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>>;
     /// Writes as much of `buf` as fits without blocking; `Ok(0)` when nothing
     /// fits right now.
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;

@@ -57,6 +57,18 @@ impl ByteStream for UnixChannel {
         }
     }
 
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        loop {
+            match socket::recv(self.fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(n) => return Ok(Some(n)),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Ok(None),
+                Err(Errno::ECONNRESET) => return Ok(Some(0)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         loop {
             match socket::send(
@@ -68,7 +80,10 @@ impl ByteStream for UnixChannel {
                 Err(Errno::EINTR) => continue,
                 Err(Errno::EAGAIN) => return Ok(0),
                 Err(Errno::EPIPE | Errno::ECONNRESET) => {
-                    return Err(io::Error::new(io::ErrorKind::BrokenPipe, "peer disconnected"))
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "peer disconnected",
+                    ))
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -116,7 +131,10 @@ mod tests {
         assert_eq!(r.next_frame(&b).unwrap(), b"x");
         assert_eq!(r.next_frame(&b).unwrap(), &[7u8; 100_000][..]);
         let a = writer.join().unwrap();
-        assert!(matches!(r.next_frame(&b), Err(TransportError::FrameTooLarge { .. })));
+        assert!(matches!(
+            r.next_frame(&b),
+            Err(TransportError::FrameTooLarge { .. })
+        ));
         drop(a);
     }
 
@@ -127,7 +145,10 @@ mod tests {
         a.write_all(b"abc").unwrap();
         drop(a);
         let mut r = FrameReader::new(1 << 20);
-        assert!(matches!(r.next_frame(&b), Err(TransportError::Disconnected)));
+        assert!(matches!(
+            r.next_frame(&b),
+            Err(TransportError::Disconnected)
+        ));
     }
 
     #[test]
@@ -137,7 +158,10 @@ mod tests {
         out.extend_from_slice(&[0; 11]);
         assert!(matches!(
             end_frame(&mut out, s, 10),
-            Err(TransportError::FrameTooLarge { size: 11, limit: 10 })
+            Err(TransportError::FrameTooLarge {
+                size: 11,
+                limit: 10
+            })
         ));
         assert_eq!(out, vec![1, 2, 3]);
     }

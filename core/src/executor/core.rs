@@ -94,6 +94,8 @@ struct Job {
     place: Place,
     /// Resolved early (cancel, timeout) while a worker still holds it.
     aborted: bool,
+    /// `mproc.task{task, id, worker}`: the parent-side span of this task.
+    span: tracing::Span,
 }
 
 #[derive(Debug)]
@@ -278,7 +280,12 @@ impl Core {
                     tracing::error!("cannot start a thread for worker {pid}: {e}");
                 }
             }
-            Err(e) => self.boot_failed(key, None, format!("cannot start a worker process: {e}"), true),
+            Err(e) => self.boot_failed(
+                key,
+                None,
+                format!("cannot start a worker process: {e}"),
+                true,
+            ),
         }
     }
 
@@ -302,6 +309,9 @@ impl Core {
                 let ids: Vec<u64> = st.queue.drain(..).collect();
                 for id in ids {
                     if let Some(job) = st.jobs.remove(&id) {
+                        job.span.in_scope(
+                            || tracing::warn!(%exit, "worker died while running the task"),
+                        );
                         job.comp.resolve(Err(TaskError::WorkerDied { exit }));
                     }
                 }
@@ -314,11 +324,22 @@ impl Core {
 
     // ----- serving one worker -------------------------------------------
 
-    fn serve_worker(self: Arc<Self>, key: u64, chan: UnixChannel, counter: SharedCounter, mut child: Child) {
+    fn serve_worker(
+        self: Arc<Self>,
+        key: u64,
+        chan: UnixChannel,
+        counter: SharedCounter,
+        mut child: Child,
+    ) {
         let chan = Arc::new(chan);
         let counter = Arc::new(counter);
         let mut reader = FrameReader::new(self.cfg.max_frame);
-        let name = self.lock().workers.get(&key).map(|w| w.name.clone()).unwrap_or_default();
+        let name = self
+            .lock()
+            .workers
+            .get(&key)
+            .map(|w| w.name.clone())
+            .unwrap_or_default();
         let pid = child.id();
         let link = match self.handshake(&chan, &counter, &mut reader, &name) {
             Ok(()) => Link {
@@ -444,7 +465,8 @@ impl Core {
         let mut buf = Vec::new();
         crate::protocol::encode_frame(&mut buf, &welcome, self.cfg.max_frame)
             .map_err(|e| e.message())?;
-        chan.write_all(&buf).map_err(|e| format!("handshake: {e}"))?;
+        chan.write_all(&buf)
+            .map_err(|e| format!("handshake: {e}"))?;
         let frame = reader
             .next_frame(&**chan)
             .map_err(|e| format!("worker died during start-up: {e}"))?;
@@ -482,6 +504,12 @@ impl Core {
             }
             if let Some(job) = st.jobs.remove(&id) {
                 if !job.aborted {
+                    if !job.span.is_disabled() {
+                        job.span.in_scope(|| match &outcome {
+                            Ok(_) => tracing::debug!("finished"),
+                            Err(e) => tracing::debug!(error = %e, "failed"),
+                        });
+                    }
                     job.comp.resolve(outcome);
                 }
             }
@@ -513,12 +541,17 @@ impl Core {
             let mut requeue = Vec::new();
             let mut failed = 0;
             for (seq, id) in w.outstanding {
-                let Some(job) = st.jobs.get_mut(&id) else { continue };
+                let Some(job) = st.jobs.get_mut(&id) else {
+                    continue;
+                };
                 if job.aborted {
                     st.jobs.remove(&id);
                 } else if seq < started {
                     failed += 1;
                     if let Some(job) = st.jobs.remove(&id) {
+                        job.span.in_scope(
+                            || tracing::warn!(%exit, "worker died while running the task"),
+                        );
                         job.comp.resolve(Err(TaskError::WorkerDied { exit }));
                     }
                 } else {
@@ -581,7 +614,9 @@ impl Core {
             };
             if let Err(e) = link.outbox.enqueue(&msg) {
                 let job = st.jobs.remove(&id).expect("present");
-                job.comp.resolve(Err(TaskError::Serialization { message: e.message() }));
+                job.comp.resolve(Err(TaskError::Serialization {
+                    message: e.message(),
+                }));
                 continue;
             }
             add_flush(flush, &link.outbox);
@@ -589,6 +624,10 @@ impl Core {
             w.assigned += 1;
             w.outstanding.push_back((seq, id));
             job.place = Place::Sent { worker: wk, seq };
+            if !job.span.is_disabled() {
+                job.span.record("worker", w.name.as_str());
+                job.span.in_scope(|| tracing::trace!(seq, "sent to worker"));
+            }
             if let Some(max) = self.cfg.max_tasks_per_child {
                 if w.assigned >= max {
                     w.retiring = true;
@@ -658,6 +697,7 @@ impl Core {
                 comp: comp.clone(),
                 place: Place::Queued,
                 aborted: false,
+                span: tracing::debug_span!("mproc.task", task, id, worker = tracing::field::Empty),
             },
         );
         st.queue.push_back(id);
@@ -801,8 +841,12 @@ impl Core {
         st.timers.clear();
         for w in st.workers.values() {
             if let Some(l) = &w.link {
-                // End of stream makes a worker exit at once, even mid-task.
                 l.chan.shutdown();
+            }
+            if w.pid != 0 {
+                // A running task is not interrupted by end of stream; the
+                // process is not reaped yet, so its pid is still its own.
+                let _ = kill(Pid::from_raw(w.pid as i32), Signal::SIGKILL);
             }
         }
         self.timer_cond.notify_all();
@@ -814,7 +858,12 @@ impl Core {
     /// Pids of the live worker processes.
     pub(crate) fn pids(&self) -> Vec<u32> {
         let st = self.lock();
-        let mut v: Vec<u32> = st.workers.values().map(|w| w.pid).filter(|p| *p != 0).collect();
+        let mut v: Vec<u32> = st
+            .workers
+            .values()
+            .map(|w| w.pid)
+            .filter(|p| *p != 0)
+            .collect();
         v.sort_unstable();
         v
     }

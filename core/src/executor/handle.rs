@@ -127,7 +127,10 @@ impl Completion {
 }
 
 /// Decodes the items of a finished batch.
-pub(crate) fn decode_batch<T: DeserializeOwned>(outcome: Outcome, n: usize) -> Vec<Result<T, TaskError>> {
+pub(crate) fn decode_batch<T: DeserializeOwned>(
+    outcome: Outcome,
+    n: usize,
+) -> Vec<Result<T, TaskError>> {
     match outcome {
         Ok(bytes) => match postcard::from_bytes::<Vec<Result<T, TaskError>>>(&bytes) {
             Ok(v) => v,
@@ -144,9 +147,12 @@ pub(crate) fn decode_batch<T: DeserializeOwned>(outcome: Outcome, n: usize) -> V
 
 /// Decodes the single item of a one-argument request.
 pub(crate) fn decode_one<T: DeserializeOwned>(outcome: Outcome) -> Result<T, TaskError> {
-    decode_batch(outcome, 1).into_iter().next().unwrap_or(Err(TaskError::Serialization {
-        message: "empty result batch".into(),
-    }))
+    decode_batch(outcome, 1)
+        .into_iter()
+        .next()
+        .unwrap_or(Err(TaskError::Serialization {
+            message: "empty result batch".into(),
+        }))
 }
 
 /// A submitted task: a future of its result.

@@ -159,7 +159,9 @@ impl<T: DeserializeOwned + Send + 'static> MapStream<T> {
     {
         let chunksize = opts.chunksize.unwrap_or(1);
         let workers = core.config().workers;
-        let max_chunks = (workers * 64).min((workers * 8192 / chunksize).max(workers * 2)).max(2);
+        let max_chunks = (workers * 64)
+            .min((workers * 8192 / chunksize).max(workers * 2))
+            .max(2);
         let inflight = if ordered {
             InFlight::Ordered(FuturesOrdered::new())
         } else {

@@ -244,13 +244,20 @@ impl Executor {
     }
 
     /// [`submit`](Self::submit) with options (a timeout).
-    pub fn submit_with<T: Task>(&self, task: T, args: T::Args, opts: TaskOptions) -> TaskHandle<T::Output> {
+    pub fn submit_with<T: Task>(
+        &self,
+        task: T,
+        args: T::Args,
+        opts: TaskOptions,
+    ) -> TaskHandle<T::Output> {
         let _ = task;
         let payload = match encode_one(&args) {
             Ok(p) => p,
             Err(e) => return TaskHandle::resolved(TaskId(0), e),
         };
-        let (id, comp) = self.core().submit(T::NAME, T::IS_ASYNC, payload, opts.timeout);
+        let (id, comp) = self
+            .core()
+            .submit(T::NAME, T::IS_ASYNC, payload, opts.timeout);
         TaskHandle {
             id: TaskId(id),
             comp,
@@ -292,7 +299,12 @@ impl Executor {
     }
 
     /// [`map_unordered`](Self::map_unordered) with options.
-    pub fn map_unordered_with<T, I>(&self, task: T, iter: I, opts: MapOptions) -> MapStream<T::Output>
+    pub fn map_unordered_with<T, I>(
+        &self,
+        task: T,
+        iter: I,
+        opts: MapOptions,
+    ) -> MapStream<T::Output>
     where
         T: Task,
         I: IntoIterator<Item = T::Args>,

@@ -17,7 +17,9 @@ pub struct AsCompleted<T> {
 
 impl<T> std::fmt::Debug for AsCompleted<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AsCompleted").field("pending", &self.inner.len()).finish()
+        f.debug_struct("AsCompleted")
+            .field("pending", &self.inner.len())
+            .finish()
     }
 }
 

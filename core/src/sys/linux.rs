@@ -24,8 +24,12 @@ pub(crate) fn take_stdin_socket() -> io::Result<OwnedFd> {
     // SAFETY: `fcntl(F_DUPFD_CLOEXEC)` just returned a new descriptor that
     // nothing else owns.
     let sock = unsafe { OwnedFd::from_raw_fd(new) };
-    let null = open("/dev/null", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(io::Error::from)?;
+    let null = open(
+        "/dev/null",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)?;
     // dup2 onto 0 replaces the socket there; `null` is closed on drop.
     nix::unistd::dup2_stdin(&null).map_err(io::Error::from)?;
     Ok(sock)
@@ -178,7 +182,10 @@ pub(crate) fn recv_fd(sock: &impl AsFd) -> io::Result<OwnedFd> {
         }
     };
     if msg.bytes == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "parent closed during handshake"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "parent closed during handshake",
+        ));
     }
     for c in msg.cmsgs().map_err(io::Error::from)? {
         if let ControlMessageOwned::ScmRights(fds) = c {
@@ -189,5 +196,8 @@ pub(crate) fn recv_fd(sock: &impl AsFd) -> io::Result<OwnedFd> {
             }
         }
     }
-    Err(io::Error::new(io::ErrorKind::InvalidData, "handshake carried no descriptor"))
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "handshake carried no descriptor",
+    ))
 }

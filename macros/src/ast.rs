@@ -1,0 +1,172 @@
+//! Parsing: the attribute's arguments and the function it is put on.
+//!
+//! Nothing here judges the input; it only takes it apart and keeps the
+//! original tokens, so `valid.rs` can point its errors at them and
+//! `expand.rs` can reuse them with their spans.
+
+use proc_macro2::TokenStream;
+use syn::parse::{Parse, ParseStream, Parser};
+use syn::punctuated::Punctuated;
+use syn::{
+    Attribute, Error, FnArg, Ident, ItemFn, Path, Receiver, Result, ReturnType, Token, Type,
+};
+
+/// The arguments of `#[task(...)]`.
+pub(crate) struct Args {
+    /// `crate = path`: where the `mproc` facade is, `::mproc` by default.
+    pub(crate) krate: Option<Path>,
+}
+
+impl Args {
+    /// Parses the attribute's arguments; an empty list is the usual case.
+    ///
+    /// Every argument is parsed before an error is returned, so that all
+    /// unknown ones are reported at once.
+    pub(crate) fn parse(attr: TokenStream) -> Result<Self> {
+        let mut args = Args { krate: None };
+        if attr.is_empty() {
+            return Ok(args);
+        }
+        let list = Punctuated::<Arg, Token![,]>::parse_terminated.parse2(attr)?;
+        let mut errors: Option<Error> = None;
+        let mut push = |e: Error| match &mut errors {
+            Some(all) => all.combine(e),
+            None => errors = Some(e),
+        };
+        for arg in list {
+            match arg {
+                Arg::Crate(kw, path) => {
+                    if args.krate.is_some() {
+                        push(Error::new_spanned(kw, "duplicate `crate` argument"));
+                    } else {
+                        args.krate = Some(path);
+                    }
+                }
+                Arg::Unknown(tokens) => push(Error::new_spanned(
+                    tokens,
+                    "unknown argument to `#[task]`: the only one accepted is \
+                     `crate = path::to::mproc`",
+                )),
+            }
+        }
+        match errors {
+            Some(e) => Err(e),
+            None => Ok(args),
+        }
+    }
+}
+
+/// One comma-separated argument of `#[task(...)]`.
+enum Arg {
+    /// `crate = path`.
+    Crate(Token![crate], Path),
+    /// Anything else, kept whole for the error message.
+    Unknown(TokenStream),
+}
+
+impl Parse for Arg {
+    fn parse(input: ParseStream<'_>) -> Result<Self> {
+        if input.peek(Token![crate]) && input.peek2(Token![=]) {
+            let kw: Token![crate] = input.parse()?;
+            input.parse::<Token![=]>()?;
+            let path = input.call(Path::parse_mod_style)?;
+            return Ok(Arg::Crate(kw, path));
+        }
+        // Take everything up to the next top-level comma.
+        let mut tokens = TokenStream::new();
+        while !input.is_empty() && !input.peek(Token![,]) {
+            tokens.extend(std::iter::once(input.parse::<proc_macro2::TokenTree>()?));
+        }
+        Ok(Arg::Unknown(tokens))
+    }
+}
+
+/// The function `#[task]` is put on.
+pub(crate) struct Task {
+    /// The function as written, untouched.
+    pub(crate) item: ItemFn,
+    /// The types of its typed arguments, in order (receivers are in
+    /// `receivers`). Patterns are not needed: any irrefutable pattern (`x`,
+    /// `mut x`, `(a, b)`, `_`) stays on the original function, and the
+    /// generated code passes the arguments by position.
+    pub(crate) inputs: Vec<Type>,
+    /// `self` receivers, which are errors; kept to point at them.
+    pub(crate) receivers: Vec<Receiver>,
+    /// The declared return type, `None` when omitted.
+    pub(crate) output: Option<Type>,
+}
+
+impl Task {
+    /// Parses the item; anything other than a function is an error.
+    pub(crate) fn parse(item: TokenStream) -> Result<Self> {
+        let item: ItemFn = syn::parse2(item).map_err(|e| {
+            Error::new(
+                e.span(),
+                format!("`#[task]` can only be put on a function ({e})"),
+            )
+        })?;
+        let mut inputs = Vec::new();
+        let mut receivers = Vec::new();
+        for arg in &item.sig.inputs {
+            match arg {
+                FnArg::Receiver(r) => receivers.push(r.clone()),
+                FnArg::Typed(t) => inputs.push((*t.ty).clone()),
+            }
+        }
+        let output = match &item.sig.output {
+            ReturnType::Default => None,
+            ReturnType::Type(_, ty) => Some((**ty).clone()),
+        };
+        Ok(Task {
+            item,
+            inputs,
+            receivers,
+            output,
+        })
+    }
+
+    /// The function's name as written (possibly a raw identifier).
+    pub(crate) fn name(&self) -> &Ident {
+        &self.item.sig.ident
+    }
+
+    /// Whether the function is an `async fn`.
+    pub(crate) fn is_async(&self) -> bool {
+        self.item.sig.asyncness.is_some()
+    }
+}
+
+/// Sorts the function's attributes by where the expansion puts them.
+pub(crate) struct Attrs<'a> {
+    /// `///` comments, `#[doc]` and `#[deprecated]`: moved to the unit
+    /// struct, which is what users name. (On the hidden function,
+    /// `#[deprecated]` would only warn about the generated code.)
+    pub(crate) docs: Vec<&'a Attribute>,
+    /// `#[cfg(...)]`: copied onto every generated item so they come and go
+    /// together.
+    pub(crate) cfgs: Vec<&'a Attribute>,
+    /// Everything else (`#[inline]`, `#[allow]`, ...): kept on the function.
+    pub(crate) rest: Vec<&'a Attribute>,
+}
+
+impl<'a> Attrs<'a> {
+    /// Sorts `attrs`.
+    pub(crate) fn sort(attrs: &'a [Attribute]) -> Self {
+        let mut sorted = Attrs {
+            docs: Vec::new(),
+            cfgs: Vec::new(),
+            rest: Vec::new(),
+        };
+        for attr in attrs {
+            if attr.path().is_ident("doc") || attr.path().is_ident("deprecated") {
+                sorted.docs.push(attr);
+            } else if attr.path().is_ident("cfg") {
+                sorted.cfgs.push(attr);
+                sorted.rest.push(attr);
+            } else {
+                sorted.rest.push(attr);
+            }
+        }
+        sorted
+    }
+}

@@ -1,0 +1,209 @@
+//! Code generation: from a checked [`Task`] to the items `#[task]` emits.
+//!
+//! For `fn square(x: u64) -> u64` the output is, in order (`::mproc` stands
+//! for the facade path, see `crate = ...`):
+//!
+//! 1. the function itself, renamed `__mproc_task_square`, hidden;
+//! 2. `struct square;`, a unit struct with the function's docs and
+//!    visibility;
+//! 3. `impl Deref for square { type Target = fn(u64) -> u64; .. }`;
+//! 4. `impl ::mproc::Task for square { .. }`;
+//! 5. a `const _` block holding the registry entry (a `linkme` element of
+//!    `TASKS`) and, for several arguments, one `assert_wire::<T>()` call per
+//!    argument, spanned at its type so an unsatisfied serde bound points at
+//!    that argument rather than at the `Args` tuple.
+//!
+//! An `async fn` adds a hidden wrapper, `__mproc_task_NAME_boxed`, that boxes
+//! its future as `Pin<Box<dyn Future + Send>>`: the coercion to `dyn Send` is
+//! where a future that is not `Send` is rejected.
+
+use proc_macro2::{Delimiter, Group, Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::{parse_quote, Ident, LitStr, Path, Visibility};
+
+use crate::ast::{Args, Attrs, Task};
+use crate::valid;
+
+/// The whole attribute: parse, check, generate.
+///
+/// On any error the compile errors are followed by the item exactly as it was
+/// written, so that the rest of the crate still sees a function by that name
+/// and does not report errors that only follow from this one.
+pub(crate) fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let args = Args::parse(attr);
+    let task = Task::parse(item.clone()).and_then(|task| valid::validate(&task).map(|()| task));
+    match (args, task) {
+        (Ok(args), Ok(task)) => expand(&task, &args),
+        (args, task) => {
+            let mut tokens = TokenStream::new();
+            for error in [args.err(), task.err()].into_iter().flatten() {
+                tokens.extend(error.into_compile_error());
+            }
+            tokens.extend(item);
+            tokens
+        }
+    }
+}
+
+/// The items generated for a valid task.
+fn expand(task: &Task, args: &Args) -> TokenStream {
+    let krate: Path = args.krate.clone().unwrap_or_else(|| parse_quote!(::mproc));
+    let private = quote!(#krate::__private);
+
+    let item = &task.item;
+    let name = task.name();
+    let bare = name.unraw();
+    let name_str = LitStr::new(&bare.to_string(), name.span());
+    let hidden = format_ident!("__mproc_task_{}", bare, span = name.span());
+    let boxed = format_ident!("__mproc_task_{}_boxed", bare, span = name.span());
+
+    let Attrs { docs, cfgs, rest } = Attrs::sort(&item.attrs);
+    let vis = &item.vis;
+
+    // 1. The function, renamed and hidden; its patterns and body untouched.
+    let mut renamed = item.clone();
+    renamed.attrs = rest.into_iter().cloned().collect();
+    renamed.vis = Visibility::Inherited;
+    renamed.sig.ident = hidden.clone();
+
+    // Positional names for the arguments, used by the generated callers.
+    let inputs = &task.inputs;
+    let arg_names: Vec<Ident> = (0..inputs.len())
+        .map(|i| format_ident!("__mproc_arg{}", i, span = Span::mixed_site()))
+        .collect();
+
+    let output = match &task.output {
+        Some(ty) => ty.to_token_stream(),
+        None => quote!(()),
+    };
+    let ret_arrow = task.output.as_ref().map(|ty| quote!(-> #ty));
+
+    // What the struct derefs to, and the function that value points at.
+    let (fn_ptr, target_fn, wrapper) = if task.is_async() {
+        let future = quote! {
+            ::core::pin::Pin<::std::boxed::Box<
+                dyn ::core::future::Future<Output = #output> + ::core::marker::Send
+            >>
+        };
+        // Spanned at `async`: a future that is not `Send` is reported here,
+        // with notes pointing into the body at what makes it so.
+        let asyncness = &item.sig.asyncness;
+        let pin = quote_spanned!(asyncness.span()=>
+            ::std::boxed::Box::pin(#hidden(#(#arg_names),*))
+        );
+        let wrapper = quote! {
+            #(#cfgs)*
+            #[doc(hidden)]
+            #[allow(non_snake_case)]
+            fn #boxed(#(#arg_names: #inputs),*) -> #future {
+                #pin
+            }
+        };
+        (quote!(fn(#(#inputs),*) -> #future), &boxed, wrapper)
+    } else {
+        (
+            quote!(fn(#(#inputs),*) #ret_arrow),
+            &hidden,
+            TokenStream::new(),
+        )
+    };
+
+    // `Args`: the type itself for one argument, else a tuple. The tuple is
+    // spanned at the argument list, so an unsatisfied bound on it (reported
+    // by the compiler on the `Task` impl) points there, not at `#[task]`.
+    let args_ty = match inputs.len() {
+        1 => inputs[0].to_token_stream(),
+        _ => {
+            let mut tuple = Group::new(Delimiter::Parenthesis, quote!(#(#inputs),*));
+            tuple.set_span(item.sig.paren_token.span.join());
+            tuple.to_token_stream()
+        }
+    };
+    let args_pat = match arg_names.len() {
+        0 => quote!(_),
+        1 => arg_names[0].to_token_stream(),
+        _ => quote!((#(#arg_names),*)),
+    };
+    let call = if task.is_async() {
+        quote!(#private::TaskCall::Pending(#boxed(#(#arg_names),*)))
+    } else {
+        quote!(#private::TaskCall::Ready(#hidden(#(#arg_names),*)))
+    };
+    let is_async = task.is_async();
+
+    // The serde bounds. A type that is `Args` or `Output` itself is checked
+    // by the compiler on the `Task` impl, at that type's own span; the
+    // arguments of a tuple are checked one by one here, each call spanned at
+    // its type, so the error names the argument rather than the tuple.
+    // (Checking them all here too would only repeat each error.)
+    let wire_checks = inputs
+        .iter()
+        .filter(|_| inputs.len() > 1)
+        .map(|ty| quote_spanned!(ty.span()=> #private::assert_wire::<#ty>();));
+
+    // Spanned at the function's name, so "defined here" notes (e.g. for a
+    // `let` that tries to shadow it) point at the name, not at `#[task]`.
+    let unit_struct = quote_spanned! {name.span()=>
+        #[allow(non_camel_case_types)]
+        #[derive(::core::clone::Clone, ::core::marker::Copy, ::core::fmt::Debug)]
+        #vis struct #name;
+    };
+
+    // A `#[deprecated]` task puts the attribute on the struct (see
+    // `ast::Attrs`); the generated code that names it must not warn.
+    let allow_deprecated = quote!(#[allow(deprecated)]);
+
+    quote! {
+        // The lints allowed here would suggest what a task cannot be: a
+        // borrowed argument or a `const fn`.
+        #[doc(hidden)]
+        #[allow(
+            non_snake_case,
+            clippy::needless_pass_by_value,
+            clippy::missing_const_for_fn
+        )]
+        #renamed
+
+        #wrapper
+
+        #(#docs)*
+        #(#cfgs)*
+        #unit_struct
+
+        #(#cfgs)*
+        #allow_deprecated
+        impl ::core::ops::Deref for #name {
+            type Target = #fn_ptr;
+            fn deref(&self) -> &Self::Target {
+                const F: #fn_ptr = #target_fn;
+                &F
+            }
+        }
+
+        #(#cfgs)*
+        #allow_deprecated
+        impl #krate::Task for #name {
+            type Args = #args_ty;
+            type Output = #output;
+            const NAME: &'static str =
+                ::core::concat!(::core::module_path!(), "::", #name_str);
+            const IS_ASYNC: bool = #is_async;
+            fn __call(#args_pat: Self::Args) -> #private::TaskCall<Self::Output> {
+                #call
+            }
+        }
+
+        #(#cfgs)*
+        #allow_deprecated
+        const _: () = {
+            #[#private::linkme::distributed_slice(#private::TASKS)]
+            #[linkme(crate = #private::linkme)]
+            static __MPROC_TASK_ENTRY: #private::TaskEntry =
+                #private::TaskEntry::of::<#name>();
+
+            #(#wire_checks)*
+        };
+    }
+}

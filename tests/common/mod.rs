@@ -1,0 +1,47 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+/// Every wait in a test is bounded by this.
+pub(crate) const LIMIT: Duration = Duration::from_secs(60);
+
+/// True when `pid` no longer names a live process (gone or a zombie).
+pub(crate) fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+/// Waits (bounded) until every pid is gone.
+pub(crate) fn wait_gone(pids: &[u32], within: Duration) -> bool {
+    let end = Instant::now() + within;
+    loop {
+        if pids.iter().all(|p| gone(*p)) {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs an async test body on a multi-threaded runtime with a time limit.
+pub(crate) fn run<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            tokio::time::timeout(LIMIT, f)
+                .await
+                .expect("test timed out");
+        });
+}

@@ -1,0 +1,6 @@
+use mproc::task;
+
+#[task]
+struct Square;
+
+fn main() {}
