@@ -47,8 +47,9 @@ pub mod prelude {
     pub use crate::task;
     pub use futures::{StreamExt, TryStreamExt};
     pub use mproc_core::{
-        as_completed, cpu_count, current_process, parent_process, wait, AsCompleted, Error,
-        ErrorKind, Executor, ExecutorBuilder, ExitInfo, MapOptions, MapStream, ProcessInfo,
-        ReturnWhen, StartMethod, Task, TaskError, TaskHandle, TaskId, TaskOptions, TransportKind,
+        as_completed, cpu_count, current_process, parent_process, wait, AsCompleted, AsyncResult,
+        Error, ErrorKind, Executor, ExecutorBuilder, ExitInfo, MapOptions, MapStream, Pool,
+        PoolBuilder, ProcessInfo, ReturnWhen, StartMethod, Task, TaskError, TaskHandle, TaskId,
+        TaskOptions, TransportKind,
     };
 }

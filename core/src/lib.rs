@@ -16,8 +16,9 @@ mod worker;
 
 pub use error::{Error, ErrorKind, ExitInfo, TaskError};
 pub use executor::{
-    as_completed, wait, AsCompleted, Executor, ExecutorBuilder, MapOptions, MapStream, ReturnWhen,
-    StartMethod, TaskHandle, TaskId, TaskOptions, TransportKind,
+    as_completed, wait, AsCompleted, AsyncResult, Executor, ExecutorBuilder, Imap, MapOptions,
+    MapStream, Pool, PoolBuilder, ReturnWhen, StartMethod, TaskHandle, TaskId, TaskOptions,
+    TransportKind,
 };
 pub use identity::{cpu_count, current_process, is_worker, parent_process, ProcessInfo};
 pub use task::{registered_tasks, Task};

@@ -211,7 +211,25 @@ impl Core {
         match err {
             None => Ok(()),
             Some(msg) => {
-                self.stop_now().await;
+                self.stop_now(TaskError::Shutdown).await;
+                Err(Error::new(ErrorKind::Spawn, msg))
+            }
+        }
+    }
+
+    /// [`start`](Self::start) for blocking code.
+    pub(crate) fn start_blocking(self: &Arc<Self>) -> Result<(), Error> {
+        {
+            let mut st = self.lock();
+            self.top_up_workers(&mut st);
+        }
+        let n = self.cfg.workers;
+        self.wait_blocking(|st| st.ready_total >= n || st.boot_error.is_some(), None);
+        let err = self.lock().boot_error.clone();
+        match err {
+            None => Ok(()),
+            Some(msg) => {
+                self.stop_blocking(TaskError::Shutdown);
                 Err(Error::new(ErrorKind::Spawn, msg))
             }
         }
@@ -819,23 +837,34 @@ impl Core {
         run_flush(flush);
     }
 
-    /// Cancels everything and stops the workers.
-    pub(crate) async fn stop_now(&self) {
-        self.begin_stop();
+    /// Resolves everything pending with `err` and stops the workers.
+    pub(crate) async fn stop_now(&self, err: TaskError) {
+        self.begin_stop(err);
         self.until(|st| st.live == 0).await;
     }
 
-    /// Cancels everything and waits (bounded) for the workers to be reaped.
-    pub(crate) fn stop_blocking(&self) {
-        self.begin_stop();
+    /// [`stop_now`](Self::stop_now) from blocking code; waits (bounded) for
+    /// the workers to be reaped.
+    pub(crate) fn stop_blocking(&self, err: TaskError) {
+        self.begin_stop(err);
         self.wait_blocking(|st| st.live == 0, Some(Duration::from_secs(10)));
     }
 
-    fn begin_stop(&self) {
+    /// Stops accepting work; queued work still runs, then the workers exit.
+    pub(crate) fn close(&self) {
+        self.begin_drain();
+    }
+
+    /// Waits until every worker has been reaped (after `close` or a stop).
+    pub(crate) fn join_blocking(&self) {
+        self.wait_blocking(|st| st.live == 0, None);
+    }
+
+    fn begin_stop(&self, err: TaskError) {
         let mut st = self.lock();
         st.phase = Phase::Stopping;
         for (_, job) in st.jobs.drain() {
-            job.comp.resolve(Err(TaskError::Cancelled));
+            job.comp.resolve(Err(err.clone()));
         }
         st.queue.clear();
         st.timers.clear();

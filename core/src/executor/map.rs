@@ -19,9 +19,17 @@ use crate::task::Task;
 #[derive(Debug, Clone, Default)]
 pub struct MapOptions {
     pub(crate) chunksize: Option<usize>,
+    pub(crate) progress: bool,
 }
 
 impl MapOptions {
+    /// Shows a progress bar with rate and ETA on stderr while the map runs —
+    /// only when stderr is a terminal; otherwise nothing is printed.
+    pub fn progress(mut self, on: bool) -> Self {
+        self.progress = on;
+        self
+    }
+
     /// Sends `n` inputs per message (default 1). Larger chunks cut per-task
     /// overhead for small tasks; a failing item fails only itself.
     pub fn chunksize(mut self, n: usize) -> Self {
@@ -60,6 +68,7 @@ struct Driver<T: DeserializeOwned, I> {
     inflight: InFlight<T>,
     ready: VecDeque<Result<T, TaskError>>,
     exhausted: bool,
+    bar: Option<indicatif::ProgressBar>,
 }
 
 // The driver is only ever used behind `Pin<Box<_>>` and never relies on
@@ -130,8 +139,18 @@ where
                 InFlight::Unordered(f) => Pin::new(f).poll_next(cx),
             };
             match next {
-                Poll::Ready(Some(items)) => this.ready.extend(items),
-                Poll::Ready(None) if this.exhausted => return Poll::Ready(None),
+                Poll::Ready(Some(items)) => {
+                    if let Some(bar) = &this.bar {
+                        bar.inc(items.len() as u64);
+                    }
+                    this.ready.extend(items)
+                }
+                Poll::Ready(None) if this.exhausted => {
+                    if let Some(bar) = this.bar.take() {
+                        bar.finish();
+                    }
+                    return Poll::Ready(None);
+                }
                 Poll::Ready(None) => continue,
                 Poll::Pending => return Poll::Pending,
             }
@@ -157,6 +176,7 @@ impl<T: DeserializeOwned + Send + 'static> MapStream<T> {
         K: Task<Output = T>,
         I: Iterator<Item = K::Args> + Send + 'static,
     {
+        let bar = opts.progress.then(|| progress_bar(iter.size_hint()));
         let chunksize = opts.chunksize.unwrap_or(1);
         let workers = core.config().workers;
         let max_chunks = (workers * 64)
@@ -177,6 +197,7 @@ impl<T: DeserializeOwned + Send + 'static> MapStream<T> {
             inflight,
             ready: VecDeque::new(),
             exhausted: false,
+            bar,
         };
         MapStream {
             inner: Box::pin(driver),
@@ -189,4 +210,29 @@ impl<T> Stream for MapStream<T> {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.as_mut().poll_next(cx)
     }
+}
+
+/// A progress bar on stderr, or a hidden one when stderr is not a terminal.
+fn progress_bar(size_hint: (usize, Option<usize>)) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    let len = match size_hint {
+        (lo, Some(hi)) if lo == hi => Some(lo as u64),
+        _ => None,
+    };
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = match len {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::no_length(),
+    };
+    let template = if len.is_some() {
+        "{bar:40} {pos}/{len} [{elapsed_precise}] {per_sec} ETA {eta}"
+    } else {
+        "{spinner} {pos} done [{elapsed_precise}] {per_sec}"
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
 }

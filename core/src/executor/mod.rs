@@ -3,6 +3,7 @@
 mod core;
 mod handle;
 mod map;
+mod pool;
 mod wait;
 
 use std::marker::PhantomData;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 pub use self::handle::{TaskHandle, TaskId};
 pub use self::map::{MapOptions, MapStream};
+pub use self::pool::{AsyncResult, Imap, Pool, PoolBuilder};
 pub use self::wait::{as_completed, wait, AsCompleted, ReturnWhen};
 
 pub(crate) use self::core::{Config, Core};
@@ -191,7 +193,7 @@ struct Owner {
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        self.core.stop_blocking();
+        self.core.stop_blocking(TaskError::Cancelled);
     }
 }
 
@@ -323,7 +325,7 @@ impl Executor {
     /// Resolves queued and running tasks to [`TaskError::Cancelled`] and stops
     /// the workers at once.
     pub async fn shutdown_now(&self) {
-        self.core().stop_now().await;
+        self.core().stop_now(TaskError::Cancelled).await;
     }
 
     /// The number of workers the executor keeps running.

@@ -1,0 +1,422 @@
+//! [`Pool`]: the blocking process pool, like `multiprocessing.Pool`.
+//!
+//! It is a thin blocking face over the executor's scheduler: the same
+//! dispatch, windows, crash accounting and recycling. It needs no async
+//! runtime and works from any thread, including a blocking thread of a tokio
+//! program.
+
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures::executor::BlockingStream;
+
+use super::core::Core;
+use super::handle::{decode_batch, decode_one, Completion, Outcome};
+use super::map::{MapOptions, MapStream};
+use super::{encode_one, ExecutorBuilder, StartMethod, TransportKind};
+use crate::error::{Error, TaskError};
+use crate::task::Task;
+
+/// Configures and starts a [`Pool`].
+#[derive(Debug, Clone, Default)]
+pub struct PoolBuilder {
+    inner: ExecutorBuilder,
+}
+
+impl PoolBuilder {
+    /// The number of worker processes (default: [`cpu_count`](crate::cpu_count)).
+    pub fn processes(mut self, n: usize) -> Self {
+        self.inner = self.inner.max_workers(n);
+        self
+    }
+
+    /// A task to run once in each worker, replacements included, before its
+    /// first task.
+    pub fn initializer<T: Task>(mut self, task: T, args: T::Args) -> Self {
+        self.inner = self.inner.initializer(task, args);
+        self
+    }
+
+    /// Replaces each worker after it has been given `n` tasks (a chunk counts
+    /// as one).
+    pub fn max_tasks_per_child(mut self, n: u64) -> Self {
+        self.inner = self.inner.max_tasks_per_child(n);
+        self
+    }
+
+    /// How workers are started.
+    pub fn start_method(mut self, m: StartMethod) -> Self {
+        self.inner = self.inner.start_method(m);
+        self
+    }
+
+    /// The parent–worker channel.
+    pub fn transport(mut self, t: TransportKind) -> Self {
+        self.inner = self.inner.transport(t);
+        self
+    }
+
+    /// The largest message either side will send or accept.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.inner = self.inner.max_message_size(bytes);
+        self
+    }
+
+    /// Starts the workers and waits until they are up.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Spawn`](crate::ErrorKind::Spawn) when workers cannot be
+    /// started or their initializer fails.
+    pub fn build(self) -> Result<Pool, Error> {
+        let mut cfg = self.inner.into_config()?;
+        cfg.name_prefix = "PoolWorker";
+        let core = Core::new(cfg);
+        core.start_blocking()?;
+        Ok(Pool { core })
+    }
+}
+
+/// A blocking pool of worker processes, like Python's `multiprocessing.Pool`.
+///
+/// Dropping the pool is [`terminate`](Pool::terminate), as leaving Python's
+/// `with Pool(…)` block is.
+///
+/// # Examples
+/// ```no_run
+/// use mproc::prelude::*;
+///
+/// #[mproc::task]
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// # fn main() -> Result<(), mproc::Error> {
+/// let pool = Pool::new(4)?;
+/// let squares: Vec<u64> = pool.map(square, 0..10)?;
+/// assert_eq!(squares[3], 9);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Pool {
+    core: Arc<Core>,
+}
+
+/// Python's rule: about four chunks per worker.
+fn auto_chunksize(len: usize, workers: usize) -> usize {
+    len.div_ceil(workers * 4).max(1)
+}
+
+impl Pool {
+    /// Starts `processes` workers with the defaults.
+    ///
+    /// # Errors
+    /// As [`PoolBuilder::build`].
+    pub fn new(processes: usize) -> Result<Pool, Error> {
+        Self::builder().processes(processes).build()
+    }
+
+    /// A builder with the defaults.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// The number of worker processes.
+    pub fn processes(&self) -> usize {
+        self.core.config().workers
+    }
+
+    /// The pids of the worker processes alive right now.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.core.pids()
+    }
+
+    /// Runs `task(args)` and waits for its result.
+    pub fn apply<T: Task>(&self, task: T, args: T::Args) -> Result<T::Output, TaskError> {
+        self.apply_async(task, args).get()
+    }
+
+    /// Queues `task(args)` and returns at once.
+    pub fn apply_async<T: Task>(&self, task: T, args: T::Args) -> AsyncResult<T::Output> {
+        let _ = task;
+        let comp = match encode_one(&args) {
+            Ok(payload) => self.core.submit(T::NAME, T::IS_ASYNC, payload, None).1,
+            Err(e) => failed(e),
+        };
+        AsyncResult::new(vec![(comp, 1)], |mut outs| {
+            decode_one(outs.pop().expect("one part"))
+        })
+    }
+
+    /// Runs `task` on every item and returns the results in order; the first
+    /// failure is returned as the error. The chunk size is chosen from the
+    /// input length (about four chunks per worker).
+    pub fn map<T, I>(&self, task: T, iter: I) -> Result<Vec<T::Output>, TaskError>
+    where
+        T: Task,
+        I: IntoIterator<Item = T::Args>,
+    {
+        self.map_with(task, iter, MapOptions::default())
+    }
+
+    /// [`map`](Self::map) with options (chunk size, progress bar).
+    pub fn map_with<T, I>(
+        &self,
+        task: T,
+        iter: I,
+        opts: MapOptions,
+    ) -> Result<Vec<T::Output>, TaskError>
+    where
+        T: Task,
+        I: IntoIterator<Item = T::Args>,
+    {
+        let items: Vec<T::Args> = iter.into_iter().collect();
+        let mut opts = opts;
+        if opts.chunksize.is_none() {
+            opts.chunksize = Some(auto_chunksize(items.len(), self.processes()));
+        }
+        let _ = task;
+        let stream = MapStream::new::<T, _>(self.core.clone(), items.into_iter(), opts, true);
+        futures::executor::block_on_stream(stream).collect()
+    }
+
+    /// `map` for functions of several arguments, given as tuples (kept for
+    /// porting: mproc tasks already take their arguments as one tuple).
+    pub fn starmap<T, I>(&self, task: T, iter: I) -> Result<Vec<T::Output>, TaskError>
+    where
+        T: Task,
+        I: IntoIterator<Item = T::Args>,
+    {
+        self.map(task, iter)
+    }
+
+    /// Queues a whole `map` and returns at once.
+    pub fn map_async<T, I>(&self, task: T, iter: I) -> AsyncResult<Vec<T::Output>>
+    where
+        T: Task,
+        I: IntoIterator<Item = T::Args>,
+    {
+        let _ = task;
+        let items: Vec<T::Args> = iter.into_iter().collect();
+        let chunksize = auto_chunksize(items.len(), self.processes());
+        let parts: Vec<(Arc<Completion>, usize)> = items
+            .chunks(chunksize)
+            .map(|chunk| {
+                let comp = match postcard::to_stdvec(chunk) {
+                    Ok(payload) => self.core.submit(T::NAME, T::IS_ASYNC, payload, None).1,
+                    Err(e) => failed(TaskError::Serialization {
+                        message: format!("cannot encode the arguments: {e}"),
+                    }),
+                };
+                (comp, chunk.len())
+            })
+            .collect();
+        let sizes: Vec<usize> = parts.iter().map(|(_, n)| *n).collect();
+        AsyncResult::new(parts, move |outs| {
+            let mut all = Vec::with_capacity(sizes.iter().sum());
+            for (o, n) in outs.into_iter().zip(&sizes) {
+                for item in decode_batch::<T::Output>(o, *n) {
+                    all.push(item?);
+                }
+            }
+            Ok(all)
+        })
+    }
+
+    /// A lazy iterator of results in input order; inputs are pulled as
+    /// results are consumed (one per message).
+    pub fn imap<T, I>(&self, task: T, iter: I) -> Imap<T::Output>
+    where
+        T: Task,
+        I: IntoIterator<Item = T::Args>,
+        I::IntoIter: Send + 'static,
+    {
+        self.imap_with(task, iter, MapOptions::default())
+    }
+
+    /// [`imap`](Self::imap) with options.
+    pub fn imap_with<T, I>(&self, task: T, iter: I, opts: MapOptions) -> Imap<T::Output>
+    where
+        T: Task,
+        I: IntoIterator<Item = T::Args>,
+        I::IntoIter: Send + 'static,
+    {
+        let _ = task;
+        Imap {
+            inner: futures::executor::block_on_stream(MapStream::new::<T, _>(
+                self.core.clone(),
+                iter.into_iter(),
+                opts,
+                true,
+            )),
+        }
+    }
+
+    /// Like [`imap`](Self::imap), in completion order.
+    pub fn imap_unordered<T, I>(&self, task: T, iter: I) -> Imap<T::Output>
+    where
+        T: Task,
+        I: IntoIterator<Item = T::Args>,
+        I::IntoIter: Send + 'static,
+    {
+        self.imap_unordered_with(task, iter, MapOptions::default())
+    }
+
+    /// [`imap_unordered`](Self::imap_unordered) with options.
+    pub fn imap_unordered_with<T, I>(&self, task: T, iter: I, opts: MapOptions) -> Imap<T::Output>
+    where
+        T: Task,
+        I: IntoIterator<Item = T::Args>,
+        I::IntoIter: Send + 'static,
+    {
+        let _ = task;
+        Imap {
+            inner: futures::executor::block_on_stream(MapStream::new::<T, _>(
+                self.core.clone(),
+                iter.into_iter(),
+                opts,
+                false,
+            )),
+        }
+    }
+
+    /// Accepts no more work; what was submitted still runs, then the workers
+    /// exit. Later submissions fail with [`TaskError::Shutdown`].
+    pub fn close(&self) {
+        self.core.close();
+    }
+
+    /// Waits for the workers to exit. Closes the pool first if that has not
+    /// happened (Python raises an error there instead).
+    pub fn join(&self) {
+        self.core.close();
+        self.core.join_blocking();
+    }
+
+    /// Stops the workers at once; pending results resolve to
+    /// [`TaskError::Shutdown`].
+    pub fn terminate(&self) {
+        self.core.stop_blocking(TaskError::Shutdown);
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+fn failed(e: TaskError) -> Arc<Completion> {
+    let c = Completion::new();
+    c.resolve(Err(e));
+    c
+}
+
+/// The lazy results of [`Pool::imap`] / [`Pool::imap_unordered`].
+pub struct Imap<T> {
+    inner: BlockingStream<MapStream<T>>,
+}
+
+impl<T> std::fmt::Debug for Imap<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Imap").finish_non_exhaustive()
+    }
+}
+
+impl<T> Iterator for Imap<T> {
+    type Item = Result<T, TaskError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next()
+    }
+}
+
+type Decode<T> = Box<dyn FnOnce(Vec<Outcome>) -> Result<T, TaskError> + Send>;
+
+/// The pending result of [`Pool::apply_async`] or [`Pool::map_async`].
+pub struct AsyncResult<T> {
+    parts: Vec<(Arc<Completion>, usize)>,
+    decode: Mutex<Option<Decode<T>>>,
+    value: OnceLock<Result<T, TaskError>>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for AsyncResult<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("ready", &self.ready())
+            .finish()
+    }
+}
+
+impl<T> AsyncResult<T> {
+    fn new(
+        parts: Vec<(Arc<Completion>, usize)>,
+        decode: impl FnOnce(Vec<Outcome>) -> Result<T, TaskError> + Send + 'static,
+    ) -> Self {
+        AsyncResult {
+            parts,
+            decode: Mutex::new(Some(Box::new(decode))),
+            value: OnceLock::new(),
+            _t: PhantomData,
+        }
+    }
+
+    /// True once the result is available.
+    pub fn ready(&self) -> bool {
+        self.value.get().is_some() || self.parts.iter().all(|(c, _)| c.is_resolved())
+    }
+
+    /// `Some(true)` if it finished without error, `Some(false)` if with an
+    /// error, `None` while not ready.
+    pub fn successful(&self) -> Option<bool> {
+        if !self.ready() {
+            return None;
+        }
+        Some(self.settle().is_ok())
+    }
+
+    /// Blocks until the result is available.
+    pub fn wait(&self) {
+        for (c, _) in &self.parts {
+            c.wait_until(None);
+        }
+    }
+
+    /// Blocks up to `d`; true when the result is available.
+    pub fn wait_timeout(&self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        self.parts.iter().all(|(c, _)| c.wait_until(Some(deadline)))
+    }
+
+    /// Decodes the finished result once; later calls return the cache.
+    fn settle(&self) -> &Result<T, TaskError> {
+        self.value.get_or_init(|| {
+            let outs = self
+                .parts
+                .iter()
+                .map(|(c, _)| c.take().unwrap_or(Err(TaskError::Shutdown)))
+                .collect();
+            let decode = self.decode.lock().unwrap().take();
+            match decode {
+                Some(d) => d(outs),
+                None => Err(TaskError::Shutdown),
+            }
+        })
+    }
+
+    /// Waits for the result and returns it.
+    pub fn get(mut self) -> Result<T, TaskError> {
+        self.wait();
+        self.settle();
+        self.value.take().expect("settled")
+    }
+}
+
+impl<T: Clone> AsyncResult<T> {
+    /// Waits up to `d`: [`TaskError::TimedOut`] on expiry, and the result
+    /// stays retrievable; may be called again after it succeeded.
+    pub fn get_timeout(&self, d: Duration) -> Result<T, TaskError> {
+        if self.value.get().is_none() && !self.wait_timeout(d) {
+            return Err(TaskError::TimedOut);
+        }
+        self.settle().clone()
+    }
+}
