@@ -150,33 +150,6 @@ impl Task for Unregistered {
     }
 }
 
-/// Waits (bounded) until `n` workers have pids, e.g. after a replacement.
-async fn wait_for_workers(ex: &Executor, n: usize) -> Vec<u32> {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let pids = ex.worker_pids();
-        if pids.len() == n || Instant::now() > end {
-            assert_eq!(pids.len(), n, "workers: {pids:?}");
-            return pids;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-async fn executor(n: usize) -> Executor {
-    Executor::new(n).await.expect("executor starts")
-}
-
-async fn finish(ex: Executor) {
-    let pids = ex.worker_pids();
-    ex.shutdown().await;
-    assert!(ex.worker_pids().is_empty());
-    assert!(
-        wait_gone(&pids, Duration::from_secs(5)),
-        "workers left behind: {pids:?}"
-    );
-}
-
 #[test]
 fn task_stays_callable_in_process() {
     assert_eq!(square(10), 100);
@@ -189,565 +162,596 @@ fn task_stays_callable_in_process() {
     assert!(mproc::registered_tasks().contains(&<square as Task>::NAME));
 }
 
-#[test]
-fn submit_runs_every_kind_of_task_in_a_worker() {
-    run(async {
-        let ex = executor(2).await;
-        assert_eq!(ex.submit(square, 10).await, Ok(100));
-        assert_eq!(ex.submit(add, (2, -5)).await, Ok(-3));
-        assert_eq!(ex.submit(count_bytes, "hello".into()).await, Ok(5));
-        assert_eq!(ex.submit(parse, "42".into()).await, Ok(Ok(42)));
-        assert!(matches!(ex.submit(parse, "x".into()).await, Ok(Err(_))));
-        let (name, pid) = ex.submit(whoami, ()).await.unwrap();
-        assert!(name.starts_with("PoolWorker-"), "{name}");
-        assert_ne!(pid, std::process::id());
-        assert!(ex.worker_pids().contains(&pid));
-        assert_eq!(
-            ex.submit(parent_pid, ()).await,
-            Ok(Some(std::process::id()))
-        );
-        finish(ex).await;
-    });
-}
+/// The whole suite, once per transport: every test builds its executor with
+/// `KIND`.
+macro_rules! executor_suite {
+    ($($module:ident => $kind:expr),* $(,)?) => {$(
+        mod $module {
+            use super::*;
 
-#[test]
-fn map_keeps_order_and_map_unordered_loses_nothing() {
-    run(async {
-        let ex = executor(2).await;
-        let v: Vec<u64> = ex.map(square, 0..1000u64).try_collect().await.unwrap();
-        assert_eq!(v, (0..1000u64).map(|x| x * x).collect::<Vec<_>>());
-        let v: Vec<u64> = ex
-            .map_with(square, 0..10_001u64, MapOptions::default().chunksize(97))
-            .try_collect()
-            .await
-            .unwrap();
-        assert_eq!(v, (0..10_001u64).map(|x| x * x).collect::<Vec<_>>());
-        let mut u: Vec<u64> = ex
-            .map_unordered(square, 0..500u64)
-            .try_collect()
-            .await
-            .unwrap();
-        u.sort_unstable();
-        assert_eq!(u, (0..500u64).map(|x| x * x).collect::<Vec<_>>());
-        let sum = ex
-            .map_with(square, 0..100_000u64, MapOptions::default().chunksize(1000))
-            .try_fold(0u64, |a, x| async move { Ok(a + x) })
-            .await
-            .unwrap();
-        assert_eq!(sum, (0..100_000u64).map(|x| x * x).sum::<u64>());
-        let empty: Vec<u64> = ex.map(square, Vec::new()).try_collect().await.unwrap();
-        assert!(empty.is_empty());
-        finish(ex).await;
-    });
-}
+            const KIND: TransportKind = $kind;
 
-#[test]
-fn map_pulls_lazily_from_an_endless_iterator() {
-    run(async {
-        let ex = executor(2).await;
-        let pulled = Arc::new(AtomicUsize::new(0));
-        let p = pulled.clone();
-        let endless = (0u64..).inspect(move |_| {
-            p.fetch_add(1, Ordering::Relaxed);
-        });
-        let first: Vec<u64> = ex
-            .map_with(square, endless, MapOptions::default().chunksize(4))
-            .take(50)
-            .try_collect()
-            .await
-            .unwrap();
-        assert_eq!(first, (0..50u64).map(|x| x * x).collect::<Vec<_>>());
-        let n = pulled.load(Ordering::Relaxed);
-        assert!(n < 50 + 2 * 8192, "pulled {n} items for 50 results");
-        finish(ex).await;
-    });
-}
-
-#[test]
-fn map_reports_failures_per_item() {
-    run(async {
-        let ex = executor(2).await;
-        let inputs = vec!["1".to_string(), "x".into(), "3".into()];
-        let out: Vec<Result<Result<u32, String>, TaskError>> = ex
-            .map_with(parse, inputs, MapOptions::default().chunksize(3))
-            .collect()
-            .await;
-        assert_eq!(out[0], Ok(Ok(1)));
-        assert!(matches!(out[1], Ok(Err(_))));
-        assert_eq!(out[2], Ok(Ok(3)));
-        let msgs = vec!["a".to_string(), "b".into()];
-        let out: Vec<_> = ex.map(boom, msgs).collect().await;
-        assert!(out
-            .iter()
-            .all(|r| matches!(r, Err(TaskError::Panicked { .. }))));
-        finish(ex).await;
-    });
-}
-
-#[test]
-fn as_completed_yields_in_completion_order() {
-    run(async {
-        let ex = executor(2).await;
-        let slow = ex.submit(sleep_ms, 600);
-        let fast = ex.submit(sleep_ms, 10);
-        let mut order = Vec::new();
-        let mut done = as_completed(vec![slow, fast]);
-        let start = Instant::now();
-        while let Some(r) = done.next().await {
-            order.push((r.unwrap(), start.elapsed()));
-        }
-        assert_eq!(order.len(), 2);
-        assert!(order[0].1 < order[1].1);
-        assert!(
-            order[0].1 < Duration::from_millis(500),
-            "fast one came first"
-        );
-        finish(ex).await;
-    });
-}
-
-#[test]
-fn wait_splits_done_and_pending() {
-    run(async {
-        let ex = executor(2).await;
-        let hs = vec![ex.submit(sleep_ms, 5), ex.submit(sleep_ms, 2000)];
-        let (done, pending) = wait(hs, ReturnWhen::FirstCompleted).await;
-        assert_eq!((done.len(), pending.len()), (1, 1));
-        assert!(done[0].is_done());
-        assert!(pending[0].cancel());
-
-        let hs = vec![ex.submit(sleep_ms, 5), ex.submit(sleep_ms, 30)];
-        let (done, pending) = wait(hs, ReturnWhen::AllCompleted).await;
-        assert_eq!((done.len(), pending.len()), (2, 0));
-        for h in done {
-            assert!(h.await.is_ok());
-        }
-
-        let hs = vec![ex.submit(boom, "x".into()), ex.submit(sleep_ms, 3000)];
-        let (done, pending) = wait(hs, ReturnWhen::FirstException).await;
-        assert_eq!((done.len(), pending.len()), (1, 1));
-        assert!(pending[0].cancel());
-        let (none_done, none_pending) =
-            wait(Vec::<TaskHandle<u32>>::new(), ReturnWhen::AllCompleted).await;
-        assert!(none_done.is_empty() && none_pending.is_empty());
-        finish(ex).await;
-    });
-}
-
-#[test]
-fn panics_are_caught_and_the_worker_lives_on() {
-    run(async {
-        let ex = executor(1).await;
-        let before = ex.worker_pids();
-        match ex.submit(boom, "kaboom 42".into()).await {
-            Err(TaskError::Panicked { message }) => assert!(message.contains("kaboom 42")),
-            other => panic!("expected a panic, got {other:?}"),
-        }
-        assert!(matches!(
-            ex.submit(async_boom, ()).await,
-            Err(TaskError::Panicked { .. })
-        ));
-        assert_eq!(ex.submit(square, 3).await, Ok(9));
-        assert_eq!(ex.worker_pids(), before, "the same worker served on");
-        finish(ex).await;
-    });
-}
-
-async fn crash_case<T: Task<Args = A, Output = ()>, A: Clone>(
-    task: T,
-    args: A,
-    code: Option<i32>,
-    signal: Option<i32>,
-) {
-    let ex = executor(2).await;
-    let before = ex.worker_pids();
-    let r = ex.submit(task, args).await;
-    match r {
-        Err(TaskError::WorkerDied { exit }) => {
-            assert_eq!((exit.code, exit.signal), (code, signal), "{exit}");
-        }
-        other => panic!("expected WorkerDied, got {other:?}"),
-    }
-    // The executor keeps serving, with a replacement worker.
-    let v: Vec<u64> = ex.map(square, 0..100u64).try_collect().await.unwrap();
-    assert_eq!(v[99], 99 * 99);
-    let after = wait_for_workers(&ex, 2).await;
-    assert_ne!(after, before);
-    finish(ex).await;
-}
-
-#[test]
-fn abort_fails_only_its_task() {
-    run(crash_case(abort_now, (), None, Some(libc::SIGABRT)));
-}
-
-#[test]
-fn segfault_fails_only_its_task() {
-    run(crash_case(segfault, (), None, Some(libc::SIGSEGV)));
-}
-
-#[test]
-fn sigkill_fails_only_its_task() {
-    run(crash_case(sigkill_self, (), None, Some(libc::SIGKILL)));
-}
-
-#[test]
-fn exit_fails_only_its_task() {
-    run(crash_case(exit_with, 3, Some(3), None));
-}
-
-#[test]
-fn queued_tasks_behind_a_crash_are_not_lost() {
-    run(async {
-        // One worker: the crash and the tasks behind it share its window.
-        let ex = executor(1).await;
-        let crash = ex.submit(abort_now, ());
-        let rest: Vec<_> = (0..20u64).map(|i| ex.submit(square, i)).collect();
-        assert!(matches!(crash.await, Err(TaskError::WorkerDied { .. })));
-        for (i, h) in rest.into_iter().enumerate() {
-            assert_eq!(h.await, Ok((i * i) as u64), "task {i} behind the crash");
-        }
-        finish(ex).await;
-    });
-}
-
-#[test]
-fn worker_killed_from_outside_mid_task() {
-    run(async {
-        let path = std::env::temp_dir().join(format!("mproc-victim-{}", std::process::id()));
-        let path_s = path.to_string_lossy().into_owned();
-        let ex = executor(2).await;
-        let h = ex.submit(announce_and_sleep, (path_s, 20_000));
-        let end = Instant::now() + Duration::from_secs(10);
-        let pid: u32 = loop {
-            if let Some(p) = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|s| s.parse().ok())
-            {
-                break p;
+        /// Waits (bounded) until `n` workers have pids, e.g. after a replacement.
+        async fn wait_for_workers(ex: &Executor, n: usize) -> Vec<u32> {
+            let end = Instant::now() + Duration::from_secs(10);
+            loop {
+                let pids = ex.worker_pids();
+                if pids.len() == n || Instant::now() > end {
+                    assert_eq!(pids.len(), n, "workers: {pids:?}");
+                    return pids;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            assert!(Instant::now() < end, "the task never started");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
-        std::fs::remove_file(&path).unwrap();
-        let others: Vec<_> = (0..10u64).map(|i| ex.submit(square, i)).collect();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        match h.await {
-            Err(TaskError::WorkerDied { exit }) => assert_eq!(exit.signal, Some(libc::SIGKILL)),
-            other => panic!("expected WorkerDied, got {other:?}"),
         }
-        for (i, h) in others.into_iter().enumerate() {
-            assert_eq!(
-                h.await,
-                Ok((i * i) as u64),
-                "square {i} was not on the killed worker's CPU"
+
+        fn builder(n: usize) -> ExecutorBuilder {
+            Executor::builder().max_workers(n).transport(KIND)
+        }
+
+        async fn executor(n: usize) -> Executor {
+            builder(n).build().await.expect("executor starts")
+        }
+
+        async fn finish(ex: Executor) {
+            let pids = ex.worker_pids();
+            ex.shutdown().await;
+            assert!(ex.worker_pids().is_empty());
+            assert!(
+                wait_gone(&pids, Duration::from_secs(5)),
+                "workers left behind: {pids:?}"
             );
         }
-        assert!(wait_gone(&[pid], Duration::from_secs(5)));
-        finish(ex).await;
-    });
-}
 
-#[test]
-fn timeout_recycles_the_worker() {
-    run(async {
-        let ex = executor(1).await;
-        let before = ex.worker_pids();
-        let start = Instant::now();
-        let r = ex
-            .submit_with(
-                sleep_ms,
-                20_000,
-                TaskOptions::default().timeout(Duration::from_millis(200)),
-            )
-            .await;
-        assert_eq!(r, Err(TaskError::TimedOut));
-        assert!(start.elapsed() < Duration::from_secs(5));
-        assert_eq!(ex.submit(square, 4).await, Ok(16));
-        assert_ne!(ex.worker_pids(), before, "the stuck worker was replaced");
-        assert!(wait_gone(&before, Duration::from_secs(5)));
-        // A task that finishes in time is unaffected by its timeout.
-        let ok = ex.submit_with(
-            square,
-            5,
-            TaskOptions::default().timeout(Duration::from_secs(30)),
-        );
-        assert_eq!(ok.await, Ok(25));
-        finish(ex).await;
-    });
-}
-
-#[test]
-fn cancel_queued_running_and_finished() {
-    run(async {
-        let dir = std::env::temp_dir().join(format!("mproc-cancel-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let marker = dir.join("ran");
-        let ex = executor(1).await;
-        let busy = ex.submit(sleep_ms, 400);
-        let queued = ex.submit(touch, marker.to_string_lossy().into_owned());
-        assert!(queued.cancel(), "a queued task can be cancelled");
-        assert!(!queued.cancel(), "only once");
-        assert_eq!(queued.await, Err(TaskError::Cancelled));
-        assert!(busy.await.is_ok());
-        assert_eq!(ex.submit(square, 2).await, Ok(4));
-        assert!(!marker.exists(), "a cancelled queued task never runs");
-
-        let before = ex.worker_pids();
-        let running = ex.submit(sleep_ms, 20_000);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(running.cancel());
-        assert_eq!(running.await, Err(TaskError::Cancelled));
-        assert_eq!(ex.submit(square, 3).await, Ok(9));
-        assert!(
-            wait_gone(&before, Duration::from_secs(5)),
-            "the running task's worker was recycled"
-        );
-
-        let done = ex.submit(square, 6);
-        while !done.is_done() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        #[test]
+        fn submit_runs_every_kind_of_task_in_a_worker() {
+            run(async {
+                let ex = executor(2).await;
+                assert_eq!(ex.submit(square, 10).await, Ok(100));
+                assert_eq!(ex.submit(add, (2, -5)).await, Ok(-3));
+                assert_eq!(ex.submit(count_bytes, "hello".into()).await, Ok(5));
+                assert_eq!(ex.submit(parse, "42".into()).await, Ok(Ok(42)));
+                assert!(matches!(ex.submit(parse, "x".into()).await, Ok(Err(_))));
+                let (name, pid) = ex.submit(whoami, ()).await.unwrap();
+                assert!(name.starts_with("PoolWorker-"), "{name}");
+                assert_ne!(pid, std::process::id());
+                assert!(ex.worker_pids().contains(&pid));
+                assert_eq!(
+                    ex.submit(parent_pid, ()).await,
+                    Ok(Some(std::process::id()))
+                );
+                finish(ex).await;
+            });
         }
-        assert!(!done.cancel(), "a finished task cannot be cancelled");
-        assert_eq!(done.await, Ok(36));
-        finish(ex).await;
-        std::fs::remove_dir_all(&dir).unwrap();
-    });
-}
 
-#[test]
-fn max_tasks_per_child_recycles_workers() {
-    run(async {
-        let ex = Executor::builder()
-            .max_workers(2)
-            .max_tasks_per_child(3)
-            .build()
-            .await
-            .unwrap();
-        let mut seen = std::collections::HashMap::<u32, usize>::new();
-        for _ in 0..30 {
-            let (_, pid) = ex.submit(whoami, ()).await.unwrap();
-            *seen.entry(pid).or_default() += 1;
+        #[test]
+        fn map_keeps_order_and_map_unordered_loses_nothing() {
+            run(async {
+                let ex = executor(2).await;
+                let v: Vec<u64> = ex.map(square, 0..1000u64).try_collect().await.unwrap();
+                assert_eq!(v, (0..1000u64).map(|x| x * x).collect::<Vec<_>>());
+                let v: Vec<u64> = ex
+                    .map_with(square, 0..10_001u64, MapOptions::default().chunksize(97))
+                    .try_collect()
+                    .await
+                    .unwrap();
+                assert_eq!(v, (0..10_001u64).map(|x| x * x).collect::<Vec<_>>());
+                let mut u: Vec<u64> = ex
+                    .map_unordered(square, 0..500u64)
+                    .try_collect()
+                    .await
+                    .unwrap();
+                u.sort_unstable();
+                assert_eq!(u, (0..500u64).map(|x| x * x).collect::<Vec<_>>());
+                let sum = ex
+                    .map_with(square, 0..100_000u64, MapOptions::default().chunksize(1000))
+                    .try_fold(0u64, |a, x| async move { Ok(a + x) })
+                    .await
+                    .unwrap();
+                assert_eq!(sum, (0..100_000u64).map(|x| x * x).sum::<u64>());
+                let empty: Vec<u64> = ex.map(square, Vec::new()).try_collect().await.unwrap();
+                assert!(empty.is_empty());
+                finish(ex).await;
+            });
         }
-        assert!(seen.values().all(|n| *n <= 3), "{seen:?}");
-        assert!(seen.len() >= 10);
-        // Concurrent load while recycling must not stall (CPython #115634).
-        let v: Vec<u64> = ex.map(square, 0..300u64).try_collect().await.unwrap();
-        assert_eq!(v.len(), 300);
-        finish(ex).await;
-    });
-}
 
-#[test]
-fn initializer_runs_once_in_every_worker_including_replacements() {
-    run(async {
-        let ex = Executor::builder()
-            .max_workers(1)
-            .initializer(init_worker, 7)
-            .build()
-            .await
-            .unwrap();
-        assert_eq!(ex.submit(init_calls, ()).await, Ok(7));
-        assert_eq!(ex.submit(init_calls, ()).await, Ok(7), "once, not per task");
-        assert!(ex.submit(abort_now, ()).await.is_err());
-        assert_eq!(
-            ex.submit(init_calls, ()).await,
-            Ok(7),
-            "the replacement ran it too"
-        );
-        finish(ex).await;
-        assert_eq!(INIT_CALLS.load(Ordering::SeqCst), 0, "never in the parent");
-    });
-}
-
-#[test]
-fn failing_initializer_fails_build() {
-    run(async {
-        let err = Executor::builder()
-            .max_workers(1)
-            .initializer(failing_init, ())
-            .build()
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Spawn);
-        assert!(err.to_string().contains("initializer refuses"), "{err}");
-    });
-}
-
-#[test]
-fn unknown_task_is_refused_by_name() {
-    run(async {
-        let ex = executor(1).await;
-        match ex.submit(Unregistered, 1).await {
-            Err(TaskError::UnknownTask { name }) => assert_eq!(name, "tests::no_such_task"),
-            other => panic!("expected UnknownTask, got {other:?}"),
+        #[test]
+        fn map_pulls_lazily_from_an_endless_iterator() {
+            run(async {
+                let ex = executor(2).await;
+                let pulled = Arc::new(AtomicUsize::new(0));
+                let p = pulled.clone();
+                let endless = (0u64..).inspect(move |_| {
+                    p.fetch_add(1, Ordering::Relaxed);
+                });
+                let first: Vec<u64> = ex
+                    .map_with(square, endless, MapOptions::default().chunksize(4))
+                    .take(50)
+                    .try_collect()
+                    .await
+                    .unwrap();
+                assert_eq!(first, (0..50u64).map(|x| x * x).collect::<Vec<_>>());
+                let n = pulled.load(Ordering::Relaxed);
+                assert!(n < 50 + 2 * 8192, "pulled {n} items for 50 results");
+                finish(ex).await;
+            });
         }
-        assert_eq!(ex.submit(square, 2).await, Ok(4));
-        finish(ex).await;
-    });
-}
 
-#[test]
-fn serialization_failures_are_reported() {
-    run(async {
-        let ex = executor(1).await;
-        assert!(matches!(
-            ex.submit(unsendable_result, ()).await,
-            Err(TaskError::Serialization { .. })
-        ));
-        assert!(matches!(
-            ex.submit(takes_unsendable, Unsendable).await,
-            Err(TaskError::Serialization { .. })
-        ));
-        assert_eq!(ex.submit(square, 2).await, Ok(4));
-        finish(ex).await;
-    });
-}
-
-#[test]
-fn oversized_messages_are_refused_with_a_clear_error() {
-    run(async {
-        let ex = Executor::builder()
-            .max_workers(1)
-            .max_message_size(1 << 20)
-            .build()
-            .await
-            .unwrap();
-        match ex.submit(echo, vec![0u8; 2 << 20]).await {
-            Err(TaskError::Serialization { message }) => {
-                assert!(message.contains("limit"), "{message}")
-            }
-            other => panic!("expected a size error, got {other:?}"),
+        #[test]
+        fn map_reports_failures_per_item() {
+            run(async {
+                let ex = executor(2).await;
+                let inputs = vec!["1".to_string(), "x".into(), "3".into()];
+                let out: Vec<Result<Result<u32, String>, TaskError>> = ex
+                    .map_with(parse, inputs, MapOptions::default().chunksize(3))
+                    .collect()
+                    .await;
+                assert_eq!(out[0], Ok(Ok(1)));
+                assert!(matches!(out[1], Ok(Err(_))));
+                assert_eq!(out[2], Ok(Ok(3)));
+                let msgs = vec!["a".to_string(), "b".into()];
+                let out: Vec<_> = ex.map(boom, msgs).collect().await;
+                assert!(out
+                    .iter()
+                    .all(|r| matches!(r, Err(TaskError::Panicked { .. }))));
+                finish(ex).await;
+            });
         }
-        match ex.submit(bytes_of, 2 << 20).await {
-            Err(TaskError::Serialization { message }) => {
-                assert!(message.contains("limit"), "{message}")
-            }
-            other => panic!("expected a size error, got {other:?}"),
-        }
-        assert_eq!(
-            ex.submit(echo, vec![5u8; 1000]).await.unwrap(),
-            vec![5u8; 1000]
-        );
-        finish(ex).await;
-    });
-}
 
-#[test]
-fn large_payloads_round_trip() {
-    run(async {
-        let ex = executor(1).await;
-        let big: Vec<u8> = (0..64 << 20).map(|i: usize| (i % 251) as u8).collect();
-        let back = ex.submit(echo, big.clone()).await.unwrap();
-        assert!(back == big);
-        finish(ex).await;
-    });
-}
-
-#[test]
-fn shutdown_finishes_submitted_work_then_refuses() {
-    run(async {
-        let ex = executor(2).await;
-        let pids = ex.worker_pids();
-        let hs: Vec<_> = (0..6).map(|_| ex.submit(sleep_ms, 50)).collect();
-        ex.shutdown().await;
-        for h in hs {
-            assert!(h.is_done());
-            assert!(h.await.is_ok());
-        }
-        assert_eq!(ex.submit(square, 1).await, Err(TaskError::Shutdown));
-        assert!(wait_gone(&pids, Duration::from_secs(5)));
-    });
-}
-
-#[test]
-fn shutdown_now_cancels_queued_and_running() {
-    run(async {
-        let ex = executor(1).await;
-        let pids = ex.worker_pids();
-        let running = ex.submit(sleep_ms, 20_000);
-        let queued = ex.submit(square, 3);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let start = Instant::now();
-        ex.shutdown_now().await;
-        assert!(start.elapsed() < Duration::from_secs(5));
-        assert_eq!(running.await, Err(TaskError::Cancelled));
-        assert_eq!(queued.await, Err(TaskError::Cancelled));
-        assert_eq!(ex.submit(square, 1).await, Err(TaskError::Shutdown));
-        assert!(wait_gone(&pids, Duration::from_secs(5)));
-    });
-}
-
-#[test]
-fn dropping_the_last_clone_stops_every_worker() {
-    run(async {
-        let ex = executor(2).await;
-        let clone = ex.clone();
-        let pids = ex.worker_pids();
-        assert_eq!(pids.len(), 2);
-        let pending = ex.submit(sleep_ms, 20_000);
-        drop(ex);
-        assert!(
-            pids.iter().all(|p| !gone(*p)),
-            "a clone keeps the pool alive"
-        );
-        assert_eq!(clone.submit(square, 3).await, Ok(9));
-        drop(clone);
-        assert!(
-            pids.iter().all(|p| gone(*p)),
-            "drop reaps before it returns"
-        );
-        assert_eq!(pending.await, Err(TaskError::Cancelled));
-    });
-}
-
-#[test]
-fn concurrent_submitters_from_many_tasks() {
-    run(async {
-        let ex = executor(2).await;
-        let mut joins = Vec::new();
-        for t in 0..8u64 {
-            let ex = ex.clone();
-            joins.push(tokio::spawn(async move {
-                let mut sum = 0;
-                for i in 0..200u64 {
-                    sum += ex.submit(square, t * 1000 + i).await.unwrap();
+        #[test]
+        fn as_completed_yields_in_completion_order() {
+            run(async {
+                let ex = executor(2).await;
+                let slow = ex.submit(sleep_ms, 600);
+                let fast = ex.submit(sleep_ms, 10);
+                let mut order = Vec::new();
+                let mut done = as_completed(vec![slow, fast]);
+                let start = Instant::now();
+                while let Some(r) = done.next().await {
+                    order.push((r.unwrap(), start.elapsed()));
                 }
-                sum
-            }));
+                assert_eq!(order.len(), 2);
+                assert!(order[0].1 < order[1].1);
+                assert!(
+                    order[0].1 < Duration::from_millis(500),
+                    "fast one came first"
+                );
+                finish(ex).await;
+            });
         }
-        let mut total = 0;
-        for j in joins {
-            total += j.await.unwrap();
+
+        #[test]
+        fn wait_splits_done_and_pending() {
+            run(async {
+                let ex = executor(2).await;
+                let hs = vec![ex.submit(sleep_ms, 5), ex.submit(sleep_ms, 2000)];
+                let (done, pending) = wait(hs, ReturnWhen::FirstCompleted).await;
+                assert_eq!((done.len(), pending.len()), (1, 1));
+                assert!(done[0].is_done());
+                assert!(pending[0].cancel());
+
+                let hs = vec![ex.submit(sleep_ms, 5), ex.submit(sleep_ms, 30)];
+                let (done, pending) = wait(hs, ReturnWhen::AllCompleted).await;
+                assert_eq!((done.len(), pending.len()), (2, 0));
+                for h in done {
+                    assert!(h.await.is_ok());
+                }
+
+                let hs = vec![ex.submit(boom, "x".into()), ex.submit(sleep_ms, 3000)];
+                let (done, pending) = wait(hs, ReturnWhen::FirstException).await;
+                assert_eq!((done.len(), pending.len()), (1, 1));
+                assert!(pending[0].cancel());
+                let (none_done, none_pending) =
+                    wait(Vec::<TaskHandle<u32>>::new(), ReturnWhen::AllCompleted).await;
+                assert!(none_done.is_empty() && none_pending.is_empty());
+                finish(ex).await;
+            });
         }
-        let want: u64 = (0..8u64)
-            .flat_map(|t| (0..200u64).map(move |i| (t * 1000 + i).pow(2)))
-            .sum();
-        assert_eq!(total, want);
-        let ids: HashSet<TaskId> = (0..50).map(|i| ex.submit(square, i).id()).collect();
-        assert_eq!(ids.len(), 50, "task ids are unique");
-        finish(ex).await;
-    });
+
+        #[test]
+        fn panics_are_caught_and_the_worker_lives_on() {
+            run(async {
+                let ex = executor(1).await;
+                let before = ex.worker_pids();
+                match ex.submit(boom, "kaboom 42".into()).await {
+                    Err(TaskError::Panicked { message }) => assert!(message.contains("kaboom 42")),
+                    other => panic!("expected a panic, got {other:?}"),
+                }
+                assert!(matches!(
+                    ex.submit(async_boom, ()).await,
+                    Err(TaskError::Panicked { .. })
+                ));
+                assert_eq!(ex.submit(square, 3).await, Ok(9));
+                assert_eq!(ex.worker_pids(), before, "the same worker served on");
+                finish(ex).await;
+            });
+        }
+
+        async fn crash_case<T: Task<Args = A, Output = ()>, A: Clone>(
+            task: T,
+            args: A,
+            code: Option<i32>,
+            signal: Option<i32>,
+        ) {
+            let ex = executor(2).await;
+            let before = ex.worker_pids();
+            let r = ex.submit(task, args).await;
+            match r {
+                Err(TaskError::WorkerDied { exit }) => {
+                    assert_eq!((exit.code, exit.signal), (code, signal), "{exit}");
+                }
+                other => panic!("expected WorkerDied, got {other:?}"),
+            }
+            // The executor keeps serving, with a replacement worker.
+            let v: Vec<u64> = ex.map(square, 0..100u64).try_collect().await.unwrap();
+            assert_eq!(v[99], 99 * 99);
+            let after = wait_for_workers(&ex, 2).await;
+            assert_ne!(after, before);
+            finish(ex).await;
+        }
+
+        #[test]
+        fn abort_fails_only_its_task() {
+            run(crash_case(abort_now, (), None, Some(libc::SIGABRT)));
+        }
+
+        #[test]
+        fn segfault_fails_only_its_task() {
+            run(crash_case(segfault, (), None, Some(libc::SIGSEGV)));
+        }
+
+        #[test]
+        fn sigkill_fails_only_its_task() {
+            run(crash_case(sigkill_self, (), None, Some(libc::SIGKILL)));
+        }
+
+        #[test]
+        fn exit_fails_only_its_task() {
+            run(crash_case(exit_with, 3, Some(3), None));
+        }
+
+        #[test]
+        fn queued_tasks_behind_a_crash_are_not_lost() {
+            run(async {
+                // One worker: the crash and the tasks behind it share its window.
+                let ex = executor(1).await;
+                let crash = ex.submit(abort_now, ());
+                let rest: Vec<_> = (0..20u64).map(|i| ex.submit(square, i)).collect();
+                assert!(matches!(crash.await, Err(TaskError::WorkerDied { .. })));
+                for (i, h) in rest.into_iter().enumerate() {
+                    assert_eq!(h.await, Ok((i * i) as u64), "task {i} behind the crash");
+                }
+                finish(ex).await;
+            });
+        }
+
+        #[test]
+        fn worker_killed_from_outside_mid_task() {
+            run(async {
+                let path = std::env::temp_dir().join(format!("mproc-victim-{}", std::process::id()));
+                let path_s = path.to_string_lossy().into_owned();
+                let ex = executor(2).await;
+                let h = ex.submit(announce_and_sleep, (path_s, 20_000));
+                let end = Instant::now() + Duration::from_secs(10);
+                let pid: u32 = loop {
+                    if let Some(p) = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                    {
+                        break p;
+                    }
+                    assert!(Instant::now() < end, "the task never started");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                };
+                std::fs::remove_file(&path).unwrap();
+                let others: Vec<_> = (0..10u64).map(|i| ex.submit(square, i)).collect();
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                )
+                .unwrap();
+                match h.await {
+                    Err(TaskError::WorkerDied { exit }) => assert_eq!(exit.signal, Some(libc::SIGKILL)),
+                    other => panic!("expected WorkerDied, got {other:?}"),
+                }
+                for (i, h) in others.into_iter().enumerate() {
+                    assert_eq!(
+                        h.await,
+                        Ok((i * i) as u64),
+                        "square {i} was not on the killed worker's CPU"
+                    );
+                }
+                assert!(wait_gone(&[pid], Duration::from_secs(5)));
+                finish(ex).await;
+            });
+        }
+
+        #[test]
+        fn timeout_recycles_the_worker() {
+            run(async {
+                let ex = executor(1).await;
+                let before = ex.worker_pids();
+                let start = Instant::now();
+                let r = ex
+                    .submit_with(
+                        sleep_ms,
+                        20_000,
+                        TaskOptions::default().timeout(Duration::from_millis(200)),
+                    )
+                    .await;
+                assert_eq!(r, Err(TaskError::TimedOut));
+                assert!(start.elapsed() < Duration::from_secs(5));
+                assert_eq!(ex.submit(square, 4).await, Ok(16));
+                assert_ne!(ex.worker_pids(), before, "the stuck worker was replaced");
+                assert!(wait_gone(&before, Duration::from_secs(5)));
+                // A task that finishes in time is unaffected by its timeout.
+                let ok = ex.submit_with(
+                    square,
+                    5,
+                    TaskOptions::default().timeout(Duration::from_secs(30)),
+                );
+                assert_eq!(ok.await, Ok(25));
+                finish(ex).await;
+            });
+        }
+
+        #[test]
+        fn cancel_queued_running_and_finished() {
+            run(async {
+                let dir = std::env::temp_dir().join(format!("mproc-cancel-{}", std::process::id()));
+                std::fs::create_dir_all(&dir).unwrap();
+                let marker = dir.join("ran");
+                let ex = executor(1).await;
+                let busy = ex.submit(sleep_ms, 400);
+                let queued = ex.submit(touch, marker.to_string_lossy().into_owned());
+                assert!(queued.cancel(), "a queued task can be cancelled");
+                assert!(!queued.cancel(), "only once");
+                assert_eq!(queued.await, Err(TaskError::Cancelled));
+                assert!(busy.await.is_ok());
+                assert_eq!(ex.submit(square, 2).await, Ok(4));
+                assert!(!marker.exists(), "a cancelled queued task never runs");
+
+                let before = ex.worker_pids();
+                let running = ex.submit(sleep_ms, 20_000);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                assert!(running.cancel());
+                assert_eq!(running.await, Err(TaskError::Cancelled));
+                assert_eq!(ex.submit(square, 3).await, Ok(9));
+                assert!(
+                    wait_gone(&before, Duration::from_secs(5)),
+                    "the running task's worker was recycled"
+                );
+
+                let done = ex.submit(square, 6);
+                while !done.is_done() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                assert!(!done.cancel(), "a finished task cannot be cancelled");
+                assert_eq!(done.await, Ok(36));
+                finish(ex).await;
+                std::fs::remove_dir_all(&dir).unwrap();
+            });
+        }
+
+        #[test]
+        fn max_tasks_per_child_recycles_workers() {
+            run(async {
+                let ex = Executor::builder()
+                    .max_workers(2)
+                    .max_tasks_per_child(3)
+                    .build()
+                    .await
+                    .unwrap();
+                let mut seen = std::collections::HashMap::<u32, usize>::new();
+                for _ in 0..30 {
+                    let (_, pid) = ex.submit(whoami, ()).await.unwrap();
+                    *seen.entry(pid).or_default() += 1;
+                }
+                assert!(seen.values().all(|n| *n <= 3), "{seen:?}");
+                assert!(seen.len() >= 10);
+                // Concurrent load while recycling must not stall (CPython #115634).
+                let v: Vec<u64> = ex.map(square, 0..300u64).try_collect().await.unwrap();
+                assert_eq!(v.len(), 300);
+                finish(ex).await;
+            });
+        }
+
+        #[test]
+        fn initializer_runs_once_in_every_worker_including_replacements() {
+            run(async {
+                let ex = Executor::builder()
+                    .max_workers(1)
+                    .initializer(init_worker, 7)
+                    .build()
+                    .await
+                    .unwrap();
+                assert_eq!(ex.submit(init_calls, ()).await, Ok(7));
+                assert_eq!(ex.submit(init_calls, ()).await, Ok(7), "once, not per task");
+                assert!(ex.submit(abort_now, ()).await.is_err());
+                assert_eq!(
+                    ex.submit(init_calls, ()).await,
+                    Ok(7),
+                    "the replacement ran it too"
+                );
+                finish(ex).await;
+                assert_eq!(INIT_CALLS.load(Ordering::SeqCst), 0, "never in the parent");
+            });
+        }
+
+        #[test]
+        fn failing_initializer_fails_build() {
+            run(async {
+                let err = Executor::builder()
+                    .max_workers(1)
+                    .initializer(failing_init, ())
+                    .build()
+                    .await
+                    .unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::Spawn);
+                assert!(err.to_string().contains("initializer refuses"), "{err}");
+            });
+        }
+
+        #[test]
+        fn unknown_task_is_refused_by_name() {
+            run(async {
+                let ex = executor(1).await;
+                match ex.submit(Unregistered, 1).await {
+                    Err(TaskError::UnknownTask { name }) => assert_eq!(name, "tests::no_such_task"),
+                    other => panic!("expected UnknownTask, got {other:?}"),
+                }
+                assert_eq!(ex.submit(square, 2).await, Ok(4));
+                finish(ex).await;
+            });
+        }
+
+        #[test]
+        fn serialization_failures_are_reported() {
+            run(async {
+                let ex = executor(1).await;
+                assert!(matches!(
+                    ex.submit(unsendable_result, ()).await,
+                    Err(TaskError::Serialization { .. })
+                ));
+                assert!(matches!(
+                    ex.submit(takes_unsendable, Unsendable).await,
+                    Err(TaskError::Serialization { .. })
+                ));
+                assert_eq!(ex.submit(square, 2).await, Ok(4));
+                finish(ex).await;
+            });
+        }
+
+        #[test]
+        fn oversized_messages_are_refused_with_a_clear_error() {
+            run(async {
+                let ex = Executor::builder()
+                    .max_workers(1)
+                    .max_message_size(1 << 20)
+                    .build()
+                    .await
+                    .unwrap();
+                match ex.submit(echo, vec![0u8; 2 << 20]).await {
+                    Err(TaskError::Serialization { message }) => {
+                        assert!(message.contains("limit"), "{message}")
+                    }
+                    other => panic!("expected a size error, got {other:?}"),
+                }
+                match ex.submit(bytes_of, 2 << 20).await {
+                    Err(TaskError::Serialization { message }) => {
+                        assert!(message.contains("limit"), "{message}")
+                    }
+                    other => panic!("expected a size error, got {other:?}"),
+                }
+                assert_eq!(
+                    ex.submit(echo, vec![5u8; 1000]).await.unwrap(),
+                    vec![5u8; 1000]
+                );
+                finish(ex).await;
+            });
+        }
+
+        #[test]
+        fn large_payloads_round_trip() {
+            run(async {
+                let ex = executor(1).await;
+                let big: Vec<u8> = (0..64 << 20).map(|i: usize| (i % 251) as u8).collect();
+                let back = ex.submit(echo, big.clone()).await.unwrap();
+                assert!(back == big);
+                finish(ex).await;
+            });
+        }
+
+        #[test]
+        fn shutdown_finishes_submitted_work_then_refuses() {
+            run(async {
+                let ex = executor(2).await;
+                let pids = ex.worker_pids();
+                let hs: Vec<_> = (0..6).map(|_| ex.submit(sleep_ms, 50)).collect();
+                ex.shutdown().await;
+                for h in hs {
+                    assert!(h.is_done());
+                    assert!(h.await.is_ok());
+                }
+                assert_eq!(ex.submit(square, 1).await, Err(TaskError::Shutdown));
+                assert!(wait_gone(&pids, Duration::from_secs(5)));
+            });
+        }
+
+        #[test]
+        fn shutdown_now_cancels_queued_and_running() {
+            run(async {
+                let ex = executor(1).await;
+                let pids = ex.worker_pids();
+                let running = ex.submit(sleep_ms, 20_000);
+                let queued = ex.submit(square, 3);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let start = Instant::now();
+                ex.shutdown_now().await;
+                assert!(start.elapsed() < Duration::from_secs(5));
+                assert_eq!(running.await, Err(TaskError::Cancelled));
+                assert_eq!(queued.await, Err(TaskError::Cancelled));
+                assert_eq!(ex.submit(square, 1).await, Err(TaskError::Shutdown));
+                assert!(wait_gone(&pids, Duration::from_secs(5)));
+            });
+        }
+
+        #[test]
+        fn dropping_the_last_clone_stops_every_worker() {
+            run(async {
+                let ex = executor(2).await;
+                let clone = ex.clone();
+                let pids = ex.worker_pids();
+                assert_eq!(pids.len(), 2);
+                let pending = ex.submit(sleep_ms, 20_000);
+                drop(ex);
+                assert!(
+                    pids.iter().all(|p| !gone(*p)),
+                    "a clone keeps the pool alive"
+                );
+                assert_eq!(clone.submit(square, 3).await, Ok(9));
+                drop(clone);
+                assert!(
+                    pids.iter().all(|p| gone(*p)),
+                    "drop reaps before it returns"
+                );
+                assert_eq!(pending.await, Err(TaskError::Cancelled));
+            });
+        }
+
+        #[test]
+        fn concurrent_submitters_from_many_tasks() {
+            run(async {
+                let ex = executor(2).await;
+                let mut joins = Vec::new();
+                for t in 0..8u64 {
+                    let ex = ex.clone();
+                    joins.push(tokio::spawn(async move {
+                        let mut sum = 0;
+                        for i in 0..200u64 {
+                            sum += ex.submit(square, t * 1000 + i).await.unwrap();
+                        }
+                        sum
+                    }));
+                }
+                let mut total = 0;
+                for j in joins {
+                    total += j.await.unwrap();
+                }
+                let want: u64 = (0..8u64)
+                    .flat_map(|t| (0..200u64).map(move |i| (t * 1000 + i).pow(2)))
+                    .sum();
+                assert_eq!(total, want);
+                let ids: HashSet<TaskId> = (0..50).map(|i| ex.submit(square, i).id()).collect();
+                assert_eq!(ids.len(), 50, "task ids are unique");
+                finish(ex).await;
+            });
+        }
+        }
+    )*};
 }
 
-#[test]
-fn unavailable_options_are_clear_errors() {
-    run(async {
-        let err = Executor::builder()
-            .start_method(StartMethod::Fork)
-            .build()
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Spawn);
-        let err = Executor::builder()
-            .transport(TransportKind::ShmRing)
-            .build()
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Spawn);
-    });
+executor_suite! {
+    unix_socket => TransportKind::UnixSocket,
+    pipe => TransportKind::Pipe,
+    shm_ring => TransportKind::ShmRing,
 }

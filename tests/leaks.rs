@@ -1,5 +1,5 @@
-//! Nothing is left behind: no process, no descriptor, no file in the temp
-//! dir or `/dev/shm`. One test per binary, so nothing else runs
+//! Nothing is left behind, on any transport: no process, no descriptor, no
+//! file in the temp dir or `/dev/shm`. One test per binary, so nothing else runs
 //! concurrently and the counts are exact.
 
 mod common;
@@ -47,8 +47,18 @@ fn executors_leave_no_process_descriptor_or_file_behind() {
         let fds = open_fds();
         let files = mproc_files();
         let mut all_pids = Vec::new();
-        for round in 0..3 {
-            let ex = Executor::new(2).await.unwrap();
+        let kinds = [
+            TransportKind::UnixSocket,
+            TransportKind::Pipe,
+            TransportKind::ShmRing,
+        ];
+        for (round, kind) in kinds.into_iter().cycle().take(6).enumerate() {
+            let ex = Executor::builder()
+                .max_workers(2)
+                .transport(kind)
+                .build()
+                .await
+                .unwrap();
             all_pids.extend(ex.worker_pids());
             let v: Vec<u64> = ex.map(square, 0..1000u64).try_collect().await.unwrap();
             assert_eq!(v.len(), 1000);

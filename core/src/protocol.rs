@@ -5,9 +5,12 @@
 //! 1. worker → parent: [`ToParent::Hello`] (magic, protocol version, registry
 //!    fingerprint, pid). A different version or fingerprint means another
 //!    build of the program: the parent answers [`ToWorker::Reject`].
-//! 2. parent → worker: one byte carrying the progress-counter memfd
-//!    (SCM_RIGHTS), then [`ToWorker::Welcome`].
-//! 3. worker → parent: [`ToParent::Ready`], after running the initializer.
+//! 2. parent → worker: one byte carrying (SCM_RIGHTS) the progress-counter
+//!    memfd and the descriptors of the chosen transport (pipes, or a ring
+//!    segment and its eventfds), then [`ToWorker::Welcome`], which names the
+//!    transport. Both sides switch to it after this message.
+//! 3. worker → parent, on the chosen transport: [`ToParent::Ready`], after
+//!    running the initializer.
 //!
 //! Then the parent sends [`ToWorker::Run`] (a batch of arguments for one task,
 //! numbered by a per-worker `seq`), [`ToWorker::Cancel`] and
@@ -22,13 +25,24 @@ use serde::{Deserialize, Serialize};
 use crate::error::TaskError;
 
 /// Bumped whenever a message changes shape.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 /// First bytes of every hello.
 pub(crate) const MAGIC: [u8; 4] = *b"MPRC";
 
 /// Borrowed bytes encoded as one postcard byte string.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Bytes<'a>(#[serde(with = "serde_bytes", borrow)] pub(crate) &'a [u8]);
+
+/// Which transport the descriptors passed with the welcome set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum TransportWire {
+    /// Stay on the bootstrap socket.
+    UnixSocket,
+    /// Two pipes: `[worker's read end, worker's write end]`.
+    Pipe,
+    /// A ring segment: `[memfd, data0, space0, data1, space1]`.
+    ShmRing,
+}
 
 /// Parent → worker.
 #[derive(Debug, Serialize, Deserialize)]
@@ -40,6 +54,8 @@ pub(crate) enum ToWorker<'a> {
         max_frame: u64,
         log_level: u8,
         initializer: Option<(String, Vec<u8>)>,
+        /// The channel to switch to after this message (see [`TransportKind`]).
+        transport: TransportWire,
     },
     Reject {
         reason: String,

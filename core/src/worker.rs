@@ -27,13 +27,17 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
 use futures::FutureExt;
-use mproc_transport::{ByteStream, FrameReader, TransportError, UnixChannel, DEFAULT_MAX_FRAME};
+use mproc_transport::{
+    ByteStream, FrameReader, PipeChannel, ShmChannel, TransportError, UnixChannel,
+    DEFAULT_MAX_FRAME,
+};
 use serde::Serialize;
 
 use crate::error::TaskError;
 use crate::outbox::Outbox;
 use crate::protocol::{
-    encode_frame, push_varint, Bytes, ExtendVec, ToParent, ToWorker, MAGIC, PROTOCOL_VERSION,
+    encode_frame, push_varint, Bytes, ExtendVec, ToParent, ToWorker, TransportWire, MAGIC,
+    PROTOCOL_VERSION,
 };
 use crate::sys::{self, SharedCounter};
 use crate::task::{lookup, Task, TaskCall, TaskEntry};
@@ -165,6 +169,7 @@ struct Shared {
 /// Entry point from the boot hook; never returns.
 pub(crate) fn worker_main(parent_pid: u32) -> ! {
     sys::ignore_sigint();
+    sys::ignore_sigpipe();
     if !sys::die_with_parent(parent_pid) {
         sys::exit_now(0);
     }
@@ -193,12 +198,14 @@ fn run_worker(chan: UnixChannel, parent_pid: u32) -> Result<(), String> {
     encode_frame(&mut hello, &msg, DEFAULT_MAX_FRAME).map_err(|e| e.message())?;
     chan.write_all(&hello)
         .map_err(|e| format!("handshake: {e}"))?;
-    let counter_fd = match sys::recv_fd(&*chan) {
-        Ok(fd) => fd,
+    let mut fds = match sys::recv_fds(&*chan) {
+        Ok(fds) => fds.into_iter(),
         // The parent refused us (other build) or went away.
         Err(_) => sys::exit_now(0),
     };
+    let counter_fd = fds.next().ok_or("handshake: no progress counter")?;
     let counter = SharedCounter::map(counter_fd).map_err(|e| format!("map counter: {e}"))?;
+    let transport_fds: Vec<std::os::fd::OwnedFd> = fds.collect();
 
     let mut reader = FrameReader::new(DEFAULT_MAX_FRAME);
     let frame = reader
@@ -206,7 +213,7 @@ fn run_worker(chan: UnixChannel, parent_pid: u32) -> Result<(), String> {
         .map_err(|e| format!("handshake: {e}"))?;
     let welcome: ToWorker<'_> =
         postcard::from_bytes(frame).map_err(|e| format!("bad welcome: {e}"))?;
-    let (max_frame, log_level, initializer) = match welcome {
+    let (max_frame, log_level, initializer, wire) = match welcome {
         ToWorker::Welcome {
             name,
             worker_id: _,
@@ -214,16 +221,31 @@ fn run_worker(chan: UnixChannel, parent_pid: u32) -> Result<(), String> {
             max_frame,
             log_level,
             initializer,
+            transport,
         } => {
             debug_assert_eq!(ppid, parent_pid);
             sys::set_thread_name(&name);
             crate::identity::set_worker_identity(name, ppid);
-            (max_frame as usize, log_level, initializer)
+            (max_frame as usize, log_level, initializer, transport)
         }
         ToWorker::Reject { reason } => return Err(format!("refused by parent: {reason}")),
         _ => return Err("protocol error: expected welcome".into()),
     };
     let mut reader = FrameReader::new(max_frame);
+    let chan: Arc<dyn ByteStream> = match wire {
+        TransportWire::UnixSocket => chan,
+        TransportWire::Pipe => {
+            let mut it = transport_fds.into_iter();
+            let (Some(r), Some(w)) = (it.next(), it.next()) else {
+                return Err("handshake: pipe transport without its pipes".into());
+            };
+            Arc::new(PipeChannel::from_fds(r, w).map_err(|e| format!("pipe transport: {e}"))?)
+        }
+        TransportWire::ShmRing => Arc::new(
+            ShmChannel::open(transport_fds, parent_pid)
+                .map_err(|e| format!("ring transport: {e}"))?,
+        ),
+    };
 
     let outbox = Outbox::new(chan.clone(), max_frame);
     install_panic_hook();

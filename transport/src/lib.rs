@@ -3,8 +3,11 @@
 //! The layers, bottom up:
 //!
 //! * [`ByteStream`]: a duplex, reliable, ordered byte stream between two
-//!   processes. Every transport implements it; [`UnixChannel`] (a Unix-domain
-//!   socket pair) is the first.
+//!   processes. Every transport implements it: [`UnixChannel`] (a
+//!   Unix-domain socket pair, or a connection to a [`UnixListener`] on a
+//!   private path), [`PipeChannel`] (two pipes) and [`ShmChannel`] (two
+//!   single-producer/single-consumer rings in shared memory, see
+//!   `SHM_RING.md`).
 //! * Framing ([`FrameReader`], [`begin_frame`] / [`end_frame`]): a
 //!   little-endian `u32` length prefix followed by the payload, with a
 //!   maximum frame size checked on both sides. A reader never allocates more
@@ -16,12 +19,19 @@
 
 mod error;
 mod frame;
+mod listener;
+mod pipe;
+mod shm;
+mod sys;
 mod unix;
 
 pub use error::TransportError;
 pub use frame::{
     begin_frame, end_frame, FrameReader, DEFAULT_MAX_FRAME, FRAME_HEADER, MAX_FRAME_LIMIT,
 };
+pub use listener::UnixListener;
+pub use pipe::PipeChannel;
+pub use shm::{ShmChannel, DEFAULT_RING_SIZE};
 pub use unix::{socketpair, UnixChannel};
 
 use std::io;

@@ -34,11 +34,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use mproc_transport::{socketpair, ByteStream, FrameReader, TransportError, UnixChannel};
+use mproc_transport::{
+    socketpair, ByteStream, FrameReader, PipeChannel, ShmChannel, TransportError, UnixChannel,
+    DEFAULT_RING_SIZE,
+};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 use nix::unistd::Pid;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::handle::{Completion, Outcome};
 use crate::error::{Error, ErrorKind, ExitInfo, TaskError};
@@ -68,6 +72,7 @@ pub(crate) struct Config {
     pub(crate) initializer: Option<(&'static str, Vec<u8>)>,
     pub(crate) max_frame: usize,
     pub(crate) name_prefix: &'static str,
+    pub(crate) transport: super::TransportKind,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +117,7 @@ struct Worker {
 
 #[derive(Debug, Clone)]
 struct Link {
-    chan: Arc<UnixChannel>,
+    chan: Arc<dyn ByteStream>,
     outbox: Arc<Outbox>,
     counter: Arc<SharedCounter>,
 }
@@ -359,10 +364,10 @@ impl Core {
             .map(|w| w.name.clone())
             .unwrap_or_default();
         let pid = child.id();
-        let link = match self.handshake(&chan, &counter, &mut reader, &name) {
-            Ok(()) => Link {
-                outbox: Outbox::new(chan.clone(), self.cfg.max_frame),
-                chan: chan.clone(),
+        let link = match self.handshake(&chan, &counter, &mut reader, &name, pid) {
+            Ok(transport) => Link {
+                outbox: Outbox::new(transport.clone(), self.cfg.max_frame),
+                chan: transport,
                 counter: counter.clone(),
             },
             Err(msg) => {
@@ -372,6 +377,10 @@ impl Core {
                 return self.boot_failed(key, Some(exit), format!("{msg} ({exit})"), !stopping);
             }
         };
+        // From here on the worker talks over the chosen transport; the
+        // bootstrap socket is closed unless it is that transport.
+        drop(chan);
+        let chan = link.chan.clone();
         {
             let mut st = self.lock();
             let mut flush = Vec::new();
@@ -430,13 +439,16 @@ impl Core {
         self.on_exit(key, exit);
     }
 
+    /// Runs the handshake on the bootstrap socket and returns the channel the
+    /// worker uses from then on.
     fn handshake(
         &self,
         chan: &Arc<UnixChannel>,
         counter: &SharedCounter,
         reader: &mut FrameReader,
         name: &str,
-    ) -> Result<(), String> {
+        child_pid: u32,
+    ) -> Result<Arc<dyn ByteStream>, String> {
         let timeout = TimeVal::new(HELLO_TIMEOUT.as_secs() as i64, 0);
         let _ = setsockopt(&**chan, sockopt::ReceiveTimeout, &timeout);
         let frame = reader.next_frame(&**chan).map_err(|e| match e {
@@ -467,7 +479,28 @@ impl Core {
             }
             _ => return Err("worker sent no valid hello".into()),
         }
-        crate::sys::send_fd(&**chan, counter.fd()).map_err(|e| format!("handshake: {e}"))?;
+        use super::TransportKind as K;
+        use crate::protocol::TransportWire as W;
+        let setup = |e: std::io::Error| {
+            format!("cannot set up the {:?} transport: {e}", self.cfg.transport)
+        };
+        let (transport, wire, theirs): (Arc<dyn ByteStream>, W, Vec<OwnedFd>) =
+            match self.cfg.transport {
+                K::UnixSocket => (chan.clone(), W::UnixSocket, Vec::new()),
+                K::Pipe => {
+                    let (ours, (r, w)) = PipeChannel::pair().map_err(setup)?;
+                    (Arc::new(ours), W::Pipe, vec![r, w])
+                }
+                K::ShmRing => {
+                    let (ours, fds) =
+                        ShmChannel::create(DEFAULT_RING_SIZE, child_pid).map_err(setup)?;
+                    (Arc::new(ours), W::ShmRing, fds)
+                }
+            };
+        let mut fds = vec![counter.fd()];
+        fds.extend(theirs.iter().map(|f| f.as_raw_fd()));
+        crate::sys::send_fds(&**chan, &fds).map_err(|e| format!("handshake: {e}"))?;
+        drop(theirs); // the worker holds its ends now
         let welcome = ToWorker::Welcome {
             name: name.to_string(),
             worker_id: 0,
@@ -479,17 +512,21 @@ impl Core {
                 .initializer
                 .as_ref()
                 .map(|(n, a)| (n.to_string(), a.clone())),
+            transport: wire,
         };
         let mut buf = Vec::new();
         crate::protocol::encode_frame(&mut buf, &welcome, self.cfg.max_frame)
             .map_err(|e| e.message())?;
         chan.write_all(&buf)
             .map_err(|e| format!("handshake: {e}"))?;
+        if wire != W::UnixSocket {
+            *reader = FrameReader::new(self.cfg.max_frame);
+        }
         let frame = reader
-            .next_frame(&**chan)
+            .next_frame(&*transport)
             .map_err(|e| format!("worker died during start-up: {e}"))?;
         match postcard::from_bytes::<ToParent<'_>>(frame) {
-            Ok(ToParent::Ready { init_error: None }) => Ok(()),
+            Ok(ToParent::Ready { init_error: None }) => Ok(transport),
             Ok(ToParent::Ready {
                 init_error: Some(e),
             }) => Err(format!("initializer failed: {e}")),

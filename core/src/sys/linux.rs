@@ -143,11 +143,10 @@ impl Drop for SharedCounter {
     }
 }
 
-/// Sends one byte with a descriptor attached (SCM_RIGHTS).
-pub(crate) fn send_fd(sock: &impl AsFd, fd: RawFd) -> io::Result<()> {
+/// Sends one byte with descriptors attached (SCM_RIGHTS).
+pub(crate) fn send_fds(sock: &impl AsFd, fds: &[RawFd]) -> io::Result<()> {
     let iov = [io::IoSlice::new(&[0x4d])];
-    let fds = [fd];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
     loop {
         match sendmsg::<()>(
             sock.as_fd().as_raw_fd(),
@@ -164,11 +163,14 @@ pub(crate) fn send_fd(sock: &impl AsFd, fd: RawFd) -> io::Result<()> {
     }
 }
 
-/// Receives the byte and descriptor sent by [`send_fd`].
-pub(crate) fn recv_fd(sock: &impl AsFd) -> io::Result<OwnedFd> {
+/// The most descriptors one [`send_fds`] may carry.
+pub(crate) const MAX_FDS: usize = 8;
+
+/// Receives the byte and descriptors sent by [`send_fds`].
+pub(crate) fn recv_fds(sock: &impl AsFd) -> io::Result<Vec<OwnedFd>> {
     let mut byte = [0u8; 1];
     let mut iov = [io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let msg = loop {
         match recvmsg::<()>(
             sock.as_fd().as_raw_fd(),
@@ -187,17 +189,28 @@ pub(crate) fn recv_fd(sock: &impl AsFd) -> io::Result<OwnedFd> {
             "parent closed during handshake",
         ));
     }
+    let mut out = Vec::new();
     for c in msg.cmsgs().map_err(io::Error::from)? {
         if let ControlMessageOwned::ScmRights(fds) = c {
-            if let Some(&fd) = fds.first() {
-                // SAFETY: the kernel just installed this descriptor in our
-                // table for us; nothing else owns it.
-                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            for fd in fds {
+                // SAFETY: the kernel just installed these descriptors in our
+                // table for us; nothing else owns them.
+                out.push(unsafe { OwnedFd::from_raw_fd(fd) });
             }
         }
     }
-    Err(io::Error::new(
-        io::ErrorKind::InvalidData,
-        "handshake carried no descriptor",
-    ))
+    if out.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "handshake carried no descriptor",
+        ));
+    }
+    Ok(out)
+}
+
+/// Ignores SIGPIPE: a write to a pipe whose reader is gone then fails with
+/// `EPIPE` instead of killing the process.
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: installing SIG_IGN registers no Rust handler.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
 }
