@@ -98,6 +98,11 @@ fn echo(v: Vec<u8>) -> Vec<u8> {
 }
 
 #[mproc::task]
+fn echo_bytes(v: serde_bytes::ByteBuf) -> serde_bytes::ByteBuf {
+    v
+}
+
+#[mproc::task]
 fn bytes_of(n: usize) -> Vec<u8> {
     vec![1; n]
 }
@@ -655,8 +660,10 @@ macro_rules! executor_suite {
             run(async {
                 let ex = executor(1).await;
                 let big: Vec<u8> = (0..64 << 20).map(|i: usize| (i % 251) as u8).collect();
-                let back = ex.submit(echo, big.clone()).await.unwrap();
-                assert!(back == big);
+                let back = ex.submit(echo_bytes, serde_bytes::ByteBuf::from(big.clone())).await.unwrap();
+                assert!(back.into_vec() == big, "64 MiB as a byte string");
+                let mid: Vec<u8> = (0..1 << 20).map(|i: usize| (i % 13) as u8).collect();
+                assert!(ex.submit(echo, mid.clone()).await.unwrap() == mid, "1 MiB as a Vec<u8>");
                 finish(ex).await;
             });
         }
