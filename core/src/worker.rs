@@ -304,12 +304,10 @@ fn serve(
 ) {
     let mut queue: VecDeque<Request> = VecDeque::new();
     let mut shutdown = false;
-    let mut batch = Batcher::default();
     loop {
         // Take in what has arrived; block only when there is nothing to run.
         loop {
             let got = if queue.is_empty() && !shutdown {
-                batch.flush(shared);
                 reader.next_frame(chan).map(Some)
             } else {
                 reader.try_next_frame(chan)
@@ -348,9 +346,8 @@ fn serve(
             }
         }
         match queue.pop_front() {
-            Some(req) => run_request(shared, counter, req, &mut batch),
+            Some(req) => run_request(shared, counter, req),
             None if shutdown => {
-                batch.flush(shared);
                 let mut a = shared.asyncs.lock().unwrap();
                 while !a.is_empty() {
                     a = shared.asyncs_cond.wait(a).unwrap();
@@ -378,50 +375,7 @@ fn cancel(shared: &Shared, queue: &mut VecDeque<Request>, id: u64) {
     // Otherwise it has finished already; its result is on its way.
 }
 
-/// Result batching in the worker.
-///
-/// A result may wait in the outbox while the next request is expected to be
-/// short, so a burst of small tasks costs one write per batch instead of one
-/// per task. Before a request that is long, async or not yet measured — and
-/// before the worker blocks — everything pending is written, so a result
-/// never waits behind a slow task. Batching is crash-safe: a result lost in
-/// the buffer belongs to a task that had started (the progress counter says
-/// so), which the parent reports as `WorkerDied` and never runs again.
-#[derive(Debug, Default)]
-struct Batcher {
-    /// Average run time per task name, in ns.
-    avg_ns: HashMap<&'static str, f64>,
-    unflushed: usize,
-}
-
-impl Batcher {
-    const SHORT_NS: f64 = 20_000.0;
-    const MAX_BATCH: usize = 256;
-
-    fn expects_short(&self, req: &Request) -> bool {
-        match req.entry {
-            Ok(e) if !e.is_async => self.avg_ns.get(e.name).is_some_and(|a| *a < Self::SHORT_NS),
-            _ => false,
-        }
-    }
-
-    fn record(&mut self, name: &'static str, ns: u64) {
-        let a = self.avg_ns.entry(name).or_insert(ns as f64);
-        *a = 0.8 * *a + 0.2 * ns as f64;
-    }
-
-    fn flush(&mut self, shared: &Shared) {
-        if self.unflushed > 0 {
-            shared.outbox.flush();
-            self.unflushed = 0;
-        }
-    }
-}
-
-fn run_request(shared: &Arc<Shared>, counter: &SharedCounter, req: Request, batch: &mut Batcher) {
-    if !batch.expects_short(&req) {
-        batch.flush(shared);
-    }
+fn run_request(shared: &Arc<Shared>, counter: &SharedCounter, req: Request) {
     counter.store(req.seq + 1);
     let entry = match req.entry {
         Ok(e) => e,
@@ -437,44 +391,7 @@ fn run_request(shared: &Arc<Shared>, counter: &SharedCounter, req: Request, batc
         BatchRun::Async(f) => runtime().block_on(f),
     });
     let exec_ns = started.elapsed().as_nanos().max(1) as u64;
-    batch.record(entry.name, exec_ns);
-    if queue_result(shared, req.id, exec_ns, &result) {
-        batch.unflushed += 1;
-        if batch.unflushed >= Batcher::MAX_BATCH {
-            batch.flush(shared);
-        }
-    } else {
-        batch.flush(shared);
-    }
-}
-
-/// Queues a sync task's result without writing it; false when it could not
-/// be queued as is (an error result was sent instead).
-fn queue_result(
-    shared: &Shared,
-    id: u64,
-    exec_ns: u64,
-    result: &Result<Vec<u8>, TaskError>,
-) -> bool {
-    let msg = ToParent::Done {
-        id,
-        exec_ns,
-        result: result.as_ref().map(|b| Bytes(b)).map_err(Clone::clone),
-    };
-    match shared.outbox.enqueue(&msg) {
-        Ok(()) => true,
-        Err(e) => {
-            send_done(
-                shared,
-                id,
-                exec_ns,
-                Err(TaskError::Serialization {
-                    message: format!("the result cannot be sent: {}", e.message()),
-                }),
-            );
-            false
-        }
-    }
+    send_done(shared, req.id, exec_ns, result);
 }
 
 fn start_async(shared: &Arc<Shared>, id: u64, entry: &'static TaskEntry, args: &[u8]) {
