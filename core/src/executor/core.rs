@@ -50,6 +50,30 @@ use crate::outbox::Outbox;
 use crate::protocol::{level_to_u8, Bytes, ToParent, ToWorker, MAGIC, PROTOCOL_VERSION};
 use crate::sys::SharedCounter;
 
+/// Hashes the scheduler's `u64` keys (task ids, worker keys) with one
+/// multiplication: they are process-local and never attacker-chosen, so
+/// SipHash's DoS resistance buys nothing on this hot path.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: spreads sequential ids over the high bits,
+        // which the table uses for its control bytes.
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
 static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
 
@@ -125,9 +149,9 @@ struct Link {
 #[derive(Debug)]
 struct State {
     phase: Phase,
-    jobs: HashMap<u64, Job>,
+    jobs: IdMap<Job>,
     queue: VecDeque<u64>,
-    workers: HashMap<u64, Worker>,
+    workers: IdMap<Worker>,
     /// Worker processes requested and not yet reaped.
     live: usize,
     /// Workers that ever completed their handshake.
@@ -169,9 +193,9 @@ impl Core {
             cfg,
             st: Mutex::new(State {
                 phase: Phase::Running,
-                jobs: HashMap::new(),
+                jobs: IdMap::default(),
                 queue: VecDeque::new(),
-                workers: HashMap::new(),
+                workers: IdMap::default(),
                 live: 0,
                 ready_total: 0,
                 boot_failures: 0,
