@@ -198,9 +198,11 @@ impl Drop for Owner {
 ///
 /// # Examples
 /// ```no_run
-/// use mproc::prelude::*;
+/// # extern crate mproc_core as mproc;
+/// use futures::TryStreamExt;
+/// use mproc::Executor;
 ///
-/// #[mproc::task]
+/// #[mproc_macros::task] // `#[mproc::task]` through the facade crate
 /// fn square(x: u64) -> u64 { x * x }
 ///
 /// # async fn demo() -> Result<(), mproc::Error> {

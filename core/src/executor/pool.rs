@@ -84,9 +84,10 @@ impl PoolBuilder {
 ///
 /// # Examples
 /// ```no_run
-/// use mproc::prelude::*;
+/// # extern crate mproc_core as mproc;
+/// use mproc::Pool;
 ///
-/// #[mproc::task]
+/// #[mproc_macros::task] // `#[mproc::task]` through the facade crate
 /// fn square(x: u64) -> u64 { x * x }
 ///
 /// # fn main() -> Result<(), mproc::Error> {
