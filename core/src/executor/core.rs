@@ -1042,3 +1042,81 @@ impl<F: Fn(&State) -> bool + Unpin> Future for Until<'_, F> {
         Poll::Pending
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::encode_frame;
+
+    fn core() -> Arc<Core> {
+        Core::new(Config {
+            workers: 1,
+            max_tasks_per_child: None,
+            initializer: None,
+            max_frame: 1 << 20,
+            name_prefix: "PoolWorker",
+            transport: super::super::TransportKind::UnixSocket,
+        })
+    }
+
+    /// Runs the parent's side of the handshake against a fake worker that
+    /// sends `hello` bytes, and returns the parent's verdict.
+    fn handshake_with(hello: Vec<u8>) -> Result<(), String> {
+        let (ours, theirs) = socketpair().unwrap();
+        let fake = std::thread::spawn(move || {
+            theirs.write_all(&hello).unwrap();
+            theirs // keep the socket open until the verdict
+        });
+        let counter = SharedCounter::create().unwrap();
+        let mut reader = FrameReader::new(1 << 20);
+        let ours = Arc::new(ours);
+        let r = core().handshake(
+            &ours,
+            &counter,
+            &mut reader,
+            "PoolWorker-0",
+            std::process::id(),
+        );
+        drop(fake.join().unwrap());
+        r.map(|_| ())
+    }
+
+    fn hello(magic: [u8; 4], version: u32, fingerprint: u64) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let msg = ToParent::Hello {
+            magic,
+            version,
+            fingerprint,
+            pid: 1,
+        };
+        encode_frame(&mut buf, &msg, 1 << 20).unwrap();
+        buf
+    }
+
+    #[test]
+    fn a_worker_of_another_build_is_refused() {
+        let other = crate::task::fingerprint() ^ 0xdead_beef;
+        let err = handshake_with(hello(MAGIC, PROTOCOL_VERSION, other)).unwrap_err();
+        assert!(err.contains("another build"), "{err}");
+    }
+
+    #[test]
+    fn a_worker_speaking_another_protocol_is_refused() {
+        let ours = crate::task::fingerprint();
+        let err = handshake_with(hello(MAGIC, PROTOCOL_VERSION + 1, ours)).unwrap_err();
+        assert!(err.contains("protocol"), "{err}");
+    }
+
+    #[test]
+    fn garbage_instead_of_a_hello_is_refused() {
+        let mut junk = Vec::new();
+        let s = mproc_transport::begin_frame(&mut junk);
+        junk.extend_from_slice(&[0xff; 40]);
+        mproc_transport::end_frame(&mut junk, s, 1 << 20).unwrap();
+        let err = handshake_with(junk).unwrap_err();
+        assert!(err.contains("no valid hello"), "{err}");
+        // A length prefix over the limit is refused before any allocation.
+        let err = handshake_with((u32::MAX).to_le_bytes().to_vec()).unwrap_err();
+        assert!(err.contains("exceeds"), "{err}");
+    }
+}
