@@ -276,7 +276,7 @@ const WORKLOADS: &[Workload] = &[
         id: "W8",
         title: "a child: 10 000 dict sets + 10 000 gets, 10 000 list appends on a Manager",
         run: None,
-        note: "Manager: not available (not planned yet)",
+        note: "Manager: not available",
         floors: &[],
     },
 ];
