@@ -4,7 +4,10 @@
 //! * ping-pong of 8 bytes between this process and a forked child, over a
 //!   pair of pipes, over a Unix socketpair, and over a futex word in a shared
 //!   anonymous mapping (blocking wait/wake, no spinning); 10 000 timed round
-//!   trips each after 1000 untimed;
+//!   trips each after 1000 untimed; each where the scheduler puts the two
+//!   processes (as a pool's processes run), then pinned to one core, then
+//!   pinned to two (a blocking hand-off costs several times more across
+//!   cores on this kind of VM);
 //! * memcpy of 64 MiB in-process, destination already faulted in.
 //!
 //! `fork` happens before this process has any other thread (checked), and
@@ -37,12 +40,76 @@ pub(crate) fn run() -> Result<Vec<Metric>, String> {
             "the floor forks, and needs a single-threaded process (have {threads} threads)"
         ));
     }
+    let cpus = allowed_cpus()?;
+    let mut placements = vec![(Placement::Scheduler, "")];
+    if let [a, b, ..] = cpus[..] {
+        placements.push((Placement::Pinned(a, a), " same core"));
+        placements.push((Placement::Pinned(a, b), " across cores"));
+    }
     let mut out = Vec::new();
-    out.extend(named("pipe ping-pong", pipe_ping_pong()?));
-    out.extend(named("socketpair ping-pong", socketpair_ping_pong()?));
-    out.extend(named("futex ping-pong", futex_ping_pong()?));
+    for (kind, f) in [
+        ("pipe", pipe_ping_pong as fn(Placement) -> _),
+        ("socketpair", socketpair_ping_pong),
+        ("futex", futex_ping_pong),
+    ] {
+        for &(place, suffix) in &placements {
+            out.extend(named(&format!("{kind} ping-pong{suffix}"), f(place)?));
+        }
+    }
     out.extend(memcpy());
     Ok(out)
+}
+
+/// Where the two ends of a ping-pong run.
+#[derive(Debug, Clone, Copy)]
+enum Placement {
+    /// Wherever the scheduler puts them (as a pool's processes run).
+    Scheduler,
+    /// Parent on the first CPU, child on the second (maybe the same).
+    Pinned(usize, usize),
+}
+
+/// The CPUs this process may run on.
+fn allowed_cpus() -> Result<Vec<usize>, String> {
+    let set = get_affinity()?;
+    Ok((0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `set` is an initialised cpu_set_t and `c` is below
+        // CPU_SETSIZE.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect())
+}
+
+fn get_affinity() -> Result<libc::cpu_set_t, String> {
+    // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid out-pointer of the size passed.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    if r != 0 {
+        return Err(os_err("sched_getaffinity"));
+    }
+    Ok(set)
+}
+
+/// Pins the calling thread to `cpu`; raw system call only (used in the
+/// child too).
+fn pin(cpu: usize) -> bool {
+    // SAFETY: an all-zero cpu_set_t is a valid (empty) set; CPU_SET writes
+    // one bit inside it for a cpu below CPU_SETSIZE (from `allowed_cpus`).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) == 0
+    }
+}
+
+/// The parent's affinity, put back on drop.
+struct Restore(libc::cpu_set_t);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` is the mask read by `get_affinity`.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&self.0), &self.0) };
+    }
 }
 
 /// Prints the floor as one JSON line, like a workload.
@@ -57,7 +124,7 @@ pub(crate) fn print(metrics: &[Metric]) {
     );
 }
 
-fn named(what: &'static str, lat: Vec<Duration>) -> Vec<Metric> {
+fn named(what: &str, lat: Vec<Duration>) -> Vec<Metric> {
     latency(&lat)
         .into_iter()
         .map(|m| Metric {
@@ -71,9 +138,24 @@ fn os_err(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
 
+/// Pins this process as `place` asks for the parent's end (undone when the
+/// guard drops).
+fn place_parent(place: Placement) -> Result<Option<Restore>, String> {
+    match place {
+        Placement::Scheduler => Ok(None),
+        Placement::Pinned(parent, _) => {
+            let saved = Restore(get_affinity()?);
+            if !pin(parent) {
+                return Err(os_err("sched_setaffinity"));
+            }
+            Ok(Some(saved))
+        }
+    }
+}
+
 /// Forks a child that runs `child` and exits; `child` must make raw system
-/// calls only (see the module docs).
-fn fork_child(child: impl FnOnce() -> i32) -> Result<libc::pid_t, String> {
+/// calls only (see the module docs). The child pins itself as `place` says.
+fn fork_child(place: Placement, child: impl FnOnce() -> i32) -> Result<libc::pid_t, String> {
     // SAFETY: the process is single-threaded (checked in `run`), so the child
     // is a faithful copy with no lock held by a vanished thread; the child
     // runs `child`, which only makes raw system calls, and leaves with
@@ -82,6 +164,12 @@ fn fork_child(child: impl FnOnce() -> i32) -> Result<libc::pid_t, String> {
     match pid {
         -1 => Err(os_err("fork")),
         0 => {
+            if let Placement::Pinned(_, cpu) = place {
+                if !pin(cpu) {
+                    // SAFETY: as below.
+                    unsafe { libc::_exit(3) }
+                }
+            }
             let code = child();
             // SAFETY: `_exit` ends the child at once, running no destructor
             // or atexit handler of the parent's state.
@@ -173,12 +261,13 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-fn pipe_ping_pong() -> Result<Vec<Duration>, String> {
+fn pipe_ping_pong(place: Placement) -> Result<Vec<Duration>, String> {
+    let _restore = place_parent(place)?;
     let (down_r, down_w) = pipe()?;
     let (up_r, up_w) = pipe()?;
     let (cr, cw) = (down_r.as_raw_fd(), up_w.as_raw_fd());
     let close = [down_w.as_raw_fd(), up_r.as_raw_fd()];
-    let pid = fork_child(|| echo_child(cr, cw, &close))?;
+    let pid = fork_child(place, || echo_child(cr, cw, &close))?;
     drop((down_r, up_w));
     let (mut tx, mut rx) = (File::from(down_w), File::from(up_r));
     let lat = ping_pong(&mut tx, &mut rx);
@@ -187,11 +276,12 @@ fn pipe_ping_pong() -> Result<Vec<Duration>, String> {
     lat
 }
 
-fn socketpair_ping_pong() -> Result<Vec<Duration>, String> {
+fn socketpair_ping_pong(place: Placement) -> Result<Vec<Duration>, String> {
+    let _restore = place_parent(place)?;
     let (mut ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
     let fd = theirs.as_raw_fd();
     let close = [ours.as_raw_fd()];
-    let pid = fork_child(|| echo_child(fd, fd, &close))?;
+    let pid = fork_child(place, || echo_child(fd, fd, &close))?;
     drop(theirs);
     let mut rx = ours.try_clone().map_err(|e| e.to_string())?;
     let lat = ping_pong(&mut ours, &mut rx);
@@ -263,13 +353,14 @@ fn futex_wake(word: &AtomicU32) {
 
 /// Turn-taking on one word: the parent writes 1 ("ping") and waits for 0;
 /// the child waits for non-zero, writes 0 ("pong"); 2 tells it to leave.
-fn futex_ping_pong() -> Result<Vec<Duration>, String> {
+fn futex_ping_pong(place: Placement) -> Result<Vec<Duration>, String> {
     const PONG: u32 = 0;
     const PING: u32 = 1;
     const LEAVE: u32 = 2;
+    let _restore = place_parent(place)?;
     let shared = SharedWord::new()?;
     let word = shared.word();
-    let pid = fork_child(|| loop {
+    let pid = fork_child(place, || loop {
         let mut v = word.load(Ordering::Acquire);
         while v == PONG {
             futex_wait(word, PONG);
