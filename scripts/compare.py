@@ -288,7 +288,9 @@ DOC_METHOD = """\
   the runner's `--floor` mode: 8-byte ping-pong between two processes
   (fork; the child makes raw system calls only) over pipes, a Unix
   socketpair and a futex word in shared memory, and an in-process memcpy of
-  64 MiB. W1 is shown against the socketpair (mproc's transport), W4l
+  64 MiB. W1 is shown against the socketpair (mproc's transport) with the
+  two processes placed by the scheduler, as a pool's are; the floor table
+  also gives each ping-pong pinned to one core and to two. W4l is shown
   against memcpy.
 - W3's *sequential* row compares compiled Rust with CPython's interpreter on
   the task itself; the row that compares the libraries is *speedup*
