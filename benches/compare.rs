@@ -202,6 +202,7 @@ const WORKLOADS: &[Workload] = &[
         run: Some(w4l),
         note: "",
         floors: &[
+            ("round trip", "memcpy 2 x 64 MiB"),
             ("both directions", "memcpy"),
             ("memcpy 64 MiB", "memcpy 64 MiB"),
         ],

@@ -5,7 +5,8 @@
 //! time or a rate becomes *time per operation* (a rate of r/s is 1/r s per
 //! operation; a time stays a time), so workloads of different units share one
 //! axis where shorter is better. p99s, bandwidths and ratios are left to the
-//! table. Each row is labelled with how many times better mproc is.
+//! table. Each row is labelled with how many times better mproc is; a black
+//! tick marks the raw floor where the figure has one.
 //!
 //! The text needs a TrueType font: the first of a few common system paths,
 //! or `MPROC_PLOT_FONT`.
@@ -33,6 +34,8 @@ struct Row {
     mproc: Option<f64>,
     python: Option<f64>,
     ratio: Option<f64>,
+    /// The raw floor of the same figure, if it has one.
+    floor: Option<f64>,
     note: String,
 }
 
@@ -76,6 +79,7 @@ fn rows(results: &Value) -> Vec<Row> {
             mproc,
             python,
             ratio: r["ratio"].as_f64(),
+            floor: r["floor"].as_f64().and_then(|v| seconds_per_op(v, unit)),
             note: r["mproc_note"].as_str().unwrap_or("").to_string(),
         });
     }
@@ -192,6 +196,10 @@ fn draw_rows(
                 PYTHON.filled(),
             )])?;
         }
+        if let Some(f) = r.floor {
+            let tick = vec![(f, y + 0.04), (f, y + 0.96)];
+            chart.draw_series([PathElement::new(tick, BLACK.stroke_width(3))])?;
+        }
     }
 
     let label = TextStyle::from(("sans-serif", 16).into_font())
@@ -224,6 +232,9 @@ fn draw_rows(
         root.draw(&Rectangle::new([(x, y), (x + 22, y + 16)], color.filled()))?;
         root.draw(&Text::new(name, (x + 30, y - 1), legend.clone()))?;
     }
+    let tick = vec![(30 + 270, y - 4), (30 + 270, y + 20)];
+    root.draw(&PathElement::new(tick, BLACK.stroke_width(3)))?;
+    root.draw(&Text::new("raw floor", (30 + 282, y - 1), legend))?;
     root.present()?;
     Ok(())
 }
