@@ -1,0 +1,281 @@
+//! Workload code shared by the criterion benches (`benches/workloads.rs`)
+//! and the side-by-side runner (`benches/compare.rs`), so both time exactly
+//! the same thing. IDs, inputs and outputs are those of `WORKLOADS.md`, with
+//! 2 workers everywhere.
+//!
+//! Every `wN` function here is the timed body of one repetition: it returns
+//! the elapsed time of the workload alone. Starting the pool, warming it and
+//! preparing inputs happen before, in the caller, off the clock. Results are
+//! checked (a wrong answer fails loudly); timings never are.
+
+// Each bench binary uses a subset of this module.
+#![allow(dead_code)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use mproc::prelude::*;
+
+/// Worker processes in every pool: the workloads are defined for 2.
+pub(crate) const WORKERS: usize = 2;
+/// Tasks per repetition of the W2 throughput workloads.
+pub(crate) const N_TASKS: u64 = 100_000;
+/// Sequential round trips per repetition of W1.
+pub(crate) const W1_COUNT: u64 = 2000;
+/// `cpu_intensive` argument and number of calls in W3.
+pub(crate) const W3_N: u64 = 1_000_000;
+/// Calls of `cpu_intensive` in W3.
+pub(crate) const W3_CALLS: usize = 8;
+/// Tasks and payload size of W4s.
+pub(crate) const W4S_COUNT: usize = 20_000;
+/// Payload size of W4s.
+pub(crate) const W4S_SIZE: usize = 1024;
+/// Payload size of W4l.
+pub(crate) const W4L_SIZE: usize = 64 << 20;
+
+/// `square(x) = x*x`.
+#[mproc::task]
+pub(crate) fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// `echo(x) = x`, on bytes.
+#[mproc::task]
+pub(crate) fn echo(x: Vec<u8>) -> Vec<u8> {
+    x
+}
+
+/// `cpu_intensive(n) = sum(i*i for i in 0..n)`, in wrapping arithmetic; the
+/// `black_box` keeps the compiler from replacing the loop by a closed form.
+#[mproc::task]
+pub(crate) fn cpu_intensive(n: u64) -> u64 {
+    let mut sum = 0u64;
+    for i in 0..n {
+        let i = black_box(i);
+        sum = sum.wrapping_add(i.wrapping_mul(i));
+    }
+    sum
+}
+
+/// The multi-threaded runtime the async workloads run on.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().expect("tokio runtime")
+}
+
+/// An executor of [`WORKERS`] workers, started and warmed (every worker has
+/// run tasks), off the clock.
+pub(crate) fn executor(rt: &tokio::runtime::Runtime) -> Executor {
+    rt.block_on(async {
+        let ex = Executor::new(WORKERS).await.expect("executor starts");
+        let handles: Vec<_> = (0..1000).map(|i| ex.submit(square, i)).collect();
+        for h in handles {
+            h.await.expect("warm-up task");
+        }
+        for i in 0..200 {
+            ex.submit(square, i).await.expect("warm-up task");
+        }
+        ex
+    })
+}
+
+/// A pool of [`WORKERS`] workers, started and warmed, off the clock.
+pub(crate) fn pool() -> Pool {
+    let pool = Pool::new(WORKERS).expect("pool starts");
+    pool.map(square, 0..1000).expect("warm-up map");
+    for i in 0..200 {
+        pool.apply(square, i).expect("warm-up task");
+    }
+    pool
+}
+
+/// Folds results into one number the optimiser cannot drop, and checks the
+/// count.
+fn consume(results: impl IntoIterator<Item = u64>, expected: u64) {
+    let (mut n, mut sum) = (0u64, 0u64);
+    for r in results {
+        n += 1;
+        sum = sum.wrapping_add(r);
+    }
+    assert_eq!(n, expected, "every task answered");
+    black_box(sum);
+}
+
+/// W1: `count` sequential `submit(square, i)`, each awaited before the next;
+/// the latency of each round trip.
+pub(crate) fn w1(rt: &tokio::runtime::Runtime, ex: &Executor, count: u64) -> Vec<Duration> {
+    rt.block_on(async {
+        let mut out = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            let t = Instant::now();
+            let r = ex.submit(square, i).await.expect("square");
+            out.push(t.elapsed());
+            assert_eq!(r, i * i);
+        }
+        out
+    })
+}
+
+/// W1 on the blocking pool: `count` sequential `apply(square, i)`.
+pub(crate) fn w1_apply(pool: &Pool, count: u64) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let t = Instant::now();
+        let r = pool.apply(square, i).expect("square");
+        out.push(t.elapsed());
+        assert_eq!(r, i * i);
+    }
+    out
+}
+
+/// W2a: [`N_TASKS`] `submit(square, i)`, then wait for all.
+pub(crate) fn w2a(rt: &tokio::runtime::Runtime, ex: &Executor) -> Duration {
+    rt.block_on(async {
+        let t = Instant::now();
+        let handles: Vec<_> = (0..N_TASKS).map(|i| ex.submit(square, i)).collect();
+        let mut out = Vec::with_capacity(handles.len());
+        for h in handles {
+            out.push(h.await.expect("square"));
+        }
+        let dt = t.elapsed();
+        consume(out, N_TASKS);
+        dt
+    })
+}
+
+/// W2b: `Executor::map(square, 0..N)`, default chunking, collected.
+pub(crate) fn w2b(rt: &tokio::runtime::Runtime, ex: &Executor) -> Duration {
+    rt.block_on(async {
+        let t = Instant::now();
+        let out: Vec<u64> = ex.map(square, 0..N_TASKS).try_collect().await.expect("map");
+        let dt = t.elapsed();
+        consume(out, N_TASKS);
+        dt
+    })
+}
+
+/// W2c: `Executor::map_with(square, 0..N, chunksize 1000)`, collected.
+pub(crate) fn w2c(rt: &tokio::runtime::Runtime, ex: &Executor) -> Duration {
+    rt.block_on(async {
+        let t = Instant::now();
+        let out: Vec<u64> = ex
+            .map_with(square, 0..N_TASKS, MapOptions::default().chunksize(1000))
+            .try_collect()
+            .await
+            .expect("map");
+        let dt = t.elapsed();
+        consume(out, N_TASKS);
+        dt
+    })
+}
+
+/// W2d: `Pool::map(square, 0..N)`, default chunksize.
+pub(crate) fn w2d(pool: &Pool) -> Duration {
+    let t = Instant::now();
+    let out = pool.map(square, 0..N_TASKS).expect("map");
+    let dt = t.elapsed();
+    consume(out, N_TASKS);
+    dt
+}
+
+/// W2e: `Pool::imap_unordered_with(square, 0..N, chunksize 1)`, drained.
+pub(crate) fn w2e(pool: &Pool) -> Duration {
+    let t = Instant::now();
+    let out: Vec<u64> = pool
+        .imap_unordered_with(square, 0..N_TASKS, MapOptions::default().chunksize(1))
+        .collect::<Result<_, _>>()
+        .expect("imap_unordered");
+    let dt = t.elapsed();
+    consume(out, N_TASKS);
+    dt
+}
+
+/// W2f: [`N_TASKS`] `Pool::apply_async(square, i)`, then `get` all.
+pub(crate) fn w2f(pool: &Pool) -> Duration {
+    let t = Instant::now();
+    let pending: Vec<_> = (0..N_TASKS).map(|i| pool.apply_async(square, i)).collect();
+    let out: Vec<u64> = pending
+        .into_iter()
+        .map(|r| r.get().expect("square"))
+        .collect();
+    let dt = t.elapsed();
+    consume(out, N_TASKS);
+    dt
+}
+
+/// W3, first half: [`W3_CALLS`] × `cpu_intensive(W3_N)` in this process,
+/// one after the other.
+pub(crate) fn w3_sequential() -> Duration {
+    let t = Instant::now();
+    let out: Vec<u64> = (0..W3_CALLS)
+        .map(|_| cpu_intensive(black_box(W3_N)))
+        .collect();
+    let dt = t.elapsed();
+    consume(out, W3_CALLS as u64);
+    dt
+}
+
+/// W3, second half: the same calls as `Pool::map` on the workers.
+pub(crate) fn w3_pool(pool: &Pool) -> Duration {
+    let t = Instant::now();
+    let out = pool
+        .map(cpu_intensive, vec![W3_N; W3_CALLS])
+        .expect("cpu_intensive");
+    let dt = t.elapsed();
+    let expected = cpu_intensive(W3_N);
+    assert!(out.iter().all(|&r| r == expected));
+    dt
+}
+
+/// The W4s inputs: [`W4S_COUNT`] payloads of [`W4S_SIZE`] bytes.
+pub(crate) fn w4s_payloads() -> Vec<Vec<u8>> {
+    (0..W4S_COUNT)
+        .map(|i| vec![(i % 251) as u8; W4S_SIZE])
+        .collect()
+}
+
+/// W4s: `submit(echo, payload)` for every payload, then wait for all. The
+/// payloads are moved in (prepared off the clock).
+pub(crate) fn w4s(rt: &tokio::runtime::Runtime, ex: &Executor, payloads: Vec<Vec<u8>>) -> Duration {
+    let count = payloads.len();
+    rt.block_on(async {
+        let t = Instant::now();
+        let handles: Vec<_> = payloads.into_iter().map(|p| ex.submit(echo, p)).collect();
+        let mut out = Vec::with_capacity(count);
+        for h in handles {
+            out.push(h.await.expect("echo"));
+        }
+        let dt = t.elapsed();
+        assert_eq!(out.len(), count);
+        assert!(out.iter().all(|p| p.len() == W4S_SIZE));
+        drop(black_box(out));
+        dt
+    })
+}
+
+/// The W4l input: [`W4L_SIZE`] bytes.
+pub(crate) fn w4l_payload() -> Vec<u8> {
+    (0..W4L_SIZE).map(|i| i as u8).collect()
+}
+
+/// W4l: one `submit(echo, payload)`, awaited: the round trip of 64 MiB. The
+/// payload is moved in (a copy prepared off the clock) and the answer is
+/// dropped off the clock.
+pub(crate) fn w4l(rt: &tokio::runtime::Runtime, ex: &Executor, payload: Vec<u8>) -> Duration {
+    let len = payload.len();
+    let (dt, back) = rt.block_on(async {
+        let t = Instant::now();
+        let back = ex.submit(echo, payload).await.expect("echo");
+        (t.elapsed(), back)
+    });
+    assert_eq!(back.len(), len);
+    assert_eq!(back[len - 1], (len - 1) as u8);
+    dt
+}
+
+/// One in-process copy of `src` into `dst` (already faulted in), timed.
+pub(crate) fn memcpy(dst: &mut [u8], src: &[u8]) -> Duration {
+    let t = Instant::now();
+    dst.copy_from_slice(black_box(src));
+    black_box(&mut *dst);
+    t.elapsed()
+}

@@ -1,0 +1,538 @@
+//! The Rust side of the side-by-side comparison with Python
+//! (`python3 scripts/compare.py`): a small runner that executes **one**
+//! workload of `WORKLOADS.md` per invocation and prints one JSON line.
+//!
+//! ```text
+//! compare --list                       the workload table, one JSON line each
+//! compare --workload W2a [--budget S] [--max-reps N]
+//!                                      run one workload, print its figures
+//! compare --floor                      the raw floor: pipe, socketpair and
+//!                                      futex ping-pong between two processes,
+//!                                      memcpy of 64 MiB
+//! compare --plot results.json out.png  draw the comparison (log scale)
+//! ```
+//!
+//! It is a `harness = false` bench target: `cargo bench --bench compare --
+//! --workload W2a`, or the built binary directly (the script does that).
+//!
+//! A workload starts its pool and warms it off the clock, then runs timed
+//! repetitions while the budget lasts (at least one, at most `--max-reps`);
+//! only W5/W5p, which measure start-up, will time it. The Python mirror
+//! (`benches/python/workloads.py`) follows the same rule with the same ids,
+//! so the script can pair them up. The JSON line is
+//!
+//! ```text
+//! {"id": .., "side": "mproc", "reps": n, "metrics": [
+//!     {"name": .., "unit": .., "better": "higher"|"lower", "value": x}, ..]}
+//! ```
+//!
+//! Adding a workload: write a function `fn(&Budget) -> Vec<Metric>` that
+//! sets up, calls [`Budget::run`] with the timed body and returns its figures
+//! under the same metric names as the Python mirror; then point its entry in
+//! [`WORKLOADS`] at it.
+
+mod common;
+#[path = "compare/floor.rs"]
+mod floor;
+#[path = "compare/plot.rs"]
+mod plot;
+
+use std::cell::Cell;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+/// Which way a figure improves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Better {
+    Higher,
+    Lower,
+}
+
+/// One reported figure of a workload.
+#[derive(Debug, Clone)]
+struct Metric {
+    name: String,
+    unit: &'static str,
+    better: Better,
+    value: f64,
+}
+
+impl Metric {
+    fn new(name: &str, unit: &'static str, better: Better, value: f64) -> Self {
+        Metric {
+            name: name.to_string(),
+            unit,
+            better,
+            value,
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "name": self.name,
+            "unit": self.unit,
+            "better": match self.better { Better::Higher => "higher", Better::Lower => "lower" },
+            "value": self.value,
+        })
+    }
+}
+
+/// How long to keep repeating a workload.
+#[derive(Debug)]
+struct Budget {
+    /// Seconds spent in repetitions after which no new one starts.
+    seconds: f64,
+    /// Most repetitions.
+    max_reps: usize,
+    /// Repetitions run so far (reported with the figures).
+    reps: Cell<usize>,
+}
+
+impl Budget {
+    /// Runs `rep` at least once, and again while the budget lasts.
+    fn run<T>(&self, mut rep: impl FnMut() -> T) -> Vec<T> {
+        let mut out = Vec::new();
+        let mut spent = Duration::ZERO;
+        while out.is_empty() || (spent.as_secs_f64() < self.seconds && out.len() < self.max_reps) {
+            let t = Instant::now();
+            out.push(rep());
+            spent += t.elapsed();
+        }
+        self.reps.set(self.reps.get() + out.len());
+        out
+    }
+}
+
+/// One row of the workload table.
+#[derive(Debug)]
+struct Workload {
+    id: &'static str,
+    title: &'static str,
+    /// `None`: mproc cannot run this workload yet.
+    run: Option<fn(&Budget) -> Vec<Metric>>,
+    /// Why `run` is `None`.
+    note: &'static str,
+    /// Metric name → the floor figure (from `--floor`) it is shown against.
+    floors: &'static [(&'static str, &'static str)],
+}
+
+const ROUND_TRIP_FLOORS: &[(&str, &str)] = &[
+    ("median", "socketpair ping-pong median"),
+    ("p99", "socketpair ping-pong p99"),
+];
+
+/// Every workload of `WORKLOADS.md`, in report order. The ids are shared
+/// with `benches/python/workloads.py`.
+const WORKLOADS: &[Workload] = &[
+    Workload {
+        id: "W1",
+        title: "2000 sequential submit(square, i), each awaited (Executor)",
+        run: Some(w1),
+        note: "",
+        floors: ROUND_TRIP_FLOORS,
+    },
+    Workload {
+        id: "W1-apply",
+        title: "2000 sequential Pool::apply(square, i)",
+        run: Some(w1_apply),
+        note: "",
+        floors: ROUND_TRIP_FLOORS,
+    },
+    Workload {
+        id: "W2a",
+        title: "100 000 submit(square, i), then wait for all (Executor)",
+        run: Some(w2a),
+        note: "",
+        floors: &[],
+    },
+    Workload {
+        id: "W2b",
+        title: "Executor::map(square, 0..100_000)",
+        run: Some(w2b),
+        note: "",
+        floors: &[],
+    },
+    Workload {
+        id: "W2c",
+        title: "Executor::map_with(square, 0..100_000, chunksize 1000)",
+        run: Some(w2c),
+        note: "",
+        floors: &[],
+    },
+    Workload {
+        id: "W2d",
+        title: "Pool::map(square, 0..100_000)",
+        run: Some(w2d),
+        note: "",
+        floors: &[],
+    },
+    Workload {
+        id: "W2e",
+        title: "Pool::imap_unordered_with(square, 0..100_000, chunksize 1)",
+        run: Some(w2e),
+        note: "",
+        floors: &[],
+    },
+    Workload {
+        id: "W2f",
+        title: "100 000 Pool::apply_async(square, i), then get all",
+        run: Some(w2f),
+        note: "",
+        floors: &[],
+    },
+    Workload {
+        id: "W3",
+        title: "8 x cpu_intensive(10^6): in-process sequential vs Pool(2)::map",
+        run: Some(w3),
+        note: "",
+        floors: &[],
+    },
+    Workload {
+        id: "W4s",
+        title: "echo of 1 KiB Vec<u8> payloads, 20 000 tasks (Executor)",
+        run: Some(w4s),
+        note: "",
+        floors: &[],
+    },
+    Workload {
+        id: "W4l",
+        title: "echo of one 64 MiB Vec<u8> payload (Executor)",
+        run: Some(w4l),
+        note: "",
+        floors: &[
+            ("round trip", "memcpy 2 x 64 MiB"),
+            ("both directions", "memcpy"),
+            ("memcpy 64 MiB", "memcpy 64 MiB"),
+        ],
+    },
+    Workload {
+        id: "W5-fork",
+        title: "Pool(2) constructed -> first result of a no-op, start method fork",
+        run: None,
+        note: "start methods: not yet available",
+        floors: &[],
+    },
+    Workload {
+        id: "W5-forkserver",
+        title: "Pool(2) constructed -> first result of a no-op, start method forkserver",
+        run: None,
+        note: "start methods: not yet available",
+        floors: &[],
+    },
+    Workload {
+        id: "W5-spawn",
+        title: "Pool(2) constructed -> first result of a no-op, start method spawn",
+        run: None,
+        note: "start methods: not yet available",
+        floors: &[],
+    },
+    Workload {
+        id: "W5p-fork",
+        title: "Process running a no-op: start + join, start method fork",
+        run: None,
+        note: "Process: not yet available",
+        floors: &[],
+    },
+    Workload {
+        id: "W5p-forkserver",
+        title: "Process running a no-op: start + join, start method forkserver",
+        run: None,
+        note: "Process: not yet available",
+        floors: &[],
+    },
+    Workload {
+        id: "W5p-spawn",
+        title: "Process running a no-op: start + join, start method spawn",
+        run: None,
+        note: "Process: not yet available",
+        floors: &[],
+    },
+    Workload {
+        id: "W6p",
+        title: "Pipe ping-pong of a small int with a child process, 10 000 round trips",
+        run: None,
+        note: "Pipe: not yet available",
+        floors: &[
+            ("median", "pipe ping-pong median"),
+            ("p99", "pipe ping-pong p99"),
+        ],
+    },
+    Workload {
+        id: "W6q",
+        title: "one producer process -> one consumer process, 200 000 ints via Queue",
+        run: None,
+        note: "Queue: not yet available",
+        floors: &[],
+    },
+    Workload {
+        id: "W7",
+        title: "4 processes x 10 000 locked increments of a shared Value<i32>",
+        run: None,
+        note: "Value: not yet available",
+        floors: &[],
+    },
+    Workload {
+        id: "W8",
+        title: "a child: 10 000 dict sets + 10 000 gets, 10 000 list appends on a Manager",
+        run: None,
+        note: "Manager: not available",
+        floors: &[],
+    },
+];
+
+// --- figures -----------------------------------------------------------------
+
+fn secs(d: &Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// The `p` quantile (nearest rank) of sorted data.
+fn quantile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// Median and p99 of round-trip latencies, in µs.
+fn latency(samples: &[Duration]) -> Vec<Metric> {
+    let mut us: Vec<f64> = samples.iter().map(|d| secs(d) * 1e6).collect();
+    us.sort_by(f64::total_cmp);
+    vec![
+        Metric::new("median", "µs", Better::Lower, median(us.clone())),
+        Metric::new("p99", "µs", Better::Lower, quantile(&us, 0.99)),
+    ]
+}
+
+/// `count` tasks per repetition: tasks/s at the median repetition.
+fn throughput(count: f64, reps: &[Duration]) -> Vec<Metric> {
+    let t = median(reps.iter().map(secs).collect());
+    vec![Metric::new(
+        "throughput",
+        "tasks/s",
+        Better::Higher,
+        count / t,
+    )]
+}
+
+// --- the workloads -------------------------------------------------------------
+
+fn w1(b: &Budget) -> Vec<Metric> {
+    let rt = common::runtime();
+    let ex = common::executor(&rt);
+    let lat = b.run(|| common::w1(&rt, &ex, common::W1_COUNT)).concat();
+    rt.block_on(ex.shutdown());
+    latency(&lat)
+}
+
+fn w1_apply(b: &Budget) -> Vec<Metric> {
+    let pool = common::pool();
+    let lat = b.run(|| common::w1_apply(&pool, common::W1_COUNT)).concat();
+    latency(&lat)
+}
+
+fn w2a(b: &Budget) -> Vec<Metric> {
+    let rt = common::runtime();
+    let ex = common::executor(&rt);
+    let reps = b.run(|| common::w2a(&rt, &ex));
+    rt.block_on(ex.shutdown());
+    throughput(common::N_TASKS as f64, &reps)
+}
+
+fn w2b(b: &Budget) -> Vec<Metric> {
+    let rt = common::runtime();
+    let ex = common::executor(&rt);
+    let reps = b.run(|| common::w2b(&rt, &ex));
+    rt.block_on(ex.shutdown());
+    throughput(common::N_TASKS as f64, &reps)
+}
+
+fn w2c(b: &Budget) -> Vec<Metric> {
+    let rt = common::runtime();
+    let ex = common::executor(&rt);
+    let reps = b.run(|| common::w2c(&rt, &ex));
+    rt.block_on(ex.shutdown());
+    throughput(common::N_TASKS as f64, &reps)
+}
+
+fn w2d(b: &Budget) -> Vec<Metric> {
+    let pool = common::pool();
+    throughput(common::N_TASKS as f64, &b.run(|| common::w2d(&pool)))
+}
+
+fn w2e(b: &Budget) -> Vec<Metric> {
+    let pool = common::pool();
+    throughput(common::N_TASKS as f64, &b.run(|| common::w2e(&pool)))
+}
+
+fn w2f(b: &Budget) -> Vec<Metric> {
+    let pool = common::pool();
+    throughput(common::N_TASKS as f64, &b.run(|| common::w2f(&pool)))
+}
+
+fn w3(b: &Budget) -> Vec<Metric> {
+    let pool = common::pool();
+    let reps = b.run(|| (common::w3_sequential(), common::w3_pool(&pool)));
+    let seq = median(reps.iter().map(|(s, _)| secs(s)).collect());
+    let par = median(reps.iter().map(|(_, p)| secs(p)).collect());
+    let speedup = median(reps.iter().map(|(s, p)| secs(s) / secs(p)).collect());
+    vec![
+        Metric::new("sequential", "s", Better::Lower, seq),
+        Metric::new("2 workers", "s", Better::Lower, par),
+        Metric::new("speedup", "x", Better::Higher, speedup),
+    ]
+}
+
+fn w4s(b: &Budget) -> Vec<Metric> {
+    let rt = common::runtime();
+    let ex = common::executor(&rt);
+    let reps = b.run(|| {
+        let payloads = common::w4s_payloads();
+        common::w4s(&rt, &ex, payloads)
+    });
+    rt.block_on(ex.shutdown());
+    let per_s = common::W4S_COUNT as f64 / median(reps.iter().map(secs).collect());
+    vec![
+        Metric::new("throughput", "tasks/s", Better::Higher, per_s),
+        Metric::new(
+            "payload",
+            "MB/s",
+            Better::Higher,
+            per_s * common::W4S_SIZE as f64 / 1e6,
+        ),
+    ]
+}
+
+fn w4l(b: &Budget) -> Vec<Metric> {
+    let rt = common::runtime();
+    let ex = common::executor(&rt);
+    let payload = common::w4l_payload();
+    let mut dst = payload.clone(); // faulted in, off the clock
+    common::w4l(&rt, &ex, payload[..1 << 20].to_vec()); // warm-up
+    let reps = b.run(|| {
+        let copy = payload.clone();
+        let rt_time = common::w4l(&rt, &ex, copy);
+        (rt_time, common::memcpy(&mut dst, &payload))
+    });
+    rt.block_on(ex.shutdown());
+    let round_trip = median(reps.iter().map(|(r, _)| secs(r)).collect());
+    let copy = median(reps.iter().map(|(_, c)| secs(c)).collect());
+    vec![
+        Metric::new("round trip", "s", Better::Lower, round_trip),
+        Metric::new(
+            "both directions",
+            "GB/s",
+            Better::Higher,
+            2.0 * common::W4L_SIZE as f64 / round_trip / 1e9,
+        ),
+        Metric::new("memcpy 64 MiB", "ms", Better::Lower, copy * 1e3),
+        Metric::new("round trip / memcpy", "x", Better::Lower, round_trip / copy),
+    ]
+}
+
+// --- command line ----------------------------------------------------------------
+
+const USAGE: &str = "usage: compare --list | --floor | --workload ID [--budget SECONDS] [--max-reps N] | --plot RESULTS.json OUT.png";
+
+fn list() {
+    for w in WORKLOADS {
+        let floors: serde_json::Map<String, serde_json::Value> = w
+            .floors
+            .iter()
+            .map(|(m, f)| (m.to_string(), json!(f)))
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "id": w.id,
+                "title": w.title,
+                "available": w.run.is_some(),
+                "note": w.note,
+                "floors": floors,
+            })
+        );
+    }
+}
+
+fn run_one(id: &str, budget: Budget) -> Result<(), String> {
+    let w = WORKLOADS
+        .iter()
+        .find(|w| w.id == id)
+        .ok_or_else(|| format!("unknown workload {id:?}; see --list"))?;
+    let run = w.run.ok_or_else(|| format!("{id}: {} in mproc", w.note))?;
+    let metrics = run(&budget);
+    println!(
+        "{}",
+        json!({
+            "id": id,
+            "side": "mproc",
+            "reps": budget.reps.get(),
+            "metrics": metrics.iter().map(Metric::to_json).collect::<Vec<_>>(),
+        })
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    // `cargo bench` passes `--bench`; it means nothing here.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let mut budget = Budget {
+        seconds: 1.0,
+        max_reps: 20,
+        reps: Cell::new(0),
+    };
+    let mut workload = None;
+    let mut it = args.iter();
+    let result = loop {
+        let Some(arg) = it.next() else {
+            break match workload {
+                Some(id) => run_one(id, budget),
+                None => {
+                    // Plain `cargo bench`: nothing selected, nothing to do.
+                    eprintln!("{USAGE}");
+                    Ok(())
+                }
+            };
+        };
+        match arg.as_str() {
+            "--list" => {
+                list();
+                break Ok(());
+            }
+            "--floor" => break floor::run().map(|m| floor::print(&m)),
+            "--plot" => match (it.next(), it.next()) {
+                (Some(input), Some(output)) => break plot::draw(input, output),
+                _ => break Err(USAGE.to_string()),
+            },
+            "--workload" => workload = it.next().map(String::as_str),
+            "--budget" => match it.next().and_then(|s| s.parse().ok()) {
+                Some(s) => budget.seconds = s,
+                None => break Err(USAGE.to_string()),
+            },
+            "--max-reps" => match it.next().and_then(|s| s.parse().ok()) {
+                Some(n) => budget.max_reps = n,
+                None => break Err(USAGE.to_string()),
+            },
+            other => break Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("compare: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

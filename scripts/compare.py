@@ -1,0 +1,471 @@
+#!/usr/bin/env python3
+"""mproc against Python's multiprocessing, side by side, in one run.
+
+    python3 scripts/compare.py            full run (< 10 min on 2 cores);
+                                          rewrites BENCHMARKS.md and
+                                          benches/compare.png
+    python3 scripts/compare.py --quick    smoke run (< 2 min once built);
+                                          writes only target/compare/
+
+Builds the Rust runner (`benches/compare.rs`) in release mode, then, round
+after round, runs each workload of WORKLOADS.md on both sides in turn (mproc,
+then Python: A B A B ...), each in a fresh process that starts its pool off
+the clock, and measures the raw floor of the machine (pipe, socketpair and
+futex ping-pong between two processes; memcpy of 64 MiB) once per round.
+Prints one table of medians over the rounds, with the ratio oriented so that
+> 1 means mproc is better, and writes everything to
+target/compare/results.json plus a plot (target/compare/compare.png).
+
+Stdlib only; the Python side is benches/python/workloads.py.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY_MIRROR = os.path.join(ROOT, "benches", "python", "workloads.py")
+OUT_DIR = os.path.join(ROOT, "target", "compare")
+DOC = os.path.join(ROOT, "BENCHMARKS.md")
+DOC_PLOT = os.path.join("benches", "compare.png")
+
+MODES = {
+    # rounds, seconds of timed repetitions per invocation, most repetitions
+    "full": dict(rounds=4, budget=1.0, max_reps=20),
+    "quick": dict(rounds=1, budget=0.2, max_reps=3),
+}
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_capture(cmd, timeout=None):
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+# --- the two sides --------------------------------------------------------------
+
+
+def build_runner():
+    """Builds benches/compare.rs in release mode; returns the binary's path."""
+    log("building the Rust runner (cargo bench --bench compare --no-run) ...")
+    cmd = ["cargo", "bench", "--bench", "compare", "--no-run", "--message-format=json-render-diagnostics"]
+    p = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        sys.exit("compare: the build failed")
+    exe = None
+    for line in p.stdout.splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        target = msg.get("target", {})
+        if msg.get("reason") == "compiler-artifact" and target.get("name") == "compare" and msg.get("executable"):
+            exe = msg["executable"]
+    if not exe:
+        sys.exit("compare: cargo did not report the runner's executable")
+    return exe
+
+
+def json_lines(text):
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            out.append(json.loads(line))
+    return out
+
+
+def invoke(cmd, timeout):
+    """Runs one invocation in its own session; returns (its last JSON line or
+    None, wall seconds, error text)."""
+    t = time.monotonic()
+    p = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)  # the invocation and its workers
+        p.communicate()
+        return None, time.monotonic() - t, f"timed out after {timeout} s"
+    wall = time.monotonic() - t
+    lines = json_lines(out)
+    if p.returncode != 0 or not lines:
+        tail = (err or out).strip().splitlines()[-3:]
+        return None, wall, f"exit {p.returncode}: " + " | ".join(tail)
+    return lines[-1], wall, None
+
+
+# --- machine --------------------------------------------------------------------
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def uptime():
+    p = run_capture(["uptime"])
+    if p.returncode == 0:
+        return p.stdout.strip()
+    with open("/proc/loadavg") as f:
+        return "load average: " + ", ".join(f.read().split()[:3])
+
+
+def machine():
+    rustc = run_capture(["rustc", "-V"]).stdout.strip()
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu_model(),
+        "kernel": platform.release(),
+        "rustc": rustc,
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+# --- figures --------------------------------------------------------------------
+
+
+def fmt(v):
+    if v is None:
+        return "—"
+    a = abs(v)
+    if a >= 1e6:
+        return f"{v / 1e6:.3g} M"
+    if a >= 1e4:
+        return f"{v / 1e3:.3g} k"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 1e-4 or a == 0:
+        return f"{v:.3g}"
+    return f"{v:.2e}"
+
+
+def fmt_ratio(r):
+    if r is None:
+        return "—"
+    if r >= 100:
+        return f"{r:.0f}"
+    return f"{r:.3g}"
+
+
+def ratio(better, mproc, python):
+    """> 1: mproc is better."""
+    if mproc is None or python is None or mproc <= 0 or python <= 0:
+        return None
+    return mproc / python if better == "higher" else python / mproc
+
+
+def collect(samples, key):
+    """samples[key] is a list of per-round JSON lines; metric name -> values."""
+    out = {}
+    for line in samples.get(key, []):
+        for m in line["metrics"]:
+            out.setdefault(m["name"], {"unit": m["unit"], "better": m["better"], "values": []})
+            out[m["name"]]["values"].append(m["value"])
+    return out
+
+
+def build_rows(order, rust_list, py_list, samples, floor):
+    rows = []
+    for wid in order:
+        rl, pl = rust_list.get(wid), py_list.get(wid)
+        m, p = collect(samples, (wid, "mproc")), collect(samples, (wid, "python"))
+        names = list(m) + [n for n in p if n not in m]
+        if not names:
+            names = [None]
+        for name in names:
+            info = m.get(name) or p.get(name) or {"unit": "", "better": "higher"}
+            mv = statistics.median(m[name]["values"]) if name in m else None
+            pv = statistics.median(p[name]["values"]) if name in p else None
+            floor_name = (rl or {}).get("floors", {}).get(name)
+            note = ""
+            if rl is None or not rl["available"]:
+                note = (rl or {}).get("note") or "not in the runner"
+            elif mv is None:
+                note = samples.get(("error", wid, "mproc"), "failed")
+            if pl is None:
+                pnote = "not in the Python mirror"
+            elif pv is None:
+                pnote = samples.get(("error", wid, "python"), "failed")
+            else:
+                pnote = ""
+            rows.append(
+                {
+                    "id": wid,
+                    "title": (rl or {}).get("title") or (pl or {}).get("title", ""),
+                    "python_title": (pl or {}).get("title", ""),
+                    "metric": name or "",
+                    "unit": info["unit"],
+                    "better": info["better"],
+                    "mproc": mv,
+                    "python": pv,
+                    "ratio": ratio(info["better"], mv, pv),
+                    "floor_name": floor_name,
+                    "floor": floor.get(floor_name, {}).get("value") if floor_name else None,
+                    "mproc_values": m.get(name, {}).get("values", []),
+                    "python_values": p.get(name, {}).get("values", []),
+                    "mproc_note": note,
+                    "python_note": pnote,
+                }
+            )
+    return rows
+
+
+def table_lines(rows, markdown):
+    head = ["id", "metric", "unit", "mproc", "Python", "ratio (>1: mproc better)", "floor", "note"]
+    body = []
+    for r in rows:
+        notes = [f"mproc: {r['mproc_note']}" if r["mproc_note"] else "",
+                 f"Python: {r['python_note']}" if r["python_note"] else ""]
+        fl = f"{fmt(r['floor'])} ({r['floor_name']})" if r["floor"] is not None else ""
+        body.append([r["id"], r["metric"], r["unit"], fmt(r["mproc"]), fmt(r["python"]),
+                     fmt_ratio(r["ratio"]), fl, "; ".join(n for n in notes if n)])
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * 3 + "---|" * 2]
+        out += ["| " + " | ".join(c) + " |" for c in body]
+        return out
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    right = {3, 4, 5}
+
+    def line(cells):
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return [line(head), line(["-" * w for w in widths])] + [line(c) for c in body]
+
+
+def floor_lines(floor, markdown):
+    rows = [(name, fmt(f["value"]), f["unit"]) for name, f in floor.items()]
+    if markdown:
+        return ["| floor | median over rounds | unit |", "|---|---:|---|"] + [
+            f"| {n} | {v} | {u} |" for n, v, u in rows
+        ]
+    w = max(len(n) for n, _, _ in rows) if rows else 0
+    return [f"{n.ljust(w)}  {v.rjust(8)} {u}" for n, v, u in rows]
+
+
+# --- BENCHMARKS.md --------------------------------------------------------------
+
+DOC_METHOD = """\
+## Method
+
+- One command: `python3 scripts/compare.py` builds the Rust runner
+  (`benches/compare.rs`, a `harness = false` bench target) in release mode
+  and runs every workload of `WORKLOADS.md` on both sides in turn — mproc,
+  then Python, A B A B — for several rounds, each invocation a fresh process.
+  The figures are medians over the rounds of each invocation's own figure;
+  `results.json` keeps every round's value.
+- Each invocation starts its pool of **2 workers** and warms it off the
+  clock, then repeats the timed workload for about a second (at least once,
+  at most 20 times). Only W5/W5p time start-up, since that is what they
+  measure.
+- The Python side is `benches/python/workloads.py` (stdlib
+  `multiprocessing` and `concurrent.futures`, the platform's default start
+  method): `ProcessPoolExecutor` where mproc uses `Executor` (W1, W2a–c, W4s,
+  W4l) and `multiprocessing.Pool` where mproc uses `Pool` (W1-apply, W2d–f,
+  W3).
+- **ratio**: how many times better mproc is — Python/mproc for times,
+  mproc/Python for rates; > 1 means mproc is better.
+- **floor**: the same machine with no framework, measured in the same run by
+  the runner's `--floor` mode: 8-byte ping-pong between two processes
+  (fork; the child makes raw system calls only) over pipes, a Unix
+  socketpair and a futex word in shared memory, and an in-process memcpy of
+  64 MiB. W1 is shown against the socketpair (mproc's transport) with the
+  two processes placed by the scheduler, as a pool's are; the floor table
+  also gives each ping-pong pinned to one core and to two. W4l is shown
+  against memcpy.
+- W3's *sequential* row compares compiled Rust with CPython's interpreter on
+  the task itself; the row that compares the libraries is *speedup*
+  (sequential time / time on 2 workers).
+- Workloads mproc cannot run yet show their status in the mproc column; the
+  Python figure is measured anyway, ready for the comparison.
+- The machine is a shared 2-vCPU VM; other jobs may run at the same time.
+  The load is given above; treat differences under ~20 % as noise.
+"""
+
+
+def write_doc(results, plot_ok):
+    m = results["machine"]
+    lines = [
+        "# Benchmarks: mproc against Python, side by side",
+        "",
+        "Generated by `python3 scripts/compare.py` (the full run; `--quick` leaves",
+        "this file alone). The workloads and their ids are those of",
+        "`WORKLOADS.md`; the criterion benches for the same workloads are in",
+        "`benches/executor.rs` and `benches/workloads.rs`.",
+        "",
+        "## Machine and run",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| nproc | {m['nproc']} |",
+        f"| CPU | {m['cpu']} |",
+        f"| kernel | {m['kernel']} |",
+        f"| rustc | {m['rustc']} |",
+        f"| python | {m['python']} |",
+        f"| date | {m['date']} |",
+        f"| load before (`uptime`) | {results['uptime_before']} |",
+        f"| load after (`uptime`) | {results['uptime_after']} |",
+        f"| rounds | {results['rounds']} (A B A B: mproc, then Python, per workload) |",
+        f"| wall time of the run | {results['wall_seconds']:.0f} s |",
+        "",
+        "## Results",
+        "",
+        "Medians over the rounds. **ratio > 1 means mproc is better** (Python/mproc",
+        "for times, mproc/Python for rates).",
+        "",
+    ]
+    lines += table_lines(results["rows"], markdown=True)
+    lines += ["", "### Raw floor, same run", ""]
+    lines += floor_lines(results["floor"], markdown=True)
+    lines += [""]
+    if plot_ok:
+        lines += [
+            f"![mproc vs Python, time per operation, log scale]({DOC_PLOT})",
+            "",
+            "Time per operation (a rate becomes its inverse), log scale: shorter is",
+            "better; a black tick marks the raw floor. p99s, bandwidths and ratios",
+            "are in the table only.",
+            "",
+        ]
+    lines += [DOC_METHOD]
+    with open(DOC, "w") as f:
+        f.write("\n".join(lines))
+
+
+# --- main -----------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="one round, short budgets; writes only target/compare/")
+    ap.add_argument("--rounds", type=int, help="override the number of rounds")
+    ap.add_argument("--only", help="comma-separated workload ids (implies not touching BENCHMARKS.md)")
+    ap.add_argument("--no-build", action="store_true", help="use the runner already built")
+    ap.add_argument("--timeout", type=float, default=300, help="seconds per invocation before it is killed")
+    args = ap.parse_args()
+
+    mode = "quick" if args.quick else "full"
+    cfg = dict(MODES[mode])
+    if args.rounds:
+        cfg["rounds"] = args.rounds
+    write_docs = mode == "full" and not args.only
+
+    started = time.monotonic()
+    if args.no_build:
+        exe = os.path.join(ROOT, "target", "compare", "runner")
+        if not os.path.exists(exe):
+            sys.exit("compare: no runner built yet; run without --no-build")
+    else:
+        built = build_runner()
+        os.makedirs(OUT_DIR, exist_ok=True)
+        exe = os.path.join(OUT_DIR, "runner")
+        shutil.copy2(built, exe)  # a stable path for --no-build
+
+    rust_list = {w["id"]: w for w in json_lines(run_capture([exe, "--list"]).stdout)}
+    py_list = {w["id"]: w for w in json_lines(run_capture([sys.executable, PY_MIRROR, "--list"]).stdout)}
+    order = list(rust_list) + [w for w in py_list if w not in rust_list]
+    if args.only:
+        wanted = args.only.split(",")
+        unknown = [w for w in wanted if w not in order]
+        if unknown:
+            sys.exit(f"compare: unknown workload(s) {unknown}; known: {order}")
+        order = [w for w in order if w in wanted]
+
+    info = machine()
+    before = uptime()
+    log(f"{mode} run: {cfg['rounds']} round(s), {len(order)} workloads; {before}")
+    common = ["--budget", str(cfg["budget"]), "--max-reps", str(cfg["max_reps"])]
+    samples, floors = {}, []
+    for rnd in range(1, cfg["rounds"] + 1):
+        line, wall, err = invoke([exe, "--floor"], args.timeout)
+        if line:
+            floors.append(line)
+        log(f"[round {rnd}/{cfg['rounds']}] floor {wall:.1f} s" + (f" FAILED: {err}" if err else ""))
+        for wid in order:
+            sides = []
+            if rust_list.get(wid, {}).get("available"):
+                sides.append(("mproc", [exe, "--workload", wid] + common))
+            if wid in py_list:
+                sides.append(("python", [sys.executable, PY_MIRROR, "--workload", wid] + common))
+            report = []
+            for side, cmd in sides:
+                line, wall, err = invoke(cmd, args.timeout)
+                if line:
+                    samples.setdefault((wid, side), []).append(line)
+                    report.append(f"{side} {wall:.1f} s")
+                else:
+                    samples[("error", wid, side)] = err
+                    report.append(f"{side} FAILED ({err})")
+            log(f"[round {rnd}/{cfg['rounds']}] {wid:<15} " + ", ".join(report))
+
+    floor = collect({"f": floors}, "f")
+    floor = {k: {"unit": v["unit"], "value": statistics.median(v["values"]), "values": v["values"]}
+             for k, v in floor.items()}
+    rows = build_rows(order, rust_list, py_list, samples, floor)
+    results = {
+        "mode": mode,
+        "rounds": cfg["rounds"],
+        "budget_seconds": cfg["budget"],
+        "max_reps": cfg["max_reps"],
+        "machine": info,
+        "uptime_before": before,
+        "uptime_after": uptime(),
+        "wall_seconds": time.monotonic() - started,
+        "rows": rows,
+        "floor": floor,
+    }
+    os.makedirs(OUT_DIR, exist_ok=True)
+    out_json = os.path.join(OUT_DIR, "results.json")
+    with open(out_json, "w") as f:
+        json.dump(results, f, indent=1, ensure_ascii=False)
+
+    print()
+    print(f"mproc vs Python ({info['python']}), 2 workers, {mode} run: median of {cfg['rounds']} round(s), A B A B")
+    print(f"{info['nproc']} x {info['cpu']}, {info['kernel']}, {info['rustc']}, {info['date']}")
+    print(f"load before: {before}")
+    print(f"load after:  {results['uptime_after']}")
+    print("ratio > 1 means mproc is better (Python/mproc for times, mproc/Python for rates)")
+    print()
+    for line in table_lines(rows, markdown=False):
+        print(line)
+    print()
+    print("raw floor, same run (no framework):")
+    for line in floor_lines(floor, markdown=False):
+        print("  " + line)
+
+    out_png = os.path.join(OUT_DIR, "compare.png")
+    p = run_capture([exe, "--plot", out_json, out_png])
+    plot_ok = p.returncode == 0
+    print()
+    print(f"results: {os.path.relpath(out_json, ROOT)}")
+    print(f"plot:    {os.path.relpath(out_png, ROOT)}" if plot_ok else f"plot: not drawn ({p.stderr.strip()})")
+    if write_docs:
+        if plot_ok:
+            shutil.copy2(out_png, os.path.join(ROOT, DOC_PLOT))
+        write_doc(results, plot_ok)
+        print(f"updated: BENCHMARKS.md{', ' + DOC_PLOT if plot_ok else ''}")
+    print(f"wall time: {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
