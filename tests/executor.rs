@@ -1,4 +1,8 @@
 //! The `Executor` contract (API.md §1–§3), against real worker processes.
+//!
+//! The same suite runs under every start method: `executor_forkserver.rs` and
+//! `executor_fork.rs` include this file as a module, and [`builder`] picks
+//! the method from the name of the test crate.
 
 mod common;
 
@@ -163,8 +167,27 @@ async fn wait_for_workers(ex: &Executor, n: usize) -> Vec<u32> {
     }
 }
 
+/// The start method of this copy of the suite, from the test crate's name.
+fn start_method() -> StartMethod {
+    let krate = module_path!().split("::").next().unwrap_or_default();
+    match krate {
+        "executor_forkserver" => StartMethod::Forkserver,
+        "executor_fork" => StartMethod::Fork,
+        _ => StartMethod::Spawn,
+    }
+}
+
+/// `Executor::builder()` with this suite's start method.
+fn builder() -> ExecutorBuilder {
+    Executor::builder().start_method(start_method())
+}
+
 async fn executor(n: usize) -> Executor {
-    Executor::new(n).await.expect("executor starts")
+    builder()
+        .max_workers(n)
+        .build()
+        .await
+        .expect("executor starts")
 }
 
 async fn finish(ex: Executor) {
@@ -522,7 +545,7 @@ fn cancel_queued_running_and_finished() {
 #[test]
 fn max_tasks_per_child_recycles_workers() {
     run(async {
-        let ex = Executor::builder()
+        let ex = builder()
             .max_workers(2)
             .max_tasks_per_child(3)
             .build()
@@ -545,7 +568,7 @@ fn max_tasks_per_child_recycles_workers() {
 #[test]
 fn initializer_runs_once_in_every_worker_including_replacements() {
     run(async {
-        let ex = Executor::builder()
+        let ex = builder()
             .max_workers(1)
             .initializer(init_worker, 7)
             .build()
@@ -567,7 +590,7 @@ fn initializer_runs_once_in_every_worker_including_replacements() {
 #[test]
 fn failing_initializer_fails_build() {
     run(async {
-        let err = Executor::builder()
+        let err = builder()
             .max_workers(1)
             .initializer(failing_init, ())
             .build()
@@ -611,7 +634,7 @@ fn serialization_failures_are_reported() {
 #[test]
 fn oversized_messages_are_refused_with_a_clear_error() {
     run(async {
-        let ex = Executor::builder()
+        let ex = builder()
             .max_workers(1)
             .max_message_size(1 << 20)
             .build()
@@ -737,17 +760,49 @@ fn concurrent_submitters_from_many_tasks() {
 #[test]
 fn unavailable_options_are_clear_errors() {
     run(async {
-        let err = Executor::builder()
-            .start_method(StartMethod::Fork)
-            .build()
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Spawn);
-        let err = Executor::builder()
+        // Every start method is available now (this whole suite runs under
+        // each); a transport this build lacks is still a clear error.
+        let err = builder()
             .transport(TransportKind::ShmRing)
             .build()
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Spawn);
+    });
+}
+
+#[test]
+fn workers_come_from_this_suites_start_method() {
+    run(async {
+        let ex = executor(1).await;
+        let (_, pid) = ex.submit(whoami, ()).await.unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let ppid: u32 = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let parent_comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap();
+        match start_method() {
+            StartMethod::Forkserver => {
+                assert_ne!(ppid, std::process::id());
+                assert!(parent_comm.starts_with("mproc-"), "{parent_comm}");
+            }
+            m => {
+                assert_eq!(ppid, std::process::id());
+                // A spawned worker's initial environment marks it as one; a
+                // forked worker's is this process's.
+                let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+                let marked = env
+                    .split(|b| *b == 0)
+                    .any(|kv| kv.starts_with(b"__MPROC_WORKER="));
+                assert_eq!(marked, m == StartMethod::Spawn);
+            }
+        }
+        finish(ex).await;
     });
 }

@@ -33,7 +33,8 @@ use serde::Serialize;
 use crate::error::TaskError;
 use crate::outbox::Outbox;
 use crate::protocol::{
-    encode_frame, push_varint, Bytes, ExtendVec, ToParent, ToWorker, MAGIC, PROTOCOL_VERSION,
+    encode_frame, push_varint, Bytes, ExtendVec, ToParent, ToWorker, MAGIC, MODE_PROCESS,
+    MODE_WORKER, PROTOCOL_VERSION,
 };
 use crate::sys::{self, SharedCounter};
 use crate::task::{lookup, Task, TaskCall, TaskEntry};
@@ -140,6 +141,7 @@ fn runtime() -> &'static tokio::runtime::Handle {
         std::thread::Builder::new()
             .name("mproc-runtime".into())
             .spawn(move || {
+                crate::trace::enter_worker_dispatch();
                 IN_TASK.with(|f| f.set(true));
                 rt.block_on(std::future::pending::<()>())
             })
@@ -162,26 +164,30 @@ struct Shared {
     asyncs_cond: Condvar,
 }
 
-/// Entry point from the boot hook; never returns.
-pub(crate) fn worker_main(parent_pid: u32) -> ! {
+/// Entry point from the boot hook (spawn) or a forked child (fork,
+/// forkserver); never returns. `os_parent` is the process this one must die
+/// with: the program for spawn and fork, the fork server for forkserver.
+pub(crate) fn worker_main(os_parent: u32) -> ! {
     sys::ignore_sigint();
-    if !sys::die_with_parent(parent_pid) {
+    if !sys::die_with_parent(os_parent) {
         sys::exit_now(0);
     }
     let sock = match sys::take_stdin_socket() {
         Ok(s) => s,
         Err(_) => sys::exit_now(70),
     };
-    match run_worker(UnixChannel::from_fd(sock), parent_pid) {
-        Ok(()) => std::process::exit(0),
+    match run_worker(UnixChannel::from_fd(sock)) {
+        Ok(code) => crate::boot::exit_child(code),
         Err(msg) => {
             eprintln!("mproc worker {}: {msg}", std::process::id());
-            std::process::exit(70)
+            crate::boot::exit_child(70)
         }
     }
 }
 
-fn run_worker(chan: UnixChannel, parent_pid: u32) -> Result<(), String> {
+/// Runs the handshake, then serves requests (a pool worker) or runs one
+/// task (a `Process` child). Returns the exit code.
+fn run_worker(chan: UnixChannel) -> Result<i32, String> {
     let chan: Arc<UnixChannel> = Arc::new(chan);
     let mut hello = Vec::new();
     let msg = ToParent::Hello {
@@ -193,10 +199,14 @@ fn run_worker(chan: UnixChannel, parent_pid: u32) -> Result<(), String> {
     encode_frame(&mut hello, &msg, DEFAULT_MAX_FRAME).map_err(|e| e.message())?;
     chan.write_all(&hello)
         .map_err(|e| format!("handshake: {e}"))?;
-    let counter_fd = match sys::recv_fd(&*chan) {
-        Ok(fd) => fd,
+    let counter_fd = match sys::recv_byte_fds(&*chan) {
+        Ok(Some((MODE_PROCESS, fds))) if fds.is_empty() => {
+            return crate::process::run_child(&*chan);
+        }
+        Ok(Some((MODE_WORKER, mut fds))) if fds.len() == 1 => fds.remove(0),
+        Ok(Some(_)) => return Err("protocol error: bad start byte".into()),
         // The parent refused us (other build) or went away.
-        Err(_) => sys::exit_now(0),
+        Ok(None) | Err(_) => sys::exit_now(0),
     };
     let counter = SharedCounter::map(counter_fd).map_err(|e| format!("map counter: {e}"))?;
 
@@ -210,14 +220,14 @@ fn run_worker(chan: UnixChannel, parent_pid: u32) -> Result<(), String> {
         ToWorker::Welcome {
             name,
             worker_id: _,
-            parent_pid: ppid,
+            parent_pid,
             max_frame,
             log_level,
             initializer,
         } => {
-            debug_assert_eq!(ppid, parent_pid);
             sys::set_thread_name(&name);
-            crate::identity::set_worker_identity(name, ppid);
+            sys::set_process_name(&name);
+            crate::identity::set_worker_identity(name, parent_pid);
             (max_frame as usize, log_level, initializer)
         }
         ToWorker::Reject { reason } => return Err(format!("refused by parent: {reason}")),
@@ -243,7 +253,7 @@ fn run_worker(chan: UnixChannel, parent_pid: u32) -> Result<(), String> {
         asyncs_cond: Condvar::new(),
     });
     serve(&shared, &*chan, &mut reader, &counter);
-    Ok(())
+    Ok(0)
 }
 
 fn run_initializer(name: &str, args: &[u8]) -> Result<(), String> {

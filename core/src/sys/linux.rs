@@ -13,7 +13,7 @@ use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use nix::sys::signal::{signal, SigHandler, Signal};
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use nix::sys::stat::Mode;
 
 /// Moves the descriptor at fd 0 (the worker's socket, passed as stdin so that
@@ -162,42 +162,4 @@ pub(crate) fn send_fd(sock: &impl AsFd, fd: RawFd) -> io::Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
-}
-
-/// Receives the byte and descriptor sent by [`send_fd`].
-pub(crate) fn recv_fd(sock: &impl AsFd) -> io::Result<OwnedFd> {
-    let mut byte = [0u8; 1];
-    let mut iov = [io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = loop {
-        match recvmsg::<()>(
-            sock.as_fd().as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(m) => break m,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    };
-    if msg.bytes == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "parent closed during handshake",
-        ));
-    }
-    for c in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            if let Some(&fd) = fds.first() {
-                // SAFETY: the kernel just installed this descriptor in our
-                // table for us; nothing else owns it.
-                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-            }
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::InvalidData,
-        "handshake carried no descriptor",
-    ))
 }
