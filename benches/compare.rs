@@ -417,7 +417,11 @@ fn w4l(b: &Budget) -> Vec<Metric> {
     let ex = common::executor(&rt);
     let payload = common::w4l_payload();
     let mut dst = payload.clone(); // faulted in, off the clock
-    common::w4l(&rt, &ex, serde_bytes::ByteBuf::from(payload[..1 << 20].to_vec())); // warm-up
+    common::w4l(
+        &rt,
+        &ex,
+        serde_bytes::ByteBuf::from(payload[..1 << 20].to_vec()),
+    ); // warm-up
     let reps = b.run(|| {
         let copy = payload.clone();
         let rt_time = common::w4l(&rt, &ex, copy);

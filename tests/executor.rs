@@ -167,6 +167,16 @@ fn task_stays_callable_in_process() {
     assert!(mproc::registered_tasks().contains(&<square as Task>::NAME));
 }
 
+/// The start method of this copy of the suite, from the test crate's name.
+fn start_method() -> StartMethod {
+    let krate = module_path!().split("::").next().unwrap_or_default();
+    match krate {
+        "executor_forkserver" => StartMethod::Forkserver,
+        "executor_fork" => StartMethod::Fork,
+        _ => StartMethod::Spawn,
+    }
+}
+
 /// The whole suite, once per transport: every test builds its executor with
 /// `KIND`.
 macro_rules! executor_suite {
@@ -190,7 +200,10 @@ macro_rules! executor_suite {
         }
 
         fn builder(n: usize) -> ExecutorBuilder {
-            Executor::builder().max_workers(n).transport(KIND)
+            Executor::builder()
+                .max_workers(n)
+                .transport(KIND)
+                .start_method(start_method())
         }
 
         async fn executor(n: usize) -> Executor {
@@ -750,6 +763,42 @@ macro_rules! executor_suite {
                 assert_eq!(total, want);
                 let ids: HashSet<TaskId> = (0..50).map(|i| ex.submit(square, i).id()).collect();
                 assert_eq!(ids.len(), 50, "task ids are unique");
+                finish(ex).await;
+            });
+        }
+
+        #[test]
+        fn workers_come_from_this_suites_start_method() {
+            run(async {
+                let ex = executor(1).await;
+                let (_, pid) = ex.submit(whoami, ()).await.unwrap();
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+                let ppid: u32 = stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap()
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                let parent_comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap();
+                match start_method() {
+                    StartMethod::Forkserver => {
+                        assert_ne!(ppid, std::process::id());
+                        assert!(parent_comm.starts_with("mproc-"), "{parent_comm}");
+                    }
+                    m => {
+                        assert_eq!(ppid, std::process::id());
+                        // A spawned worker's initial environment marks it as one; a
+                        // forked worker's is this process's.
+                        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+                        let marked = env
+                            .split(|b| *b == 0)
+                            .any(|kv| kv.starts_with(b"__MPROC_WORKER="));
+                        assert_eq!(marked, m == StartMethod::Spawn);
+                    }
+                }
                 finish(ex).await;
             });
         }

@@ -1,30 +1,58 @@
-//! Zero-ceremony worker boot.
+//! Zero-ceremony worker boot, and the three start methods.
 //!
-//! A worker is this same executable started afresh (`/proc/self/exe`) with
-//! [`WORKER_ENV`] set and its socket as standard input. A start-up hook that
-//! runs before `main` — before libtest's `main` under `cargo test` — sees the
-//! variable, removes it (so the task's own children are not workers), runs the
-//! worker loop and exits. User code in `main` therefore never runs in a
-//! worker, and no setup call is needed in any binary that links mproc.
+//! Every process mproc starts — a pool worker or a `Process` child — ends up
+//! in [`worker::worker_main`](crate::worker::worker_main) with its socket on
+//! fd 0. The start methods differ only in how that process comes to exist:
 //!
-//! Workers are spawned from one long-lived thread (`spawner`), because
-//! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits.
-//! The socket travels as stdin so std can use `posix_spawn` (no full fork of
-//! a large parent).
+//! * **Spawn**: this same executable started afresh (`/proc/self/exe`, by
+//!   `posix_spawn`) with [`WORKER_ENV`] set and the socket as standard input.
+//!   A start-up hook that runs before `main` — before libtest's `main` under
+//!   `cargo test` — sees the variable, removes it (so the task's own children
+//!   are not workers), runs the worker and exits. User code in `main`
+//!   therefore never runs in a worker, and no setup call is needed.
+//! * **Forkserver**: a single-threaded server process (see `forkserver.rs`),
+//!   itself spawned the same way with [`FORKSERVER_ENV`] the first time it is
+//!   needed, forks the worker on request from its clean, thread-free image.
+//! * **Fork**: a fork of the calling program (see `sys::fork_worker` for what
+//!   the child does and does not touch).
+//!
+//! Everything is started from one long-lived thread (`mproc-spawner`),
+//! because `PR_SET_PDEATHSIG` fires when the *thread* that forked the child
+//! exits. Each child arms it and then checks that its parent is still the
+//! expected one. A forked child's spawner is a new thread of its own: the
+//! spawner is keyed by pid.
 
+use std::cell::RefCell;
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
-use std::sync::OnceLock;
+use std::sync::{Mutex, Once, RwLock};
+use std::time::Duration;
 
-use std::os::fd::OwnedFd;
+use crate::executor::StartMethod;
+use crate::process::ChildProc;
+use crate::sys;
 
 /// The environment variable that marks a worker; its value is the parent's
 /// pid.
 pub(crate) const WORKER_ENV: &str = "__MPROC_WORKER";
+/// The environment variable that marks the fork server; its value is the
+/// program's pid.
+pub(crate) const FORKSERVER_ENV: &str = "__MPROC_FORKSERVER";
 
 #[ctor::ctor(unsafe)]
 fn mproc_worker_boot() {
+    if let Some(v) = std::env::var_os(FORKSERVER_ENV) {
+        // Single-threaded here (before main): removing the variable is sound.
+        std::env::remove_var(FORKSERVER_ENV);
+        let parent: u32 = v.to_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+        crate::forkserver::serve(parent);
+    }
     let Some(v) = std::env::var_os(WORKER_ENV) else {
         return;
     };
@@ -42,20 +70,41 @@ fn boot_hook_anchor() -> usize {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-fn spawner() -> &'static mpsc::Sender<Job> {
-    static TX: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
-    TX.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("mproc-spawner".into())
-            .spawn(move || {
-                for job in rx {
-                    job();
-                }
-            })
-            .expect("spawn mproc spawner thread");
-        tx
-    })
+/// The spawner of one process: a forked child starts its own.
+struct Spawner {
+    pid: u32,
+    tx: mpsc::Sender<Job>,
+}
+
+static SPAWNER: Mutex<Option<Spawner>> = Mutex::new(None);
+
+fn spawner() -> mpsc::Sender<Job> {
+    let mut slot = SPAWNER.lock().unwrap_or_else(|p| p.into_inner());
+    let me = std::process::id();
+    if let Some(s) = slot.as_ref().filter(|s| s.pid == me) {
+        return s.tx.clone();
+    }
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("mproc-spawner".into())
+        .spawn(move || {
+            for job in rx {
+                // The thread must outlive every child (their parent-death
+                // signal fires when it exits), so a failing job must not
+                // end it.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
+        })
+        .expect("spawn mproc spawner thread");
+    // A copy inherited through fork is forgotten: its thread does not exist
+    // here and its channel must not be dropped by this process.
+    if let Some(old) = slot.replace(Spawner {
+        pid: me,
+        tx: tx.clone(),
+    }) {
+        std::mem::forget(old);
+    }
+    tx
 }
 
 /// Runs `f` on the long-lived spawner thread.
@@ -65,16 +114,195 @@ pub(crate) fn on_spawner_thread(f: impl FnOnce() + Send + 'static) {
     let _ = spawner().send(Box::new(f));
 }
 
-/// Starts a worker process with `sock` as its channel. Must run on the
-/// spawner thread.
-pub(crate) fn spawn_worker_process(sock: OwnedFd) -> std::io::Result<Child> {
+/// Runs `f` on the spawner thread and waits for its result.
+pub(crate) fn run_on_spawner<R: Send + 'static>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> std::io::Result<R> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    on_spawner_thread(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the mproc spawner thread is gone"))
+}
+
+/// Starts a process that runs the worker boot with `sock` as its channel, by
+/// `method`. Must run on the spawner thread.
+pub(crate) fn start_process(method: StartMethod, sock: OwnedFd) -> std::io::Result<ChildProc> {
+    match method {
+        StartMethod::Spawn => {
+            let child = spawn_self(WORKER_ENV, sock)?;
+            ChildProc::direct(child.id())
+        }
+        StartMethod::Fork => fork_self(sock),
+        StartMethod::Forkserver => FORKSERVER.with(|fs| {
+            let mut fs = fs.borrow_mut();
+            // One retry: a server that died is replaced.
+            for attempt in 0..2 {
+                if fs.is_none() {
+                    *fs = Some(ForkserverClient::start()?);
+                }
+                let client = fs.as_mut().expect("just started");
+                match client.fork(&sock) {
+                    Ok(child) => return Ok(child),
+                    Err(e) if attempt == 0 && client.is_dead() => {
+                        tracing::debug!("mproc fork server gone ({e}); starting another");
+                        *fs = None;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(std::io::Error::other("the fork server keeps failing"))
+        }),
+    }
+}
+
+/// Starts `/proc/self/exe` with `role` in its environment and `sock` as
+/// stdin. Must run on the spawner thread.
+fn spawn_self(role: &str, sock: OwnedFd) -> std::io::Result<Child> {
     let mut cmd = Command::new("/proc/self/exe");
     if let Some(arg0) = std::env::args_os().next() {
         cmd.arg0(arg0);
     }
-    cmd.env(WORKER_ENV, std::process::id().to_string())
+    cmd.env(role, std::process::id().to_string())
         .stdin(Stdio::from(sock))
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit());
     cmd.spawn()
+}
+
+/// The process a forked worker must die with (its parent), recorded before
+/// each fork so the child reads its own copy.
+static FORK_PARENT: AtomicU32 = AtomicU32::new(0);
+
+/// Records the process that forked children must die with (the fork server
+/// calls this with its own pid).
+pub(crate) fn set_fork_parent(pid: u32) {
+    FORK_PARENT.store(pid, Ordering::Relaxed);
+}
+
+/// What a forked child runs: forget the parent's per-process state, then
+/// the worker boot.
+pub(crate) fn fork_entry() -> i32 {
+    crate::process::forget_inherited_children();
+    crate::worker::worker_main(FORK_PARENT.load(Ordering::Relaxed))
+}
+
+/// The program's `/proc/self/comm`, for a forked child's main thread (which
+/// would otherwise keep the spawner thread's name).
+fn program_comm() -> &'static CString {
+    static COMM: std::sync::OnceLock<CString> = std::sync::OnceLock::new();
+    COMM.get_or_init(|| {
+        CString::new(sys::process_name()).unwrap_or_else(|_| CString::from(c"mproc-child"))
+    })
+}
+
+/// Taken shared by every panic (see [`guard_panics_against_fork`]) and
+/// exclusively around each fork.
+static FORK_LOCK: RwLock<()> = RwLock::new(());
+
+/// Wraps the panic hook so that no panic is in progress at the instant of a
+/// fork. A panic in progress holds std's backtrace lock and the hook's read
+/// lock; a child forked then would hang on its first panic.
+fn guard_panics_against_fork() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let _g = FORK_LOCK.read().unwrap_or_else(|p| p.into_inner());
+            prev(info)
+        }));
+    });
+}
+
+fn fork_self(sock: OwnedFd) -> std::io::Result<ChildProc> {
+    let comm = program_comm();
+    FORK_PARENT.store(std::process::id(), Ordering::Relaxed);
+    guard_panics_against_fork();
+    // Locks a forked child may take, held across the fork so that no other
+    // thread holds them at that instant; the child releases its copies. A
+    // panic in progress may hold the fork lock while it waits for stdout or
+    // stderr, or hold stdout while it waits for the fork lock: so the fork
+    // lock is only tried, and on failure everything is let go and retried.
+    let (out, err, no_panics) = loop {
+        let mut out = std::io::stdout().lock();
+        let _ = out.flush();
+        let err = std::io::stderr().lock();
+        match FORK_LOCK.try_write() {
+            Ok(g) => break (out, err, g),
+            Err(std::sync::TryLockError::Poisoned(p)) => break (out, err, p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                drop((out, err));
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    };
+    let table = crate::process::fork_guard();
+    let ident = crate::identity::fork_guard();
+    let spawner = SPAWNER.lock().unwrap_or_else(|p| p.into_inner());
+    let guards = (out, err, table, ident, spawner, no_panics);
+    let pid = sys::fork_worker(guards, sock, comm, fork_entry)?;
+    ChildProc::direct(pid)
+}
+
+/// Exits a worker or child process: the children it started itself are
+/// handled as at any normal exit (daemons ended, others joined), stdio is
+/// flushed, and no exit handler inherited from a forked parent runs.
+pub(crate) fn exit_child(code: i32) -> ! {
+    crate::process::at_exit_cleanup();
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    sys::exit_now(code)
+}
+
+// ----- fork server client ------------------------------------------------
+
+thread_local! {
+    /// The fork server of this process; only the spawner thread uses it.
+    static FORKSERVER: RefCell<Option<ForkserverClient>> = const { RefCell::new(None) };
+}
+
+/// The spawner thread's connection to the fork server.
+struct ForkserverClient {
+    ctl: UnixStream,
+    server: ChildProc,
+}
+
+/// How long the fork server may take to answer a fork request.
+const FORK_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl ForkserverClient {
+    fn start() -> std::io::Result<Self> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let child = spawn_self(FORKSERVER_ENV, OwnedFd::from(theirs))?;
+        let server = ChildProc::direct(child.id())?;
+        Ok(ForkserverClient { ctl: ours, server })
+    }
+
+    fn is_dead(&self) -> bool {
+        self.server.try_wait().is_some()
+    }
+
+    /// Asks the server to fork a worker on `sock`. The server sends the
+    /// child's pid on a status stream, and later its wait status.
+    fn fork(&mut self, sock: &OwnedFd) -> std::io::Result<ChildProc> {
+        let (mut status_r, status_w) = UnixStream::pair()?;
+        sys::send_fds(
+            &self.ctl,
+            crate::forkserver::REQ_FORK,
+            &[sock.as_raw_fd(), status_w.as_raw_fd()],
+        )?;
+        drop(status_w);
+        status_r.set_read_timeout(Some(FORK_REPLY_TIMEOUT))?;
+        let mut b = [0u8; 8];
+        status_r.read_exact(&mut b).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("the fork server did not answer: {e}"))
+        })?;
+        status_r.set_read_timeout(None)?;
+        let pid = i64::from_le_bytes(b);
+        if pid <= 0 {
+            return Err(std::io::Error::from_raw_os_error(-pid as i32));
+        }
+        ChildProc::relayed(pid as u32, status_r)
+    }
 }

@@ -175,3 +175,57 @@ impl From<mproc_transport::TransportError> for Error {
         Error::with_source(kind, e.to_string(), e)
     }
 }
+
+/// Why a queue operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// No item arrived in time (`get_timeout`, `try_get`).
+    Empty,
+    /// No room freed up in time (`put_timeout`, `try_put` on a full queue).
+    Full,
+    /// The queue was closed: no more puts; gets fail once it is drained.
+    Closed,
+    /// `task_done` was called more times than items were put.
+    TooManyTaskDone,
+    /// The encoded item is larger than the queue can ever hold.
+    TooLarge {
+        /// The encoded size in bytes.
+        size: usize,
+        /// The largest encoded item the queue accepts.
+        max: usize,
+    },
+    /// The item could not be encoded or decoded.
+    Encoding {
+        /// What failed.
+        message: String,
+    },
+}
+
+impl fmt::Display for QueueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueueError::Empty => f.write_str("queue is empty"),
+            QueueError::Full => f.write_str("queue is full"),
+            QueueError::Closed => f.write_str("queue is closed"),
+            QueueError::TooManyTaskDone => f.write_str("task_done() called too many times"),
+            QueueError::TooLarge { size, max } => {
+                write!(
+                    f,
+                    "item of {size} bytes is larger than the queue's limit of {max} bytes"
+                )
+            }
+            QueueError::Encoding { message } => {
+                write!(f, "cannot encode or decode the item: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for QueueError {}
+
+impl From<QueueError> for Error {
+    fn from(e: QueueError) -> Self {
+        Error::with_source(ErrorKind::Queue, e.to_string(), e)
+    }
+}

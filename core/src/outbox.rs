@@ -33,6 +33,7 @@ pub(crate) struct Outbox {
     max_frame: usize,
     state: Mutex<State>,
     cond: Condvar,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Outbox {
@@ -43,12 +44,14 @@ impl Outbox {
             max_frame,
             state: Mutex::new(State::default()),
             cond: Condvar::new(),
+            writer: Mutex::new(None),
         });
         let w = ob.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("mproc-writer".into())
             .spawn(move || w.writer_thread())
             .expect("spawn mproc writer thread");
+        *ob.writer.lock().unwrap() = Some(handle);
         ob
     }
 
@@ -137,11 +140,20 @@ impl Outbox {
         }
     }
 
-    /// Stops the writer thread; later frames are dropped.
+    /// Stops the writer thread and waits for it, so it holds no reference
+    /// to the channel afterwards; later frames are dropped.
     pub(crate) fn close(&self) {
-        let mut st = self.state.lock().unwrap();
-        st.closed = true;
-        self.cond.notify_all();
+        {
+            let mut st = self.state.lock().unwrap();
+            st.closed = true;
+            self.cond.notify_all();
+        }
+        let handle = self.writer.lock().unwrap().take();
+        if let Some(h) = handle {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
     }
 
     fn writer_thread(self: Arc<Self>) {

@@ -12,6 +12,13 @@
 //! 3. worker → parent, on the chosen transport: [`ToParent::Ready`], after
 //!    running the initializer.
 //!
+//! A child started by `Process` boots the same way but is told, at step 2,
+//! to run one task and exit: the parent sends the byte [`MODE_PROCESS`]
+//! without a descriptor, then one [`StartProcess`] frame, and never reads
+//! the hello (the child checks version and fingerprint itself). The parent
+//! therefore writes everything right after the process exists, with no round
+//! trip, and `start()` returns at once, as in Python.
+//!
 //! Then the parent sends [`ToWorker::Run`] (a batch of arguments for one task,
 //! numbered by a per-worker `seq`), [`ToWorker::Cancel`] and
 //! [`ToWorker::Shutdown`]; the worker answers each `Run` with one
@@ -25,9 +32,35 @@ use serde::{Deserialize, Serialize};
 use crate::error::TaskError;
 
 /// Bumped whenever a message changes shape.
-pub(crate) const PROTOCOL_VERSION: u32 = 2;
+pub(crate) const PROTOCOL_VERSION: u32 = 3;
 /// First bytes of every hello.
 pub(crate) const MAGIC: [u8; 4] = *b"MPRC";
+
+/// The first byte the parent sends after the hello of a worker that is to
+/// serve requests; the progress-counter memfd rides on it.
+pub(crate) const MODE_WORKER: u8 = 0x4d;
+/// The first byte sent to a child that is to run one task and exit; a
+/// [`StartProcess`] frame follows.
+pub(crate) const MODE_PROCESS: u8 = b'P';
+
+/// Parent → child started by `Process`: run `task(args)` once, then exit
+/// with 0, or 1 if it panicked.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StartProcess {
+    pub(crate) version: u32,
+    pub(crate) fingerprint: u64,
+    /// `"Process-3"`, or the name the user gave.
+    pub(crate) name: String,
+    /// The `Process-N` path (`"3"`, `"3:1"`) that names the child's own
+    /// children.
+    pub(crate) ident: String,
+    pub(crate) parent_name: String,
+    pub(crate) parent_pid: u32,
+    pub(crate) task: String,
+    /// A postcard `Vec<Args>` of one element.
+    #[serde(with = "serde_bytes")]
+    pub(crate) args: Vec<u8>,
+}
 
 /// Borrowed bytes encoded as one postcard byte string.
 #[derive(Debug, Serialize, Deserialize)]

@@ -125,23 +125,51 @@ impl Subscriber for Forwarder {
 }
 
 /// Installs the forwarding subscriber in a worker (no-op when the parent has
-/// tracing off).
+/// tracing off and no subscriber was inherited).
+///
+/// A worker forked from a parent that has a global subscriber inherits that
+/// subscriber, which may hold locks of the parent's threads; the worker must
+/// not log through it. There the forwarder (or, with tracing off, a
+/// subscriber that drops everything) becomes the default of each worker
+/// thread instead (see [`enter_worker_dispatch`]).
 pub(crate) fn install_forwarder(outbox: Arc<Outbox>, level: u8) {
     let max = match level {
-        0 => return,
+        0 => LevelFilter::OFF,
         1 => LevelFilter::ERROR,
         2 => LevelFilter::WARN,
         3 => LevelFilter::INFO,
         4 => LevelFilter::DEBUG,
         _ => LevelFilter::TRACE,
     };
-    let sub = Forwarder {
-        outbox,
-        max,
-        next: AtomicU64::new(1),
-        spans: Mutex::new(HashMap::new()),
+    let inherited = tracing::dispatcher::has_been_set();
+    if level == 0 && !inherited {
+        return;
+    }
+    let dispatch = if level == 0 {
+        tracing::Dispatch::none()
+    } else {
+        tracing::Dispatch::new(Forwarder {
+            outbox,
+            max,
+            next: AtomicU64::new(1),
+            spans: Mutex::new(HashMap::new()),
+        })
     };
-    let _ = tracing::subscriber::set_global_default(sub);
+    if inherited || tracing::dispatcher::set_global_default(dispatch.clone()).is_err() {
+        let _ = WORKER_DISPATCH.set(dispatch);
+        enter_worker_dispatch();
+    }
+}
+
+static WORKER_DISPATCH: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+
+/// Makes the worker's subscriber the default of the calling thread, when the
+/// worker could not install it globally (a forked worker).
+pub(crate) fn enter_worker_dispatch() {
+    if let Some(d) = WORKER_DISPATCH.get() {
+        // The thread keeps this default for the rest of its life.
+        std::mem::forget(tracing::dispatcher::set_default(d));
+    }
 }
 
 /// Re-emits a worker's event in the parent.

@@ -37,7 +37,7 @@ use crate::error::TaskError;
 use crate::outbox::Outbox;
 use crate::protocol::{
     encode_frame, push_varint, Bytes, ExtendVec, ToParent, ToWorker, TransportWire, MAGIC,
-    PROTOCOL_VERSION,
+    MODE_PROCESS, MODE_WORKER, PROTOCOL_VERSION,
 };
 use crate::sys::{self, SharedCounter};
 use crate::task::{lookup, Task, TaskCall, TaskEntry};
@@ -144,6 +144,7 @@ fn runtime() -> &'static tokio::runtime::Handle {
         std::thread::Builder::new()
             .name("mproc-runtime".into())
             .spawn(move || {
+                crate::trace::enter_worker_dispatch();
                 IN_TASK.with(|f| f.set(true));
                 rt.block_on(std::future::pending::<()>())
             })
@@ -166,27 +167,31 @@ struct Shared {
     asyncs_cond: Condvar,
 }
 
-/// Entry point from the boot hook; never returns.
-pub(crate) fn worker_main(parent_pid: u32) -> ! {
+/// Entry point from the boot hook (spawn) or a forked child (fork,
+/// forkserver); never returns. `os_parent` is the process this one must die
+/// with: the program for spawn and fork, the fork server for forkserver.
+pub(crate) fn worker_main(os_parent: u32) -> ! {
     sys::ignore_sigint();
     sys::ignore_sigpipe();
-    if !sys::die_with_parent(parent_pid) {
+    if !sys::die_with_parent(os_parent) {
         sys::exit_now(0);
     }
     let sock = match sys::take_stdin_socket() {
         Ok(s) => s,
         Err(_) => sys::exit_now(70),
     };
-    match run_worker(UnixChannel::from_fd(sock), parent_pid) {
-        Ok(()) => std::process::exit(0),
+    match run_worker(UnixChannel::from_fd(sock)) {
+        Ok(code) => crate::boot::exit_child(code),
         Err(msg) => {
             eprintln!("mproc worker {}: {msg}", std::process::id());
-            std::process::exit(70)
+            crate::boot::exit_child(70)
         }
     }
 }
 
-fn run_worker(chan: UnixChannel, parent_pid: u32) -> Result<(), String> {
+/// Runs the handshake, then serves requests (a pool worker) or runs one
+/// task (a `Process` child). Returns the exit code.
+fn run_worker(chan: UnixChannel) -> Result<i32, String> {
     let chan: Arc<UnixChannel> = Arc::new(chan);
     let mut hello = Vec::new();
     let msg = ToParent::Hello {
@@ -198,10 +203,15 @@ fn run_worker(chan: UnixChannel, parent_pid: u32) -> Result<(), String> {
     encode_frame(&mut hello, &msg, DEFAULT_MAX_FRAME).map_err(|e| e.message())?;
     chan.write_all(&hello)
         .map_err(|e| format!("handshake: {e}"))?;
-    let mut fds = match sys::recv_fds(&*chan) {
-        Ok(fds) => fds.into_iter(),
+    // The counter memfd, then the transport's descriptors (see protocol.rs).
+    let mut fds = match sys::recv_byte_fds(&*chan) {
+        Ok(Some((MODE_PROCESS, fds))) if fds.is_empty() => {
+            return crate::process::run_child(&*chan);
+        }
+        Ok(Some((MODE_WORKER, fds))) if !fds.is_empty() => fds.into_iter(),
+        Ok(Some(_)) => return Err("protocol error: bad start byte".into()),
         // The parent refused us (other build) or went away.
-        Err(_) => sys::exit_now(0),
+        Ok(None) | Err(_) => sys::exit_now(0),
     };
     let counter_fd = fds.next().ok_or("handshake: no progress counter")?;
     let counter = SharedCounter::map(counter_fd).map_err(|e| format!("map counter: {e}"))?;
@@ -213,20 +223,26 @@ fn run_worker(chan: UnixChannel, parent_pid: u32) -> Result<(), String> {
         .map_err(|e| format!("handshake: {e}"))?;
     let welcome: ToWorker<'_> =
         postcard::from_bytes(frame).map_err(|e| format!("bad welcome: {e}"))?;
-    let (max_frame, log_level, initializer, wire) = match welcome {
+    let (max_frame, log_level, initializer, wire, program) = match welcome {
         ToWorker::Welcome {
             name,
             worker_id: _,
-            parent_pid: ppid,
+            parent_pid,
             max_frame,
             log_level,
             initializer,
             transport,
         } => {
-            debug_assert_eq!(ppid, parent_pid);
             sys::set_thread_name(&name);
-            crate::identity::set_worker_identity(name, ppid);
-            (max_frame as usize, log_level, initializer, transport)
+            sys::set_process_name(&name);
+            crate::identity::set_worker_identity(name, parent_pid);
+            (
+                max_frame as usize,
+                log_level,
+                initializer,
+                transport,
+                parent_pid,
+            )
         }
         ToWorker::Reject { reason } => return Err(format!("refused by parent: {reason}")),
         _ => return Err("protocol error: expected welcome".into()),
@@ -241,9 +257,10 @@ fn run_worker(chan: UnixChannel, parent_pid: u32) -> Result<(), String> {
             };
             Arc::new(PipeChannel::from_fds(r, w).map_err(|e| format!("pipe transport: {e}"))?)
         }
+        // The ring's peer is the program, which for a forkserver worker is
+        // not the OS parent (the fork server).
         TransportWire::ShmRing => Arc::new(
-            ShmChannel::open(transport_fds, parent_pid)
-                .map_err(|e| format!("ring transport: {e}"))?,
+            ShmChannel::open(transport_fds, program).map_err(|e| format!("ring transport: {e}"))?,
         ),
     };
 
@@ -265,7 +282,7 @@ fn run_worker(chan: UnixChannel, parent_pid: u32) -> Result<(), String> {
         asyncs_cond: Condvar::new(),
     });
     serve(&shared, &*chan, &mut reader, &counter);
-    Ok(())
+    Ok(0)
 }
 
 fn run_initializer(name: &str, args: &[u8]) -> Result<(), String> {

@@ -26,9 +26,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::future::Future;
-use std::os::unix::process::ExitStatusExt;
 use std::pin::Pin;
-use std::process::Child;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -47,6 +45,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use super::handle::{Completion, Outcome};
 use crate::error::{Error, ErrorKind, ExitInfo, TaskError};
 use crate::outbox::Outbox;
+use crate::process::ChildProc;
 use crate::protocol::{level_to_u8, Bytes, ToParent, ToWorker, MAGIC, PROTOCOL_VERSION};
 use crate::sys::SharedCounter;
 
@@ -96,7 +95,10 @@ pub(crate) struct Config {
     pub(crate) initializer: Option<(&'static str, Vec<u8>)>,
     pub(crate) max_frame: usize,
     pub(crate) name_prefix: &'static str,
+    /// The parent–worker channel.
     pub(crate) transport: super::TransportKind,
+    /// How worker processes are started.
+    pub(crate) start_method: super::StartMethod,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,12 +312,12 @@ impl Core {
         }
         let made = socketpair().and_then(|(ours, theirs)| {
             let counter = SharedCounter::create()?;
-            let child = crate::boot::spawn_worker_process(theirs.into_fd())?;
+            let child = crate::boot::start_process(self.cfg.start_method, theirs.into_fd())?;
             Ok((ours, counter, child))
         });
         match made {
             Ok((chan, counter, child)) => {
-                let pid = child.id();
+                let pid = child.pid();
                 if let Some(w) = self.lock().workers.get_mut(&key) {
                     w.pid = pid;
                 }
@@ -376,7 +378,7 @@ impl Core {
         key: u64,
         chan: UnixChannel,
         counter: SharedCounter,
-        mut child: Child,
+        child: ChildProc,
     ) {
         let chan = Arc::new(chan);
         let counter = Arc::new(counter);
@@ -387,7 +389,7 @@ impl Core {
             .get(&key)
             .map(|w| w.name.clone())
             .unwrap_or_default();
-        let pid = child.id();
+        let pid = child.pid();
         let link = match self.handshake(&chan, &counter, &mut reader, &name, pid) {
             Ok(transport) => Link {
                 outbox: Outbox::new(transport.clone(), self.cfg.max_frame),
@@ -396,7 +398,8 @@ impl Core {
             },
             Err(msg) => {
                 chan.shutdown();
-                let exit = reap(&mut child);
+                let exit = child.reap(REAP_GRACE);
+                drop(child); // its pidfd is closed before anyone hears of the exit
                 let stopping = self.lock().phase == Phase::Stopping;
                 return self.boot_failed(key, Some(exit), format!("{msg} ({exit})"), !stopping);
             }
@@ -458,8 +461,12 @@ impl Core {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
         chan.shutdown();
-        let exit = reap(&mut child);
+        let exit = child.reap(REAP_GRACE);
+        drop(child); // its pidfd is closed before anyone hears of the exit
+                     // Release the worker's socket, ring and counter before it counts as
+                     // gone, so a returned `shutdown` leaves no descriptor behind.
         link.outbox.close();
+        drop((link, chan, counter));
         self.on_exit(key, exit);
     }
 
@@ -523,7 +530,8 @@ impl Core {
             };
         let mut fds = vec![counter.fd()];
         fds.extend(theirs.iter().map(|f| f.as_raw_fd()));
-        crate::sys::send_fds(&**chan, &fds).map_err(|e| format!("handshake: {e}"))?;
+        crate::sys::send_fds(&**chan, crate::protocol::MODE_WORKER, &fds)
+            .map_err(|e| format!("handshake: {e}"))?;
         drop(theirs); // the worker holds its ends now
         let welcome = ToWorker::Welcome {
             name: name.to_string(),
@@ -996,32 +1004,6 @@ enum Event {
     Cancelled(u64),
 }
 
-/// Waits for an exiting child: up to [`REAP_GRACE`], then SIGKILL.
-fn reap(child: &mut Child) -> ExitInfo {
-    let deadline = Instant::now() + REAP_GRACE;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
-            Ok(None) => {
-                let _ = child.kill();
-                break child.wait().ok();
-            }
-            Err(_) => break None,
-        }
-    };
-    match status {
-        Some(s) => ExitInfo {
-            code: s.code(),
-            signal: s.signal(),
-        },
-        None => ExitInfo {
-            code: None,
-            signal: None,
-        },
-    }
-}
-
 /// A future that is ready once `pred` holds for the state.
 struct Until<'a, F> {
     core: &'a Core,
@@ -1056,6 +1038,7 @@ mod tests {
             max_frame: 1 << 20,
             name_prefix: "PoolWorker",
             transport: super::super::TransportKind::UnixSocket,
+            start_method: super::super::StartMethod::Spawn,
         })
     }
 

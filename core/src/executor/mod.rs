@@ -21,17 +21,68 @@ use crate::error::{Error, ErrorKind, TaskError};
 use crate::protocol::{push_varint, ExtendVec};
 use crate::task::Task;
 
-/// How new worker processes are started.
+/// How new processes — pool and executor workers, [`Process`](crate::Process)
+/// children — are started. Choose per builder, or for the whole program
+/// with [`set_start_method`](crate::set_start_method).
+///
+/// Every method gives the same child: it runs only mproc's boot and the
+/// task, never user code from `main`, and it dies with its parent (even if
+/// the parent is killed by SIGKILL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum StartMethod {
     /// The program's own executable, started afresh (`posix_spawn` of
-    /// `/proc/self/exe`). Safe with threads in the parent.
+    /// `/proc/self/exe`). Safe with threads in the parent; the slowest
+    /// (a fresh process image, ~1–3 ms).
     #[default]
     Spawn,
-    /// Forked on request by a single-threaded server process.
+    /// Forked on request by a single-threaded fork server, itself spawned
+    /// the first time it is needed (its `/proc/PID/comm` is
+    /// `mproc-forksrv`). Children come from a clean, thread-free image;
+    /// cheaper than spawn once the server runs.
     Forkserver,
-    /// A fork of the calling process.
+    /// A fork of the calling process: the fastest. Works from a
+    /// multi-threaded parent — the child runs only mproc's worker loop on a
+    /// fresh thread, with the locks mproc and std's stdio use released,
+    /// default signal handlers and no inherited descriptor but stdio — but
+    /// user code in the child inherits the usual fork hazards: locks that
+    /// other parent threads held stay locked, their threads are gone, and
+    /// objects owning descriptors refer to closed ones. See the
+    /// [`Process`](crate::Process) docs.
     Fork,
+}
+
+impl StartMethod {
+    /// The name Python uses: `"spawn"`, `"forkserver"` or `"fork"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartMethod::Spawn => "spawn",
+            StartMethod::Forkserver => "forkserver",
+            StartMethod::Fork => "fork",
+        }
+    }
+}
+
+impl std::fmt::Display for StartMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for StartMethod {
+    type Err = Error;
+
+    /// Parses Python's names: `"spawn"`, `"forkserver"`, `"fork"`.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "spawn" => Ok(StartMethod::Spawn),
+            "forkserver" => Ok(StartMethod::Forkserver),
+            "fork" => Ok(StartMethod::Fork),
+            other => Err(Error::new(
+                ErrorKind::Spawn,
+                format!("unknown start method {other:?}: use spawn, forkserver or fork"),
+            )),
+        }
+    }
 }
 
 /// The channel between the parent and each worker. All carry the same
@@ -104,7 +155,8 @@ impl ExecutorBuilder {
         self
     }
 
-    /// How workers are started (default: [`StartMethod::Spawn`]).
+    /// How workers are started (default: [`get_start_method`](crate::get_start_method),
+    /// which is [`StartMethod::Spawn`] unless set otherwise).
     pub fn start_method(mut self, m: StartMethod) -> Self {
         self.start_method = Some(m);
         self
@@ -157,13 +209,7 @@ impl ExecutorBuilder {
     }
 
     pub(crate) fn into_config(self) -> Result<Config, Error> {
-        let method = self.start_method.unwrap_or_default();
-        if method != StartMethod::Spawn {
-            return Err(Error::new(
-                ErrorKind::Spawn,
-                format!("start method {method:?} is not available yet; use StartMethod::Spawn"),
-            ));
-        }
+        let method = self.start_method.unwrap_or_else(crate::get_start_method);
         let initializer = match self.initializer {
             None => None,
             Some((name, Ok(bytes))) => Some((name, bytes)),
@@ -176,6 +222,7 @@ impl ExecutorBuilder {
             max_frame: self.max_message_size,
             name_prefix: "PoolWorker",
             transport: self.transport,
+            start_method: method,
         })
     }
 }

@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::io;
 use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,7 +13,6 @@ use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use nix::sys::signal::{signal, SigHandler, Signal};
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use nix::sys::stat::Mode;
 
 /// Moves the descriptor at fd 0 (the worker's socket, passed as stdin so that
@@ -141,71 +140,6 @@ impl Drop for SharedCounter {
         // not referenced after `self` is gone.
         let _ = unsafe { munmap(self.ptr.cast(), PAGE) };
     }
-}
-
-/// Sends one byte with descriptors attached (SCM_RIGHTS).
-pub(crate) fn send_fds(sock: &impl AsFd, fds: &[RawFd]) -> io::Result<()> {
-    let iov = [io::IoSlice::new(&[0x4d])];
-    let cmsg = [ControlMessage::ScmRights(fds)];
-    loop {
-        match sendmsg::<()>(
-            sock.as_fd().as_raw_fd(),
-            &iov,
-            &cmsg,
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        ) {
-            Ok(1) => return Ok(()),
-            Ok(_) => return Err(io::Error::new(io::ErrorKind::WriteZero, "short fd send")),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// The most descriptors one [`send_fds`] may carry.
-pub(crate) const MAX_FDS: usize = 8;
-
-/// Receives the byte and descriptors sent by [`send_fds`].
-pub(crate) fn recv_fds(sock: &impl AsFd) -> io::Result<Vec<OwnedFd>> {
-    let mut byte = [0u8; 1];
-    let mut iov = [io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let msg = loop {
-        match recvmsg::<()>(
-            sock.as_fd().as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(m) => break m,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    };
-    if msg.bytes == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "parent closed during handshake",
-        ));
-    }
-    let mut out = Vec::new();
-    for c in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            for fd in fds {
-                // SAFETY: the kernel just installed these descriptors in our
-                // table for us; nothing else owns them.
-                out.push(unsafe { OwnedFd::from_raw_fd(fd) });
-            }
-        }
-    }
-    if out.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "handshake carried no descriptor",
-        ));
-    }
-    Ok(out)
 }
 
 /// Ignores SIGPIPE: a write to a pipe whose reader is gone then fails with

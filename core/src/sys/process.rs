@@ -1,0 +1,345 @@
+//! Linux process primitives for the three start methods: pidfds (race-free
+//! waiting and signalling), `fork` of a worker from a multi-threaded parent
+//! or from the fork server, exit handlers, and descriptor passing.
+//!
+//! # Fork from a multi-threaded parent
+//! After `fork` only the calling thread exists in the child; any lock another
+//! thread held stays locked forever, and data another thread was changing may
+//! be half-written. [`fork_worker`] therefore runs, in the child, only this:
+//! drop the guards the caller took before forking (so the locks they hold —
+//! stdout, stderr, mproc's process table — are released by the thread that
+//! owns them), name the main thread, restore default signal handlers and an
+//! empty signal mask, move the worker's socket to fd 0, close every other
+//! inherited descriptor, and run `entry` on a fresh thread created with
+//! `pthread_create` (so it inherits no thread-local state of the parent's
+//! threads, not even libtest's output capture). `entry` is mproc's worker
+//! boot, which touches no parent state. The allocator is glibc's, whose
+//! `fork` resets its locks in the child.
+
+use std::ffi::{c_void, CStr};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+/// How a process ended: `(code, signal)`, as [`crate::ExitInfo`].
+pub(crate) type RawExit = (Option<i32>, Option<i32>);
+
+/// Opens a pidfd for `pid`: a handle that names this very process even after
+/// its pid is reused, and that polls readable once the process has exited.
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: `pidfd_open(pid, 0)` takes plain integers and returns a new
+    // descriptor or -1; no memory is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just created this descriptor for us; nothing else
+    // owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sends `sig` to the process behind `pidfd`. A process that has exited
+/// (even if its pid was reused since) gives `ESRCH`, never a stranger.
+pub(crate) fn pidfd_send_signal(pidfd: &impl AsFd, sig: Signal) -> io::Result<()> {
+    // SAFETY: plain integer arguments; a null `siginfo` is allowed and means
+    // "as kill(2) would send it".
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_fd().as_raw_fd(),
+            sig as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Waits until `fd` is readable (or hung up) or `timeout` passes (`None`:
+/// no limit). Returns whether it became ready.
+pub(crate) fn wait_readable(fd: &impl AsFd, timeout: Option<Duration>) -> io::Result<bool> {
+    let deadline = timeout.map(|d| std::time::Instant::now() + d);
+    loop {
+        let t = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                // Round up so a short wait does not spin at 0 ms.
+                let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, t) {
+            Ok(0) => {
+                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                    return Ok(false);
+                }
+            }
+            Ok(_) => return Ok(true),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Reaps child `pid` if it has exited; `None` while it runs.
+pub(crate) fn try_reap(pid: u32) -> io::Result<Option<RawExit>> {
+    loop {
+        match waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(Some((Some(code), None))),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(Some((None, Some(sig as i32)))),
+            Ok(_) => return Ok(None),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Decodes a raw `wait` status.
+pub(crate) fn decode_wait_status(status: i32) -> RawExit {
+    if libc::WIFEXITED(status) {
+        (Some(libc::WEXITSTATUS(status)), None)
+    } else if libc::WIFSIGNALED(status) {
+        (None, Some(libc::WTERMSIG(status)))
+    } else {
+        (None, None)
+    }
+}
+
+/// Reaps every exited child of this process without blocking, returning the
+/// pid and raw wait status of each (used by the fork server).
+pub(crate) fn reap_any() -> Vec<(u32, i32)> {
+    let mut out = Vec::new();
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: `status` is a valid, writable int for the duration of the
+        // call.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid > 0 {
+            out.push((pid as u32, status));
+            continue;
+        }
+        if pid < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return out;
+    }
+}
+
+/// Blocks `SIGCHLD` in the calling thread and returns a descriptor that
+/// becomes readable when one arrives (the fork server's event loop).
+pub(crate) fn sigchld_fd() -> io::Result<nix::sys::signalfd::SignalFd> {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
+        .map_err(io::Error::from)?;
+    nix::sys::signalfd::SignalFd::with_flags(
+        &mask,
+        nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Empties the signal mask and puts every caught signal back to its default
+/// action, as `execve` would; ignored signals stay ignored.
+fn reset_signals() {
+    let _ =
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: `old` is a valid, writable sigaction; querying with a null
+        // new action changes nothing.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
+            continue; // signals reserved by the C library
+        }
+        if old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN {
+            // SAFETY: installing SIG_DFL registers no handler.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
+}
+
+/// Puts `sock` on fd 0 and closes every other descriptor from 3 up.
+fn isolate_descriptors(sock: OwnedFd) {
+    let raw = sock.into_raw_fd();
+    if raw != 0 {
+        // SAFETY: `raw` is a descriptor we own; dup2 onto 0 replaces stdin.
+        unsafe { libc::dup2(raw, 0) };
+    }
+    // SAFETY: closes descriptors 3 and up; none of them is referenced by
+    // code that runs in this child from here on (the worker opens its own).
+    unsafe { libc::close_range(3, libc::c_uint::MAX, 0) };
+}
+
+extern "C" fn fresh_thread_main(arg: *mut c_void) -> *mut c_void {
+    // SAFETY: `arg` is the `Box<fn() -> i32>` leaked by `run_on_fresh_thread`
+    // for this thread only.
+    let entry = unsafe { Box::from_raw(arg.cast::<fn() -> i32>()) };
+    let code = (*entry)();
+    code as isize as *mut c_void
+}
+
+/// Runs `entry` on a new thread made with `pthread_create` (no Rust
+/// thread-local state is inherited) and returns its result.
+fn run_on_fresh_thread(entry: fn() -> i32) -> i32 {
+    let arg = Box::into_raw(Box::new(entry)).cast::<c_void>();
+    // SAFETY: zeroed memory is a valid placeholder for the opaque pthread_t.
+    let mut tid: libc::pthread_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `tid` is writable; the default attributes are used; `arg`
+    // stays valid until the thread takes ownership of it.
+    let r = unsafe { libc::pthread_create(&mut tid, std::ptr::null(), fresh_thread_main, arg) };
+    if r != 0 {
+        // SAFETY: the thread was not created, so `arg` is still ours.
+        drop(unsafe { Box::from_raw(arg.cast::<fn() -> i32>()) });
+        return entry();
+    }
+    let mut ret: *mut c_void = std::ptr::null_mut();
+    // SAFETY: `tid` is a joinable thread we created; `ret` is writable.
+    unsafe { libc::pthread_join(tid, &mut ret) };
+    ret as isize as i32
+}
+
+/// Forks a worker. In the parent, returns the child's pid. The child drops
+/// `guards` (releasing the locks the caller took so no other thread could
+/// hold them at the fork), names its main thread `comm`, restores default
+/// signal handling, keeps only `sock` (as fd 0) and the standard streams,
+/// runs `entry` on a fresh thread and exits with its result. `entry` must be
+/// mproc's worker boot, which reads the socket from fd 0 and touches no state
+/// of the parent's other threads.
+pub(crate) fn fork_worker<G>(
+    guards: G,
+    sock: OwnedFd,
+    comm: &CStr,
+    entry: fn() -> i32,
+) -> io::Result<u32> {
+    // SAFETY: fork is sound to call; what makes it hazardous is what the
+    // child does afterwards in a multi-threaded process. The child below
+    // runs only the steps documented above: it releases the guards' locks
+    // (owned by this very thread), makes raw system calls, and runs `entry`,
+    // which is crate-internal and touches only state that the child owns.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => Err(e.into()),
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            drop(guards);
+            Ok(child.as_raw() as u32)
+        }
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(guards);
+            let _ = nix::sys::prctl::set_name(comm);
+            reset_signals();
+            isolate_descriptors(sock);
+            let code = run_on_fresh_thread(entry);
+            exit_now(code)
+        }
+    }
+}
+
+fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` is always safe to call; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Registers `f` to run at normal process exit (return from `main`,
+/// `std::process::exit`), like C's `atexit`.
+pub(crate) fn at_exit(f: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: `f` is a plain `extern "C"` function with no arguments that
+    // lives for the whole program.
+    if unsafe { libc::atexit(f) } != 0 {
+        return Err(io::Error::other("atexit refused the handler"));
+    }
+    Ok(())
+}
+
+/// Sets `/proc/self/comm` (the main thread's name) from any thread.
+pub(crate) fn set_process_name(name: &str) {
+    let short: String = name.chars().filter(|c| *c != '\0').take(15).collect();
+    let _ = std::fs::write("/proc/self/comm", short);
+}
+
+/// The kernel's name of this process (`/proc/self/comm`).
+pub(crate) fn process_name() -> String {
+    std::fs::read_to_string("/proc/self/comm")
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_default()
+}
+
+/// Sends one byte with several descriptors attached (SCM_RIGHTS).
+pub(crate) fn send_fds(sock: &impl AsFd, byte: u8, fds: &[RawFd]) -> io::Result<()> {
+    let iov = [io::IoSlice::new(std::slice::from_ref(&byte))];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &cmsg };
+    loop {
+        match sendmsg::<()>(
+            sock.as_fd().as_raw_fd(),
+            &iov,
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err(io::Error::new(io::ErrorKind::WriteZero, "short send")),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Receives one byte and the descriptors attached to it, if any. `Ok(None)`
+/// at end of stream.
+pub(crate) fn recv_byte_fds(sock: &impl AsFd) -> io::Result<Option<(u8, Vec<OwnedFd>)>> {
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    // Room for the largest handshake: the progress counter plus a ring
+    // segment and its four eventfds.
+    let mut space = nix::cmsg_space!([RawFd; 8]);
+    let (n, fds) = loop {
+        match recvmsg::<()>(
+            sock.as_fd().as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => {
+                let truncated = m.flags.contains(MsgFlags::MSG_CTRUNC);
+                let mut fds = Vec::new();
+                for c in m.cmsgs().map_err(io::Error::from)? {
+                    if let ControlMessageOwned::ScmRights(raw) = c {
+                        for fd in raw {
+                            // SAFETY: the kernel just installed this
+                            // descriptor in our table; nothing else owns it.
+                            fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                        }
+                    }
+                }
+                if truncated {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "more descriptors were sent than the handshake expects",
+                    ));
+                }
+                break (m.bytes, fds);
+            }
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    Ok(Some((byte[0], fds)))
+}

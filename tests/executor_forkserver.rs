@@ -1,0 +1,4 @@
+//! The `Executor` suite of `executor.rs` with `StartMethod::Forkserver`.
+
+#[path = "executor.rs"]
+mod suite;

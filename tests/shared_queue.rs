@@ -1,0 +1,331 @@
+//! `Queue`, `SimpleQueue`, `JoinableQueue` (API.md §6, §9): semantics in one
+//! process, property tests of per-producer order and loss-freedom under
+//! concurrent producers and consumers, and the same across worker processes.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::run;
+use mproc::prelude::*;
+use proptest::prelude::*;
+
+const SHORT: Duration = Duration::from_millis(20);
+const LONG: Duration = Duration::from_secs(20);
+
+#[mproc::task]
+fn produce(q: Queue<Option<(u32, u32)>>, who: u32, n: u32) {
+    for i in 0..n {
+        q.put(Some((who, i))).unwrap();
+    }
+}
+
+#[mproc::task]
+fn consume_until_none(q: Queue<Option<(u32, u32)>>) -> Vec<(u32, u32)> {
+    let mut got = Vec::new();
+    while let Some(item) = q.get_timeout(LONG).unwrap() {
+        got.push(item);
+    }
+    got
+}
+
+#[mproc::task]
+fn put_string(q: Queue<String>) {
+    q.put("Data from worker".to_string()).unwrap();
+}
+
+#[mproc::task]
+fn joinable_worker(q: JoinableQueue<u32>, out: Value<u64>) {
+    while let Ok(x) = q.get_timeout(Duration::from_millis(500)) {
+        *out.get_lock() += u64::from(x);
+        q.task_done().unwrap();
+    }
+}
+
+/// Checks loss-freedom and per-producer order over what each consumer saw.
+fn check(per_consumer: &[Vec<(u32, u32)>], producers: u32, n: u32) {
+    let mut all: Vec<(u32, u32)> = per_consumer.iter().flatten().copied().collect();
+    all.sort();
+    let want: Vec<(u32, u32)> = (0..producers)
+        .flat_map(|p| (0..n).map(move |i| (p, i)))
+        .collect();
+    assert_eq!(all, want, "items lost or duplicated");
+    for seen in per_consumer {
+        let mut last: HashMap<u32, u32> = HashMap::new();
+        for &(p, i) in seen {
+            if let Some(prev) = last.insert(p, i) {
+                assert!(prev < i, "producer {p}: {i} after {prev}");
+            }
+        }
+    }
+}
+
+#[test]
+fn queue_basics() {
+    let q: Queue<String> = Queue::new().unwrap();
+    assert!(q.is_empty());
+    assert_eq!(q.capacity(), None);
+    q.put("a".into()).unwrap();
+    q.put("b".into()).unwrap();
+    assert_eq!(q.len(), 2);
+    assert_eq!(q.get().unwrap(), "a");
+    assert_eq!(q.try_get().unwrap(), "b");
+    assert_eq!(q.try_get(), Err(QueueError::Empty));
+    let t = Instant::now();
+    assert_eq!(q.get_timeout(SHORT), Err(QueueError::Empty));
+    assert!(t.elapsed() >= SHORT);
+    q.put("c".into()).unwrap();
+    q.close();
+    assert!(q.is_closed());
+    assert_eq!(q.put("d".into()), Err(QueueError::Closed));
+    assert_eq!(q.get().unwrap(), "c", "close keeps what was put");
+    assert_eq!(
+        q.get(),
+        Err(QueueError::Closed),
+        "no wait on a closed, empty queue"
+    );
+    let e: mproc::Error = QueueError::Full.into();
+    assert_eq!(e.kind(), ErrorKind::Queue);
+}
+
+#[test]
+fn bounded_queue_full_and_timeouts() {
+    let q: Queue<u8> = Queue::bounded(2).unwrap();
+    assert_eq!(q.capacity(), Some(2));
+    q.put(1).unwrap();
+    q.try_put(2).unwrap();
+    assert_eq!(q.try_put(3), Err(QueueError::Full));
+    let t = Instant::now();
+    assert_eq!(q.put_timeout(3, SHORT), Err(QueueError::Full));
+    assert!(t.elapsed() >= SHORT);
+    assert_eq!(q.get().unwrap(), 1);
+    q.put_timeout(3, SHORT).unwrap();
+    assert_eq!((q.get().unwrap(), q.get().unwrap()), (2, 3));
+    assert!(Queue::<u8>::bounded(0).is_err());
+}
+
+#[test]
+fn a_blocked_put_resumes_when_room_frees() {
+    let q: Queue<u32> = Queue::bounded(1).unwrap();
+    q.put(0).unwrap();
+    let q2 = q.clone();
+    let t = std::thread::spawn(move || q2.put_timeout(1, LONG));
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(q.get().unwrap(), 0);
+    t.join().unwrap().unwrap();
+    assert_eq!(q.get_timeout(LONG).unwrap(), 1);
+}
+
+#[test]
+fn close_wakes_blocked_getters() {
+    let q: Queue<u32> = Queue::new().unwrap();
+    let q2 = q.clone();
+    let t = std::thread::spawn(move || q2.get());
+    std::thread::sleep(Duration::from_millis(30));
+    q.close();
+    assert_eq!(t.join().unwrap(), Err(QueueError::Closed));
+}
+
+#[test]
+fn simple_and_joinable_queues() {
+    let s: SimpleQueue<Vec<u8>> = SimpleQueue::new().unwrap();
+    s.put(vec![1, 2]).unwrap();
+    assert!(!s.is_empty());
+    assert_eq!(s.get().unwrap(), vec![1, 2]);
+
+    let j: JoinableQueue<u32> = JoinableQueue::new().unwrap();
+    assert_eq!(j.task_done(), Err(QueueError::TooManyTaskDone));
+    assert!(j.join_timeout(SHORT), "nothing put: join returns at once");
+    j.put(1).unwrap();
+    j.put(2).unwrap();
+    assert!(!j.join_timeout(SHORT));
+    j.get().unwrap();
+    j.task_done().unwrap();
+    assert!(!j.join_timeout(SHORT));
+    j.get().unwrap();
+    j.task_done().unwrap();
+    j.join();
+    assert_eq!(j.task_done(), Err(QueueError::TooManyTaskDone));
+}
+
+#[test]
+fn joinable_queue_across_processes() {
+    run(async {
+        let ex = Executor::new(2).await.unwrap();
+        let q: JoinableQueue<u32> = JoinableQueue::new().unwrap();
+        let out = Value::new(0u64).unwrap();
+        for i in 1..=100 {
+            q.put(i).unwrap();
+        }
+        let hs: Vec<_> = (0..2)
+            .map(|_| ex.submit(joinable_worker, (q.clone(), out.clone())))
+            .collect();
+        q.join_async().await;
+        assert_eq!(out.load(), 5050);
+        for h in hs {
+            h.await.unwrap();
+        }
+        ex.shutdown().await;
+    });
+}
+
+#[test]
+fn items_of_any_serde_type_and_size() {
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    enum Msg {
+        Text(String),
+        Blob(Vec<u8>),
+        Pair { a: i64, b: Option<f32> },
+    }
+    let q: Queue<Msg> = Queue::new().unwrap();
+    let big = vec![7u8; 3 << 20];
+    q.put(Msg::Text("hé".into())).unwrap();
+    q.put(Msg::Blob(big.clone())).unwrap();
+    q.put(Msg::Pair { a: -1, b: None }).unwrap();
+    assert_eq!(q.get().unwrap(), Msg::Text("hé".into()));
+    assert_eq!(q.get().unwrap(), Msg::Blob(big));
+    assert_eq!(q.get().unwrap(), Msg::Pair { a: -1, b: None });
+}
+
+#[test]
+fn wrap_around_and_memory_give_back_keep_data_intact() {
+    // An 8 MiB data area, 64 MiB of traffic with sizes that do not divide
+    // the area: records wrap, skip markers and chunk give-back all happen.
+    let q: Queue<Vec<u8>> = Queue::__with_data_bytes(8 << 20, None).unwrap();
+    let q2 = q.clone();
+    let producer = std::thread::spawn(move || {
+        let mut sent = 0usize;
+        let mut i = 0u32;
+        while sent < 64 << 20 {
+            let len = 1 + (i as usize * 7919) % (700 << 10);
+            q2.put(vec![(i % 251) as u8; len]).unwrap();
+            sent += len;
+            i += 1;
+        }
+        q2.close();
+        i
+    });
+    let mut i = 0u32;
+    while let Ok(v) = q.get_timeout(LONG) {
+        let len = 1 + (i as usize * 7919) % (700 << 10);
+        assert_eq!(v.len(), len, "item {i}");
+        assert!(
+            v.iter().all(|b| *b == (i % 251) as u8),
+            "item {i} corrupted"
+        );
+        i += 1;
+    }
+    assert_eq!(producer.join().unwrap(), i);
+}
+
+#[test]
+fn too_large_item_is_refused() {
+    let q: Queue<Vec<u8>> = Queue::__with_data_bytes(64 << 10, None).unwrap();
+    match q.put(vec![0; 100 << 10]) {
+        Err(QueueError::TooLarge { size, max }) => assert!(size > max),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn async_get_and_put() {
+    run(async {
+        let q: Queue<u32> = Queue::bounded(1).unwrap();
+        let q2 = q.clone();
+        let getter = tokio::spawn(async move {
+            let mut v = Vec::new();
+            for _ in 0..50 {
+                v.push(q2.get_async().await.unwrap());
+            }
+            v
+        });
+        for i in 0..50 {
+            q.put_async(i).await.unwrap();
+        }
+        assert_eq!(getter.await.unwrap(), (0..50).collect::<Vec<_>>());
+        // A dropped get_async loses nothing.
+        let pending = tokio::time::timeout(SHORT, q.get_async()).await;
+        assert!(pending.is_err());
+        q.put(99).unwrap();
+        assert_eq!(q.get().unwrap(), 99);
+    });
+}
+
+#[test]
+fn producers_and_consumers_across_processes() {
+    run(async {
+        const N: u32 = 5000;
+        let ex = Executor::new(4).await.unwrap();
+        let q: Queue<Option<(u32, u32)>> = Queue::bounded(64).unwrap();
+        let consumers: Vec<_> = (0..2)
+            .map(|_| ex.submit(consume_until_none, q.clone()))
+            .collect();
+        let producers: Vec<_> = (0..2)
+            .map(|p| ex.submit(produce, (q.clone(), p, N)))
+            .collect();
+        for p in producers {
+            p.await.unwrap();
+        }
+        q.put(None).unwrap();
+        q.put(None).unwrap();
+        let mut seen = Vec::new();
+        for c in consumers {
+            seen.push(c.await.unwrap());
+        }
+        check(&seen, 2, N);
+        // The seed's shape: a worker puts, the parent gets.
+        let sq: Queue<String> = Queue::new().unwrap();
+        ex.submit(put_string, sq.clone()).await.unwrap();
+        assert_eq!(sq.get_timeout(LONG).unwrap(), "Data from worker");
+        ex.shutdown().await;
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Concurrent producers and consumers (threads on one shared ring):
+    /// every item arrives exactly once, and each consumer sees each
+    /// producer's items in the order they were put.
+    #[test]
+    fn no_loss_and_per_producer_order(
+        producers in 1u32..4,
+        consumers in 1usize..4,
+        n in 0u32..300,
+        cap in prop::option::of(1usize..8),
+        small_ring in any::<bool>(),
+    ) {
+        let q: Queue<(u32, u32)> = if small_ring {
+            Queue::__with_data_bytes(4096, cap).unwrap()
+        } else {
+            match cap { Some(c) => Queue::bounded(c).unwrap(), None => Queue::new().unwrap() }
+        };
+        let total = producers as usize * n as usize;
+        let taken = AtomicUsize::new(0);
+        let seen: Vec<Vec<(u32, u32)>> = std::thread::scope(|s| {
+            for p in 0..producers {
+                let q = q.clone();
+                s.spawn(move || for i in 0..n { q.put_timeout((p, i), LONG).unwrap() });
+            }
+            let hs: Vec<_> = (0..consumers).map(|_| {
+                let (q, taken) = (q.clone(), &taken);
+                s.spawn(move || {
+                    let mut got = Vec::new();
+                    let end = Instant::now() + LONG;
+                    while taken.load(Ordering::SeqCst) < total && Instant::now() < end {
+                        if let Ok(x) = q.get_timeout(Duration::from_millis(5)) {
+                            taken.fetch_add(1, Ordering::SeqCst);
+                            got.push(x);
+                        }
+                    }
+                    got
+                })
+            }).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        check(&seen, producers, n);
+        prop_assert!(q.is_empty());
+    }
+}
