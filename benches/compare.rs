@@ -210,50 +210,50 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         id: "W5-fork",
         title: "Pool(2) constructed -> first result of a no-op, start method fork",
-        run: None,
-        note: "start methods: not yet available",
+        run: Some(w5_fork),
+        note: "",
         floors: &[],
     },
     Workload {
         id: "W5-forkserver",
         title: "Pool(2) constructed -> first result of a no-op, start method forkserver",
-        run: None,
-        note: "start methods: not yet available",
+        run: Some(w5_forkserver),
+        note: "",
         floors: &[],
     },
     Workload {
         id: "W5-spawn",
         title: "Pool(2) constructed -> first result of a no-op, start method spawn",
-        run: None,
-        note: "start methods: not yet available",
+        run: Some(w5_spawn),
+        note: "",
         floors: &[],
     },
     Workload {
         id: "W5p-fork",
         title: "Process running a no-op: start + join, start method fork",
-        run: None,
-        note: "Process: not yet available",
+        run: Some(w5p_fork),
+        note: "",
         floors: &[],
     },
     Workload {
         id: "W5p-forkserver",
         title: "Process running a no-op: start + join, start method forkserver",
-        run: None,
-        note: "Process: not yet available",
+        run: Some(w5p_forkserver),
+        note: "",
         floors: &[],
     },
     Workload {
         id: "W5p-spawn",
         title: "Process running a no-op: start + join, start method spawn",
-        run: None,
-        note: "Process: not yet available",
+        run: Some(w5p_spawn),
+        note: "",
         floors: &[],
     },
     Workload {
         id: "W6p",
         title: "Pipe ping-pong of a small int with a child process, 10 000 round trips",
-        run: None,
-        note: "Pipe: not yet available",
+        run: Some(w6p),
+        note: "",
         floors: &[
             ("median", "pipe ping-pong median"),
             ("p99", "pipe ping-pong p99"),
@@ -262,15 +262,15 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         id: "W6q",
         title: "one producer process -> one consumer process, 200 000 ints via Queue",
-        run: None,
-        note: "Queue: not yet available",
+        run: Some(w6q),
+        note: "",
         floors: &[],
     },
     Workload {
         id: "W7",
         title: "4 processes x 10 000 locked increments of a shared Value<i32>",
-        run: None,
-        note: "Value: not yet available",
+        run: Some(w7),
+        note: "",
         floors: &[],
     },
     Workload {
@@ -325,6 +325,213 @@ fn throughput(count: f64, reps: &[Duration]) -> Vec<Metric> {
 }
 
 // --- the workloads -------------------------------------------------------------
+
+use mproc::prelude::*;
+
+/// The trivial task of W5/W5p.
+#[mproc::task]
+fn noop() {}
+
+/// W6p's child: echoes until it receives `None`.
+#[mproc::task]
+fn pipe_echo(conn: Connection<Option<u64>>) {
+    while let Ok(Some(x)) = conn.recv() {
+        if conn.send(&Some(x)).is_err() {
+            return;
+        }
+    }
+}
+
+/// W6q's producer: waits for the start signal, then puts `n` items and a
+/// `None` sentinel.
+#[mproc::task]
+fn produce(q: Queue<Option<u64>>, go: Event, n: u64) {
+    go.wait();
+    for i in 0..n {
+        q.put(Some(i)).expect("put");
+    }
+    q.put(None).expect("put");
+}
+
+/// W6q's consumer: counts items up to the sentinel and reports the count.
+#[mproc::task]
+fn consume(q: Queue<Option<u64>>, done: Connection<u64>) {
+    let mut count = 0u64;
+    while let Ok(Some(_)) = q.get() {
+        count += 1;
+    }
+    done.send(&count).expect("report");
+}
+
+/// W7's worker: `n` increments under the value's lock.
+#[mproc::task]
+fn increment(v: Value<i32>, go: Event, n: u32) {
+    go.wait();
+    for _ in 0..n {
+        *v.get_lock() += 1;
+    }
+}
+
+/// W5: pool of 2 constructed → first result of a no-op (start-up is the
+/// point, so it is timed). One untimed repetition first, as in Python, so a
+/// fork server already runs.
+fn w5(b: &Budget, method: StartMethod) -> Vec<Metric> {
+    let rep = || {
+        let t = Instant::now();
+        let pool = Pool::builder()
+            .processes(2)
+            .start_method(method)
+            .build()
+            .expect("pool");
+        pool.apply(noop, ()).expect("noop");
+        let dt = t.elapsed();
+        pool.terminate();
+        dt
+    };
+    rep();
+    let times = b.run(rep);
+    vec![Metric::new(
+        "first result",
+        "ms",
+        Better::Lower,
+        median(times.iter().map(secs).collect()) * 1e3,
+    )]
+}
+
+/// W5p: start + join of one `Process` running a no-op.
+fn w5p(b: &Budget, method: StartMethod) -> Vec<Metric> {
+    let rep = || {
+        let t = Instant::now();
+        let p = Process::new(noop, ())
+            .start_method(method)
+            .start()
+            .expect("start");
+        p.join().expect("join");
+        let dt = t.elapsed();
+        assert_eq!(p.exitcode(), Some(0));
+        dt
+    };
+    rep();
+    let times = b.run(rep);
+    vec![Metric::new(
+        "start + join",
+        "ms",
+        Better::Lower,
+        median(times.iter().map(secs).collect()) * 1e3,
+    )]
+}
+
+fn w5_fork(b: &Budget) -> Vec<Metric> {
+    w5(b, StartMethod::Fork)
+}
+fn w5_forkserver(b: &Budget) -> Vec<Metric> {
+    w5(b, StartMethod::Forkserver)
+}
+fn w5_spawn(b: &Budget) -> Vec<Metric> {
+    w5(b, StartMethod::Spawn)
+}
+fn w5p_fork(b: &Budget) -> Vec<Metric> {
+    w5p(b, StartMethod::Fork)
+}
+fn w5p_forkserver(b: &Budget) -> Vec<Metric> {
+    w5p(b, StartMethod::Forkserver)
+}
+fn w5p_spawn(b: &Budget) -> Vec<Metric> {
+    w5p(b, StartMethod::Spawn)
+}
+
+/// W6p: 10 000 timed round trips of a small int with a child process
+/// through a `Pipe`.
+fn w6p(b: &Budget) -> Vec<Metric> {
+    const COUNT: u64 = 10_000;
+    let (ours, theirs) = pipe::<Option<u64>>().expect("pipe");
+    let child = Process::new(pipe_echo, theirs).start().expect("start");
+    for i in 0..1000 {
+        ours.send(&Some(i)).expect("send");
+        ours.recv().expect("recv");
+    }
+    let lat = b
+        .run(|| {
+            (0..COUNT)
+                .map(|i| {
+                    let t = Instant::now();
+                    ours.send(&Some(i)).expect("send");
+                    std::hint::black_box(ours.recv().expect("recv"));
+                    t.elapsed()
+                })
+                .collect::<Vec<_>>()
+        })
+        .concat();
+    ours.send(&None).expect("send");
+    child.join().expect("join");
+    latency(&lat)
+}
+
+/// W6q: one producer process → one consumer process, 200 000 ints through a
+/// `Queue`; the clock runs from the go signal to the consumer's report.
+fn w6q(b: &Budget) -> Vec<Metric> {
+    const COUNT: u64 = 200_000;
+    let times = b.run(|| {
+        let q = Queue::<Option<u64>>::new().expect("queue");
+        let go = Event::new().expect("event");
+        let (done_r, done_w) = pipe::<u64>().expect("pipe");
+        let cons = Process::new(consume, (q.clone(), done_w))
+            .start()
+            .expect("start");
+        let prod = Process::new(produce, (q, go.clone(), COUNT))
+            .start()
+            .expect("start");
+        std::thread::sleep(Duration::from_millis(50));
+        let t = Instant::now();
+        go.set();
+        let count = done_r.recv().expect("count");
+        let dt = t.elapsed();
+        prod.join().expect("join");
+        cons.join().expect("join");
+        assert_eq!(count, COUNT);
+        dt
+    });
+    vec![Metric::new(
+        "throughput",
+        "items/s",
+        Better::Higher,
+        COUNT as f64 / median(times.iter().map(secs).collect()),
+    )]
+}
+
+/// W7: 4 processes × 10 000 increments of a shared `Value<i32>` under its
+/// lock; the final value must be 40 000.
+fn w7(b: &Budget) -> Vec<Metric> {
+    const PROCS: u32 = 4;
+    const EACH: u32 = 10_000;
+    let times = b.run(|| {
+        let v = Value::new(0i32).expect("value");
+        let go = Event::new().expect("event");
+        let ps: Vec<_> = (0..PROCS)
+            .map(|_| {
+                Process::new(increment, (v.clone(), go.clone(), EACH))
+                    .start()
+                    .expect("start")
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let t = Instant::now();
+        go.set();
+        for p in &ps {
+            p.join().expect("join");
+        }
+        let dt = t.elapsed();
+        assert_eq!(v.load(), (PROCS * EACH) as i32);
+        dt
+    });
+    let total = f64::from(PROCS * EACH);
+    vec![Metric::new(
+        "throughput",
+        "increments/s",
+        Better::Higher,
+        total / median(times.iter().map(secs).collect()),
+    )]
+}
 
 fn w1(b: &Budget) -> Vec<Metric> {
     let rt = common::runtime();
