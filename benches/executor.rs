@@ -281,5 +281,11 @@ fn w4l(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, w1, w2a, w4l);
+criterion_group! {
+    name = benches;
+    // No HTML plots: the side-by-side runner enables plotters' ab_glyph text,
+    // which needs a registered font that criterion does not register.
+    config = Criterion::default().without_plots();
+    targets = w1, w2a, w4l
+}
 criterion_main!(benches);

@@ -117,7 +117,13 @@ fn w5p(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, w5, w5p);
+criterion_group! {
+    name = benches;
+    // No HTML plots: the side-by-side runner enables plotters' ab_glyph text,
+    // which needs a registered font that criterion does not register.
+    config = Criterion::default().without_plots();
+    targets = w5, w5p
+}
 
 fn main() {
     if std::env::var_os(NOOP_ENV).is_some() {

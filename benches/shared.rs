@@ -176,5 +176,11 @@ fn w7(c: &mut Criterion) {
     rt.block_on(ex.shutdown());
 }
 
-criterion_group!(benches, w6p, w6q, w7);
+criterion_group! {
+    name = benches;
+    // No HTML plots: the side-by-side runner enables plotters' ab_glyph text,
+    // which needs a registered font that criterion does not register.
+    config = Criterion::default().without_plots();
+    targets = w6p, w6q, w7
+}
 criterion_main!(benches);

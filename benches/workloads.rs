@@ -130,5 +130,11 @@ fn echo_payloads(c: &mut Criterion) {
     rt.block_on(ex.shutdown());
 }
 
-criterion_group!(benches, executor_maps, pool_maps, cpu_bound, echo_payloads);
+criterion_group! {
+    name = benches;
+    // No HTML plots: the side-by-side runner enables plotters' ab_glyph text,
+    // which needs a registered font that criterion does not register.
+    config = Criterion::default().without_plots();
+    targets = executor_maps, pool_maps, cpu_bound, echo_payloads
+}
 criterion_main!(benches);
