@@ -19,33 +19,13 @@ fn crash() {
     std::process::abort()
 }
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-fn mproc_files() -> Vec<String> {
-    let mut v = Vec::new();
-    for dir in [std::env::temp_dir(), "/dev/shm".into()] {
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.contains("mproc") {
-                    v.push(format!("{}/{name}", dir.display()));
-                }
-            }
-        }
-    }
-    v.sort();
-    v
-}
-
 #[test]
 fn executors_leave_no_process_descriptor_or_file_behind() {
     run(async {
         // Warm up once: the runtime's and mproc's long-lived threads start.
         Executor::new(1).await.unwrap().shutdown().await;
-        let fds = open_fds();
-        let files = mproc_files();
+        let fds = common::open_fds();
+        let files = common::mproc_files();
         let mut all_pids = Vec::new();
         let kinds = [
             TransportKind::UnixSocket,
@@ -77,12 +57,12 @@ fn executors_leave_no_process_descriptor_or_file_behind() {
         );
         // Writer threads close their descriptors as they finish.
         let end = std::time::Instant::now() + Duration::from_secs(5);
-        while open_fds() > fds && std::time::Instant::now() < end {
+        while common::open_fds() > fds && std::time::Instant::now() < end {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(open_fds(), fds, "descriptors leaked");
+        assert_eq!(common::open_fds(), fds, "descriptors leaked");
         assert_eq!(
-            mproc_files(),
+            common::mproc_files(),
             files,
             "files left in the temp dir or /dev/shm"
         );

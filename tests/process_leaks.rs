@@ -17,26 +17,6 @@ fn crash() {
     std::process::abort()
 }
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-fn mproc_files() -> Vec<String> {
-    let mut v = Vec::new();
-    for dir in [std::env::temp_dir(), "/dev/shm".into()] {
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.contains("mproc") {
-                    v.push(format!("{}/{name}", dir.display()));
-                }
-            }
-        }
-    }
-    v.sort();
-    v
-}
-
 const METHODS: [StartMethod; 3] = [
     StartMethod::Spawn,
     StartMethod::Forkserver,
@@ -51,8 +31,8 @@ fn processes_leave_no_process_descriptor_or_file_behind() {
         let p = Process::new(noop, ()).start_method(m).start().unwrap();
         p.join().unwrap();
     }
-    let fds = open_fds();
-    let files = mproc_files();
+    let fds = common::open_fds();
+    let files = common::mproc_files();
     let mut pids = Vec::new();
     for m in METHODS {
         let ps: Vec<ProcessHandle> = (0..5)
@@ -81,6 +61,6 @@ fn processes_leave_no_process_descriptor_or_file_behind() {
         }
     }
     assert!(wait_gone(&pids, Duration::from_secs(5)), "left: {pids:?}");
-    assert_eq!(open_fds(), fds, "descriptors leaked");
-    assert_eq!(mproc_files(), files, "files left behind");
+    assert_eq!(common::open_fds(), fds, "descriptors leaked");
+    assert_eq!(common::mproc_files(), files, "files left behind");
 }

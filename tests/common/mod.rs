@@ -45,3 +45,25 @@ pub(crate) fn run<F: std::future::Future<Output = ()>>(f: F) {
                 .expect("test timed out");
         });
 }
+
+/// Descriptors open in this process now.
+pub(crate) fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Entries whose name contains "mproc" in the temp dir and `/dev/shm`.
+pub(crate) fn mproc_files() -> Vec<String> {
+    let mut v = Vec::new();
+    for dir in [std::env::temp_dir(), "/dev/shm".into()] {
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.contains("mproc") {
+                    v.push(format!("{}/{name}", dir.display()));
+                }
+            }
+        }
+    }
+    v.sort();
+    v
+}

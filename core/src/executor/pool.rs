@@ -240,15 +240,7 @@ impl Pool {
         I: IntoIterator<Item = T::Args>,
         I::IntoIter: Send + 'static,
     {
-        let _ = task;
-        Imap {
-            inner: futures::executor::block_on_stream(MapStream::new::<T, _>(
-                self.core.clone(),
-                iter.into_iter(),
-                opts,
-                true,
-            )),
-        }
+        self.imap_inner(task, iter, opts, true)
     }
 
     /// Like [`imap`](Self::imap), in completion order.
@@ -268,14 +260,19 @@ impl Pool {
         I: IntoIterator<Item = T::Args>,
         I::IntoIter: Send + 'static,
     {
+        self.imap_inner(task, iter, opts, false)
+    }
+
+    fn imap_inner<T, I>(&self, task: T, iter: I, opts: MapOptions, ordered: bool) -> Imap<T::Output>
+    where
+        T: Task,
+        I: IntoIterator<Item = T::Args>,
+        I::IntoIter: Send + 'static,
+    {
         let _ = task;
+        let stream = MapStream::new::<T, _>(self.core.clone(), iter.into_iter(), opts, ordered);
         Imap {
-            inner: futures::executor::block_on_stream(MapStream::new::<T, _>(
-                self.core.clone(),
-                iter.into_iter(),
-                opts,
-                false,
-            )),
+            inner: futures::executor::block_on_stream(stream),
         }
     }
 
