@@ -404,26 +404,13 @@ fn chatty(n: u32) -> u32 {
     n + 1
 }
 
-#[derive(Clone, Default)]
-struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 #[ignore = "helper process for forked_workers_forward_events_not_log_through_the_parent"]
 fn helper_fork_tracing() {
     if role().is_none() {
         return;
     }
-    let cap = Capture::default();
+    let cap = common::Capture::default();
     let writer = cap.clone();
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)

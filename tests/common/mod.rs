@@ -67,3 +67,18 @@ pub(crate) fn mproc_files() -> Vec<String> {
     v.sort();
     v
 }
+
+/// A `tracing` writer that keeps everything written, for tests that check
+/// what reached the parent's subscriber.
+#[derive(Clone, Default)]
+pub(crate) struct Capture(pub(crate) std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
