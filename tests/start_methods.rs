@@ -74,7 +74,16 @@ fn helper_with(
     own_group: bool,
     env: &[(&str, &str)],
 ) -> (Child, Receiver<String>) {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    // With `MPROC_TEST_IGNORED_SIGNALS` set, the helper starts with SIGINT
+    // and SIGQUIT ignored, as a background job or `nohup` would start it.
+    let mut cmd = if env.iter().any(|(k, _)| *k == IGNORED_SIGNALS) {
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", "trap '' INT QUIT; exec \"$0\" \"$@\""])
+            .arg(std::env::current_exe().unwrap());
+        c
+    } else {
+        Command::new(std::env::current_exe().unwrap())
+    };
     cmd.envs(env.iter().copied());
     cmd.args([
         "--exact",
@@ -329,6 +338,18 @@ extern "C" fn on_sigint(_: libc::c_int) {
 #[ignore = "helper process for ctrl_c_shuts_down_cleanly"]
 fn helper_ctrl_c() {
     let Some((how, method)) = role() else { return };
+    if how == "default" {
+        // A program that keeps Ctrl-C's default: say so, since the test run
+        // may have been started with SIGINT ignored (a background job).
+        // SAFETY: SIG_DFL registers no handler.
+        unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGINT,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        }
+        .unwrap();
+    }
     if how == "handled" {
         let act = nix::sys::signal::SigAction::new(
             nix::sys::signal::SigHandler::Handler(on_sigint),
@@ -363,11 +384,27 @@ fn helper_ctrl_c() {
     });
 }
 
+/// Set in a helper's environment to start it with SIGINT and SIGQUIT
+/// ignored.
+const IGNORED_SIGNALS: &str = "MPROC_TEST_IGNORED_SIGNALS";
+
 #[test]
 fn ctrl_c_shuts_down_cleanly() {
+    ctrl_c_cases(&[]);
+}
+
+/// The same, in a program started with SIGINT and SIGQUIT ignored: nothing
+/// of mproc relies on inherited signal dispositions.
+#[test]
+fn ctrl_c_shuts_down_cleanly_when_started_with_signals_ignored() {
+    ctrl_c_cases(&[(IGNORED_SIGNALS, "1")]);
+}
+
+fn ctrl_c_cases(env: &[(&str, &str)]) {
     for method in ["spawn", "forkserver", "fork"] {
         for how in ["handled", "default"] {
-            let (mut child, rx) = helper("helper_ctrl_c", &format!("{how}:{method}"), true);
+            let (mut child, rx) =
+                helper_with("helper_ctrl_c", &format!("{how}:{method}"), true, env);
             let p = pids(&expect_line(&mut child, &rx, "PIDS "));
             // Ctrl-C: SIGINT to the whole process group.
             nix::sys::signal::killpg(
@@ -484,4 +521,33 @@ fn a_dead_fork_server_is_replaced() {
         std::fs::metadata(format!("/proc/{server}")).is_err(),
         "the dead fork server was not reaped"
     );
+}
+
+// ----- names ---------------------------------------------------------------------
+
+/// A user's process never carries a helper's `mproc-` name, not even for the
+/// instant right after `start()` returns (a forked child is born with the
+/// name of the thread or process that forked it).
+#[test]
+fn a_started_process_never_carries_a_helper_name() {
+    for m in [
+        StartMethod::Spawn,
+        StartMethod::Forkserver,
+        StartMethod::Fork,
+    ] {
+        let mut started = Vec::new();
+        for _ in 0..20 {
+            let p = Process::new(sleep_ms, 50).start_method(m).start().unwrap();
+            let name = comm_of(p.pid());
+            assert!(
+                !name.starts_with("mproc-"),
+                "{m}: a process named {name:?} right after start()"
+            );
+            started.push(p);
+        }
+        for p in started {
+            assert!(p.join_timeout(Duration::from_secs(30)).unwrap());
+            assert_eq!(p.exitcode(), Some(0));
+        }
+    }
 }

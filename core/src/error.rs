@@ -59,6 +59,12 @@ pub enum TaskError {
     },
     /// The executor or pool was shut down before the task could run.
     Shutdown,
+    /// No worker could be started to run the task (after retries); the
+    /// message names the cause, e.g. the file-descriptor limit.
+    Spawn {
+        /// Why workers could not be started.
+        message: String,
+    },
 }
 
 impl fmt::Display for TaskError {
@@ -71,6 +77,7 @@ impl fmt::Display for TaskError {
             TaskError::Serialization { message } => write!(f, "serialization failed: {message}"),
             TaskError::UnknownTask { name } => write!(f, "unknown task `{name}`"),
             TaskError::Shutdown => f.write_str("executor is shut down"),
+            TaskError::Spawn { message } => write!(f, "no worker could be started: {message}"),
         }
     }
 }
@@ -99,11 +106,20 @@ pub enum ErrorKind {
 
 /// The error type of mproc's fallible operations other than a task's own
 /// result.
+///
+/// Its message says what failed and why, cause included (`cannot start 8
+/// workers: cannot start a worker process: Too many open files …`), so
+/// printing it alone tells the whole story. The cause is kept too, for
+/// [`task_error`](Self::task_error) and downcasting, but
+/// [`source`](std::error::Error::source) continues *after* it, so a report
+/// that walks the chain prints each cause once.
 #[derive(Debug)]
 pub struct Error {
     kind: ErrorKind,
-    message: String,
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    /// What failed; `None` for a converted error, which shows its cause's
+    /// message alone.
+    context: Option<String>,
+    cause: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 impl Error {
@@ -111,20 +127,33 @@ impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
-            message: message.into(),
-            source: None,
+            context: Some(message.into()),
+            cause: None,
         }
     }
 
+    /// An error of `kind`: `context` says what failed, `cause` why.
     pub(crate) fn with_source(
         kind: ErrorKind,
-        message: impl Into<String>,
-        source: impl std::error::Error + Send + Sync + 'static,
+        context: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
         Error {
             kind,
-            message: message.into(),
-            source: Some(Box::new(source)),
+            context: Some(context.into()),
+            cause: Some(Box::new(cause)),
+        }
+    }
+
+    /// `cause` itself, as an error of `kind`.
+    pub(crate) fn transparent(
+        kind: ErrorKind,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error {
+            kind,
+            context: None,
+            cause: Some(Box::new(cause)),
         }
     }
 
@@ -135,31 +164,38 @@ impl Error {
 
     /// The [`TaskError`] behind an error of kind [`ErrorKind::Task`].
     pub fn task_error(&self) -> Option<&TaskError> {
-        self.source.as_ref()?.downcast_ref()
+        self.cause.as_ref()?.downcast_ref()
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        match (&self.context, &self.cause) {
+            (Some(c), Some(cause)) => write!(f, "{c}: {cause}"),
+            (Some(c), None) => f.write_str(c),
+            (None, Some(cause)) => fmt::Display::fmt(cause, f),
+            (None, None) => f.write_str("unknown error"),
+        }
     }
 }
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as _)
+        // The cause's own message is part of ours: the chain goes on from
+        // what caused it.
+        self.cause.as_deref()?.source()
     }
 }
 
 impl From<TaskError> for Error {
     fn from(e: TaskError) -> Self {
-        Error::with_source(ErrorKind::Task, e.to_string(), e)
+        Error::transparent(ErrorKind::Task, e)
     }
 }
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::with_source(ErrorKind::Io, e.to_string(), e)
+        Error::transparent(ErrorKind::Io, e)
     }
 }
 
@@ -172,7 +208,7 @@ impl From<mproc_transport::TransportError> for Error {
             T::Io(_) => ErrorKind::Io,
             _ => ErrorKind::Protocol,
         };
-        Error::with_source(kind, e.to_string(), e)
+        Error::transparent(kind, e)
     }
 }
 
@@ -226,6 +262,47 @@ impl std::error::Error for QueueError {}
 
 impl From<QueueError> for Error {
     fn from(e: QueueError) -> Self {
-        Error::with_source(ErrorKind::Queue, e.to_string(), e)
+        Error::transparent(ErrorKind::Queue, e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prints an error and its chain of causes, as a report would.
+    fn report(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut cur = e.source();
+        while let Some(c) = cur {
+            out.push_str(" <- ");
+            out.push_str(&c.to_string());
+            cur = c.source();
+        }
+        out
+    }
+
+    #[test]
+    fn a_cause_is_printed_once() {
+        let io = std::io::Error::from_raw_os_error(libc::EMFILE);
+        let text = io.to_string();
+        let converted = Error::from(std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert_eq!(
+            report(&converted).matches(&text).count(),
+            1,
+            "{}",
+            report(&converted)
+        );
+        let wrapped = Error::with_source(ErrorKind::Spawn, "cannot start a worker", io);
+        assert_eq!(
+            report(&wrapped).matches(&text).count(),
+            1,
+            "{}",
+            report(&wrapped)
+        );
+        assert_eq!(wrapped.kind(), ErrorKind::Spawn);
+        let task = Error::from(TaskError::TimedOut);
+        assert_eq!(task.task_error(), Some(&TaskError::TimedOut));
+        assert_eq!(report(&task), "task timed out");
     }
 }

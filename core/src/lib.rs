@@ -1,40 +1,41 @@
 //! The core of mproc: the task registry, worker boot, the wire protocol and
-//! the [`Executor`].
+//! the [`Executor`]. `ARCHITECTURE.md` at the workspace root draws the
+//! layers of this crate and which may use which.
 //!
 //! Users depend on the facade crate `mproc`, which re-exports this crate.
 
-mod boot;
+mod child;
+mod children;
 mod error;
 mod executor;
-mod forkserver;
 mod identity;
 mod outbox;
 mod process;
 mod protocol;
+mod registry;
 mod shared;
+mod spawn;
 mod sys;
-mod task;
 mod trace;
-mod worker;
 
 pub use error::{Error, ErrorKind, ExitInfo, QueueError, TaskError};
 pub use executor::{
     as_completed, wait, AsCompleted, AsyncResult, Executor, ExecutorBuilder, Imap, MapOptions,
-    MapStream, Pool, PoolBuilder, ReturnWhen, StartMethod, TaskHandle, TaskId, TaskOptions,
-    TransportKind,
+    MapStream, Pool, PoolBuilder, ReturnWhen, TaskHandle, TaskId, TaskOptions, TransportKind,
 };
 pub use identity::{cpu_count, current_process, is_worker, parent_process, ProcessInfo};
-pub use process::{active_children, get_start_method, set_start_method, Process, ProcessHandle};
+pub use process::{active_children, Process, ProcessHandle};
+pub use registry::{registered_tasks, Task};
 pub use shared::{
     pipe, Array, ArrayGuard, Barrier, BoundedSemaphore, Condition, ConditionGuard, Connection,
     Event, JoinableQueue, Lock, LockGuard, Pod, Queue, RLock, RLockGuard, Semaphore,
     SemaphoreGuard, SimpleQueue, Value, ValueGuard, PIPE_BYTES, QUEUE_BYTES,
 };
-pub use task::{registered_tasks, Task};
+pub use spawn::{get_start_method, set_start_method, StartMethod};
 
 /// Items the `#[task]` macro expands to. Not public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::task::{assert_wire, TaskCall, TaskEntry, TASKS};
+    pub use crate::registry::{assert_wire, TaskCall, TaskEntry, TASKS};
     pub use linkme;
 }

@@ -82,3 +82,45 @@ impl std::io::Write for Capture {
         Ok(())
     }
 }
+
+/// Runs test `name` of this same test binary in a child process with
+/// `env` set (the test is `#[ignore]`d so only such runs execute it),
+/// bounded by [`LIMIT`]; returns its output once it exits.
+pub(crate) fn run_self(name: &str, env: &[(&str, &str)]) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            name,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(LIMIT) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = rx.recv_timeout(Duration::from_secs(5));
+            panic!("helper test {name} did not finish within {LIMIT:?}");
+        }
+    }
+}
+
+/// Threads of this process now.
+pub(crate) fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}

@@ -4,14 +4,16 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::core::Core;
+use super::completion::Completion;
+use super::sched::{Core, Running};
 use crate::error::TaskError;
+use crate::protocol::batch::decode_one;
 
 /// Identifies one submitted task (unique within the program).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,138 +23,6 @@ impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "task-{}", self.0)
     }
-}
-
-/// What a finished request carries: the encoded
-/// `Vec<Result<Output, TaskError>>` of its batch, or one error for all of it.
-pub(crate) type Outcome = Result<Vec<u8>, TaskError>;
-
-#[derive(Debug, Default)]
-struct Slot {
-    outcome: Option<Outcome>,
-    resolved: bool,
-    waker: Option<Waker>,
-}
-
-/// The rendezvous between the scheduler, which resolves a request once, and
-/// the handle that takes its outcome (async or blocking).
-#[derive(Debug, Default)]
-pub(crate) struct Completion {
-    slot: Mutex<Slot>,
-    cond: Condvar,
-}
-
-impl Completion {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Completion::default())
-    }
-
-    /// Resolves once; later calls are ignored and return false.
-    pub(crate) fn resolve(&self, outcome: Outcome) -> bool {
-        let mut s = self.slot.lock().unwrap();
-        if s.resolved {
-            return false;
-        }
-        s.resolved = true;
-        s.outcome = Some(outcome);
-        let waker = s.waker.take();
-        drop(s);
-        self.cond.notify_all();
-        if let Some(w) = waker {
-            w.wake();
-        }
-        true
-    }
-
-    pub(crate) fn is_resolved(&self) -> bool {
-        self.slot.lock().unwrap().resolved
-    }
-
-    /// Ready once resolved, without taking the outcome.
-    pub(crate) fn poll_resolved(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut s = self.slot.lock().unwrap();
-        if s.resolved {
-            return Poll::Ready(());
-        }
-        if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            s.waker = Some(cx.waker().clone());
-        }
-        Poll::Pending
-    }
-
-    /// Takes the outcome once resolved.
-    pub(crate) fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Outcome> {
-        let mut s = self.slot.lock().unwrap();
-        if s.resolved {
-            return Poll::Ready(s.outcome.take().unwrap_or(Err(TaskError::Cancelled)));
-        }
-        if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            s.waker = Some(cx.waker().clone());
-        }
-        Poll::Pending
-    }
-
-    /// Blocks until resolved or `deadline`; true when resolved.
-    pub(crate) fn wait_until(&self, deadline: Option<Instant>) -> bool {
-        let mut s = self.slot.lock().unwrap();
-        while !s.resolved {
-            match deadline {
-                None => s = self.cond.wait(s).unwrap(),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return false;
-                    }
-                    s = self.cond.wait_timeout(s, d - now).unwrap().0;
-                }
-            }
-        }
-        true
-    }
-
-    /// Takes the outcome of a resolved completion.
-    pub(crate) fn take(&self) -> Option<Outcome> {
-        self.slot.lock().unwrap().outcome.take()
-    }
-
-    /// True when a resolved one-item outcome is an error.
-    pub(crate) fn peek_failed(&self) -> bool {
-        match &self.slot.lock().unwrap().outcome {
-            Some(Err(_)) => true,
-            // A batch of one: varint length 1, then the variant (1 = Err).
-            Some(Ok(bytes)) => bytes.get(1) == Some(&1),
-            None => false,
-        }
-    }
-}
-
-/// Decodes the items of a finished batch.
-pub(crate) fn decode_batch<T: DeserializeOwned>(
-    outcome: Outcome,
-    n: usize,
-) -> Vec<Result<T, TaskError>> {
-    match outcome {
-        Ok(bytes) => match postcard::from_bytes::<Vec<Result<T, TaskError>>>(&bytes) {
-            Ok(v) => v,
-            Err(e) => {
-                let e = TaskError::Serialization {
-                    message: format!("cannot decode the result: {e}"),
-                };
-                (0..n).map(|_| Err(e.clone())).collect()
-            }
-        },
-        Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
-    }
-}
-
-/// Decodes the single item of a one-argument request.
-pub(crate) fn decode_one<T: DeserializeOwned>(outcome: Outcome) -> Result<T, TaskError> {
-    decode_batch(outcome, 1)
-        .into_iter()
-        .next()
-        .unwrap_or(Err(TaskError::Serialization {
-            message: "empty result batch".into(),
-        }))
 }
 
 /// A submitted task: a future of its result.
@@ -209,7 +79,7 @@ impl<T> TaskHandle<T> {
     /// finished.
     pub fn cancel(&self) -> bool {
         match &self.core {
-            Some(core) => core.abort(self.id.0, TaskError::Cancelled),
+            Some(core) => core.abort(self.id.0, TaskError::Cancelled, Running::Stop),
             None => false,
         }
     }

@@ -1,4 +1,9 @@
 //! [`MapStream`]: lazy, bounded, chunked `map` over a worker pool.
+//!
+//! A chunk whose encoded arguments exceed the message limit is split until
+//! it fits, so an oversized argument fails only its own item. Dropping the
+//! stream takes back every chunk that has not started (see `Core::abort`);
+//! chunks already running finish and their results are dropped.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -10,10 +15,11 @@ use futures::stream::{FuturesOrdered, FuturesUnordered};
 use futures::Stream;
 use serde::de::DeserializeOwned;
 
-use super::core::Core;
-use super::handle::{decode_batch, Completion};
+use super::completion::Completion;
+use super::sched::{Core, Running};
 use crate::error::TaskError;
-use crate::task::Task;
+use crate::protocol::batch::{decode_batch, encode_chunk};
+use crate::registry::Task;
 
 /// Options for `map` and friends.
 #[derive(Debug, Clone, Default)]
@@ -69,6 +75,9 @@ struct Driver<T: DeserializeOwned, I> {
     ready: VecDeque<Result<T, TaskError>>,
     exhausted: bool,
     bar: Option<indicatif::ProgressBar>,
+    /// Ids and completions of the chunks submitted, for a drop before the
+    /// end; resolved ones are pruned as results drain.
+    pending: Vec<(u64, Arc<Completion>)>,
 }
 
 // The driver is only ever used behind `Pin<Box<_>>` and never relies on
@@ -95,25 +104,52 @@ where
                 self.exhausted = true;
                 break;
             }
-            let n = chunk.len();
-            let comp = match postcard::to_stdvec(&chunk) {
-                Ok(payload) => self.core.submit(self.task, self.is_async, payload, None).1,
-                Err(e) => {
-                    let c = Completion::new();
-                    c.resolve(Err(TaskError::Serialization {
-                        message: format!("cannot encode the arguments: {e}"),
-                    }));
-                    c
-                }
-            };
-            let fut = Chunk {
-                comp,
-                n,
-                _t: std::marker::PhantomData,
-            };
-            match &mut self.inflight {
-                InFlight::Ordered(f) => f.push_back(fut),
-                InFlight::Unordered(f) => f.push(fut),
+            self.submit_chunk(&chunk);
+        }
+    }
+
+    /// Submits `items` as one request, or as several when they do not fit
+    /// one message: halves until they do, so that an argument too large
+    /// for any message fails alone.
+    fn submit_chunk(&mut self, items: &[I::Item]) {
+        let limit = self
+            .core
+            .config()
+            .max_frame
+            .saturating_sub(self.task.len() + 64);
+        let (id, comp) = match encode_chunk(items) {
+            Ok(payload) if payload.len() > limit && items.len() > 1 => {
+                let (a, b) = items.split_at(items.len() / 2);
+                self.submit_chunk(a);
+                self.submit_chunk(b);
+                return;
+            }
+            Ok(payload) => self.core.submit(self.task, self.is_async, payload, None),
+            Err(e) => {
+                let c = Completion::new();
+                c.resolve(Err(e));
+                (0, c)
+            }
+        };
+        let fut = Chunk {
+            comp: comp.clone(),
+            n: items.len(),
+            _t: std::marker::PhantomData,
+        };
+        self.pending.push((id, comp));
+        match &mut self.inflight {
+            InFlight::Ordered(f) => f.push_back(fut),
+            InFlight::Unordered(f) => f.push(fut),
+        }
+    }
+}
+
+impl<T: DeserializeOwned, I> Drop for Driver<T, I> {
+    fn drop(&mut self) {
+        // A map stopped early takes back what has not started.
+        for (id, comp) in self.pending.drain(..) {
+            if id != 0 && !comp.is_resolved() {
+                self.core.abort(id, TaskError::Cancelled, Running::Spare);
             }
         }
     }
@@ -140,6 +176,9 @@ where
             };
             match next {
                 Poll::Ready(Some(items)) => {
+                    if this.pending.len() > 2 * this.max_chunks {
+                        this.pending.retain(|(_, c)| !c.is_resolved());
+                    }
                     if let Some(bar) = &this.bar {
                         bar.inc(items.len() as u64);
                     }
@@ -198,6 +237,7 @@ impl<T: DeserializeOwned + Send + 'static> MapStream<T> {
             ready: VecDeque::new(),
             exhausted: false,
             bar,
+            pending: Vec::new(),
         };
         MapStream {
             inner: Box::pin(driver),

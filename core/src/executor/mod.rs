@@ -1,9 +1,10 @@
 //! [`Executor`]: an async process pool, like `ProcessPoolExecutor`.
 
-mod core;
+mod completion;
 mod handle;
 mod map;
 mod pool;
+pub(crate) mod sched;
 mod wait;
 
 use std::marker::PhantomData;
@@ -15,75 +16,11 @@ pub use self::map::{MapOptions, MapStream};
 pub use self::pool::{AsyncResult, Imap, Pool, PoolBuilder};
 pub use self::wait::{as_completed, wait, AsCompleted, ReturnWhen};
 
-pub(crate) use self::core::{Config, Core};
-
-use crate::error::{Error, ErrorKind, TaskError};
-use crate::protocol::{push_varint, ExtendVec};
-use crate::task::Task;
-
-/// How new processes — pool and executor workers, [`Process`](crate::Process)
-/// children — are started. Choose per builder, or for the whole program
-/// with [`set_start_method`](crate::set_start_method).
-///
-/// Every method gives the same child: it runs only mproc's boot and the
-/// task, never user code from `main`, and it dies with its parent (even if
-/// the parent is killed by SIGKILL).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum StartMethod {
-    /// The program's own executable, started afresh (`posix_spawn` of
-    /// `/proc/self/exe`). Safe with threads in the parent; the slowest
-    /// (a fresh process image, ~1–3 ms).
-    #[default]
-    Spawn,
-    /// Forked on request by a single-threaded fork server, itself spawned
-    /// the first time it is needed (its `/proc/PID/comm` is
-    /// `mproc-forksrv`). Children come from a clean, thread-free image;
-    /// cheaper than spawn once the server runs.
-    Forkserver,
-    /// A fork of the calling process: the fastest. Works from a
-    /// multi-threaded parent — the child runs only mproc's worker loop on a
-    /// fresh thread, with the locks mproc and std's stdio use released,
-    /// default signal handlers and no inherited descriptor but stdio — but
-    /// user code in the child inherits the usual fork hazards: locks that
-    /// other parent threads held stay locked, their threads are gone, and
-    /// objects owning descriptors refer to closed ones. See the
-    /// [`Process`](crate::Process) docs.
-    Fork,
-}
-
-impl StartMethod {
-    /// The name Python uses: `"spawn"`, `"forkserver"` or `"fork"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StartMethod::Spawn => "spawn",
-            StartMethod::Forkserver => "forkserver",
-            StartMethod::Fork => "fork",
-        }
-    }
-}
-
-impl std::fmt::Display for StartMethod {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for StartMethod {
-    type Err = Error;
-
-    /// Parses Python's names: `"spawn"`, `"forkserver"`, `"fork"`.
-    fn from_str(s: &str) -> Result<Self, Error> {
-        match s {
-            "spawn" => Ok(StartMethod::Spawn),
-            "forkserver" => Ok(StartMethod::Forkserver),
-            "fork" => Ok(StartMethod::Fork),
-            other => Err(Error::new(
-                ErrorKind::Spawn,
-                format!("unknown start method {other:?}: use spawn, forkserver or fork"),
-            )),
-        }
-    }
-}
+use self::sched::{Config, Core};
+use crate::error::{Error, TaskError};
+use crate::protocol::batch::encode_one;
+use crate::registry::Task;
+use crate::spawn::StartMethod;
 
 /// The channel between the parent and each worker. All carry the same
 /// frames; see the README for measurements of each.
@@ -112,16 +49,6 @@ impl TaskOptions {
         self.timeout = Some(d);
         self
     }
-}
-
-/// Encodes one argument as a batch of one (`Vec<Args>` with one element).
-pub(crate) fn encode_one<A: serde::Serialize>(args: &A) -> Result<Vec<u8>, TaskError> {
-    let mut buf = Vec::with_capacity(16);
-    push_varint(&mut buf, 1);
-    postcard::to_extend(args, ExtendVec(&mut buf)).map_err(|e| TaskError::Serialization {
-        message: format!("cannot encode the arguments: {e}"),
-    })?;
-    Ok(buf)
 }
 
 /// Configures and starts an [`Executor`].
@@ -196,9 +123,12 @@ impl ExecutorBuilder {
     /// handshake (and initializer).
     ///
     /// # Errors
-    /// [`ErrorKind::Spawn`] when workers cannot be started or their
-    /// initializer fails, or when a start method or transport this build does
-    /// not provide yet is asked for.
+    /// [`ErrorKind::Spawn`](crate::ErrorKind::Spawn) when any of the workers
+    /// cannot be started (its [`source`](std::error::Error::source) names
+    /// the cause, e.g. the file-descriptor limit) or an initializer fails;
+    /// no worker is left running then. Never waits without bound: a worker
+    /// that does not come up within the handshake's time limit fails the
+    /// start.
     pub async fn build(self) -> Result<Executor, Error> {
         let cfg = self.into_config()?;
         let core = Core::new(cfg);

@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 
 use futures::executor::BlockingStream;
 
-use super::core::Core;
-use super::handle::{decode_batch, decode_one, Completion, Outcome};
+use super::completion::Completion;
 use super::map::{MapOptions, MapStream};
-use super::{encode_one, ExecutorBuilder, StartMethod, TransportKind};
+use super::sched::Core;
+use super::{ExecutorBuilder, TransportKind};
 use crate::error::{Error, TaskError};
-use crate::task::Task;
+use crate::protocol::batch::{decode_batch, decode_one, encode_chunk, encode_one, Outcome};
+use crate::registry::Task;
+use crate::spawn::StartMethod;
 
 /// Configures and starts a [`Pool`].
 #[derive(Debug, Clone, Default)]
@@ -201,11 +203,9 @@ impl Pool {
         let parts: Vec<(Arc<Completion>, usize)> = items
             .chunks(chunksize)
             .map(|chunk| {
-                let comp = match postcard::to_stdvec(chunk) {
+                let comp = match encode_chunk(chunk) {
                     Ok(payload) => self.core.submit(T::NAME, T::IS_ASYNC, payload, None).1,
-                    Err(e) => failed(TaskError::Serialization {
-                        message: format!("cannot encode the arguments: {e}"),
-                    }),
+                    Err(e) => failed(e),
                 };
                 (comp, chunk.len())
             })

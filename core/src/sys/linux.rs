@@ -7,7 +7,7 @@ use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
@@ -65,9 +65,10 @@ pub(crate) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// A page of shared memory holding one `u64`, shared between a parent and
-/// one worker through a memfd (nothing appears in `/dev/shm`, and the memory
-/// goes away with the last mapping).
+/// A page of shared memory seen as atomic `u64` words, shared between a
+/// parent and one worker through a memfd (nothing appears in `/dev/shm`,
+/// and the memory goes away with the last mapping). It holds a worker's
+/// claim table (see `protocol::claims`).
 #[derive(Debug)]
 pub(crate) struct SharedCounter {
     ptr: NonNull<AtomicU64>,
@@ -117,20 +118,13 @@ impl SharedCounter {
         self.fd.as_raw_fd()
     }
 
-    /// Stores a value (release: everything done before is visible first).
-    pub(crate) fn store(&self, v: u64) {
-        self.atomic().store(v, Ordering::Release);
-    }
-
-    /// Loads the value.
-    pub(crate) fn load(&self) -> u64 {
-        self.atomic().load(Ordering::Acquire)
-    }
-
-    fn atomic(&self) -> &AtomicU64 {
-        // SAFETY: `ptr` points to a live, page-aligned shared mapping of at
-        // least 8 bytes for as long as `self` lives; memfd pages start zeroed.
-        unsafe { self.ptr.as_ref() }
+    /// The whole page as atomic words.
+    pub(crate) fn words(&self) -> &[AtomicU64] {
+        const N: usize = PAGE / std::mem::size_of::<AtomicU64>();
+        // SAFETY: the mapping is `PAGE` bytes, page-aligned, zero-initialised
+        // by the kernel, and lives as long as `self`; every access to it goes
+        // through these atomics.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), N) }
     }
 }
 

@@ -227,12 +227,22 @@ pub(crate) fn fork_worker<G>(
     comm: &CStr,
     entry: fn() -> i32,
 ) -> io::Result<u32> {
+    // The child is born with the calling thread's name. That name (a
+    // helper's, `mproc-…`) must never show on a user's process, not even
+    // for the instant before the child renames itself, so the calling
+    // thread carries `comm` across the fork.
+    let own_name = nix::sys::prctl::get_name().ok();
+    let _ = nix::sys::prctl::set_name(comm);
     // SAFETY: fork is sound to call; what makes it hazardous is what the
     // child does afterwards in a multi-threaded process. The child below
     // runs only the steps documented above: it releases the guards' locks
     // (owned by this very thread), makes raw system calls, and runs `entry`,
     // which is crate-internal and touches only state that the child owns.
-    match unsafe { nix::unistd::fork() } {
+    let forked = unsafe { nix::unistd::fork() };
+    if let (Ok(nix::unistd::ForkResult::Parent { .. }) | Err(_), Some(n)) = (&forked, &own_name) {
+        let _ = nix::sys::prctl::set_name(n);
+    }
+    match forked {
         Err(e) => Err(e.into()),
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             drop(guards);
@@ -240,7 +250,6 @@ pub(crate) fn fork_worker<G>(
         }
         Ok(nix::unistd::ForkResult::Child) => {
             drop(guards);
-            let _ = nix::sys::prctl::set_name(comm);
             reset_signals();
             isolate_descriptors(sock);
             let code = run_on_fresh_thread(entry);

@@ -1,72 +1,45 @@
-//! Zero-ceremony worker boot, and the three start methods.
+//! Starting processes, on the parent side: the long-lived spawner thread,
+//! the three start methods, and the fork server's client.
 //!
 //! Every process mproc starts — a pool worker or a `Process` child — ends up
-//! in [`worker::worker_main`](crate::worker::worker_main) with its socket on
-//! fd 0. The start methods differ only in how that process comes to exist:
+//! in the child's boot (see `child`) with its socket on fd 0. The start
+//! methods differ only in how that process comes to exist:
 //!
 //! * **Spawn**: this same executable started afresh (`/proc/self/exe`, by
-//!   `posix_spawn`) with [`WORKER_ENV`] set and the socket as standard input.
-//!   A start-up hook that runs before `main` — before libtest's `main` under
-//!   `cargo test` — sees the variable, removes it (so the task's own children
-//!   are not workers), runs the worker and exits. User code in `main`
-//!   therefore never runs in a worker, and no setup call is needed.
-//! * **Forkserver**: a single-threaded server process (see `forkserver.rs`),
-//!   itself spawned the same way with [`FORKSERVER_ENV`] the first time it is
-//!   needed, forks the worker on request from its clean, thread-free image.
-//! * **Fork**: a fork of the calling program (see `sys::fork_worker` for what
-//!   the child does and does not touch).
+//!   `posix_spawn`) with the worker variable set and the socket as standard
+//!   input; a start-up hook turns it into a worker before `main`.
+//! * **Forkserver**: a single-threaded server process (`child::forkserver`),
+//!   itself spawned the same way the first time it is needed, forks the
+//!   worker on request from its clean, thread-free image.
+//! * **Fork**: a fork of the calling program (see `sys::fork_worker` for
+//!   what the child does and does not touch).
 //!
 //! Everything is started from one long-lived thread (`mproc-spawner`),
 //! because `PR_SET_PDEATHSIG` fires when the *thread* that forked the child
 //! exits. Each child arms it and then checks that its parent is still the
 //! expected one. A forked child's spawner is a new thread of its own: the
-//! spawner is keyed by pid.
+//! spawner is keyed by pid. `README.md` beside this file describes the start
+//! methods, how fork is made safe from a multi-threaded parent, and exit
+//! handling.
 
-use std::cell::RefCell;
+mod forkserver;
+mod method;
+
 use std::ffi::CString;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Mutex, Once, RwLock};
 use std::time::Duration;
 
-use crate::executor::StartMethod;
-use crate::process::ChildProc;
+pub use self::method::{get_start_method, set_start_method, StartMethod};
+
+use self::forkserver::{ForkserverClient, FORKSERVER};
+use crate::child::{boot, entry};
+use crate::children::ChildProc;
 use crate::sys;
-
-/// The environment variable that marks a worker; its value is the parent's
-/// pid.
-pub(crate) const WORKER_ENV: &str = "__MPROC_WORKER";
-/// The environment variable that marks the fork server; its value is the
-/// program's pid.
-pub(crate) const FORKSERVER_ENV: &str = "__MPROC_FORKSERVER";
-
-#[ctor::ctor(unsafe)]
-fn mproc_worker_boot() {
-    if let Some(v) = std::env::var_os(FORKSERVER_ENV) {
-        // Single-threaded here (before main): removing the variable is sound.
-        std::env::remove_var(FORKSERVER_ENV);
-        let parent: u32 = v.to_str().and_then(|s| s.parse().ok()).unwrap_or(0);
-        crate::forkserver::serve(parent);
-    }
-    let Some(v) = std::env::var_os(WORKER_ENV) else {
-        return;
-    };
-    // Single-threaded here (before main): removing the variable is sound.
-    std::env::remove_var(WORKER_ENV);
-    let parent: u32 = v.to_str().and_then(|s| s.parse().ok()).unwrap_or(0);
-    crate::worker::worker_main(parent);
-}
-
-/// Keeps the boot hook linked: the spawn path names it, so the linker cannot
-/// drop the object file that holds it.
-fn boot_hook_anchor() -> usize {
-    mproc_worker_boot as *const () as usize
-}
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -109,7 +82,7 @@ fn spawner() -> mpsc::Sender<Job> {
 
 /// Runs `f` on the long-lived spawner thread.
 pub(crate) fn on_spawner_thread(f: impl FnOnce() + Send + 'static) {
-    std::hint::black_box(boot_hook_anchor());
+    std::hint::black_box(boot::hook_anchor());
     // The receiver lives for the whole program; a send cannot fail.
     let _ = spawner().send(Box::new(f));
 }
@@ -131,7 +104,7 @@ pub(crate) fn run_on_spawner<R: Send + 'static>(
 pub(crate) fn start_process(method: StartMethod, sock: OwnedFd) -> std::io::Result<ChildProc> {
     match method {
         StartMethod::Spawn => {
-            let child = spawn_self(WORKER_ENV, sock)?;
+            let child = spawn_self(boot::WORKER_ENV, sock)?;
             ChildProc::direct(child.id())
         }
         StartMethod::Fork => fork_self(sock),
@@ -171,23 +144,6 @@ fn spawn_self(role: &str, sock: OwnedFd) -> std::io::Result<Child> {
     cmd.spawn()
 }
 
-/// The process a forked worker must die with (its parent), recorded before
-/// each fork so the child reads its own copy.
-static FORK_PARENT: AtomicU32 = AtomicU32::new(0);
-
-/// Records the process that forked children must die with (the fork server
-/// calls this with its own pid).
-pub(crate) fn set_fork_parent(pid: u32) {
-    FORK_PARENT.store(pid, Ordering::Relaxed);
-}
-
-/// What a forked child runs: forget the parent's per-process state, then
-/// the worker boot.
-pub(crate) fn fork_entry() -> i32 {
-    crate::process::forget_inherited_children();
-    crate::worker::worker_main(FORK_PARENT.load(Ordering::Relaxed))
-}
-
 /// The program's `/proc/self/comm`, for a forked child's main thread (which
 /// would otherwise keep the spawner thread's name).
 fn program_comm() -> &'static CString {
@@ -217,7 +173,7 @@ fn guard_panics_against_fork() {
 
 fn fork_self(sock: OwnedFd) -> std::io::Result<ChildProc> {
     let comm = program_comm();
-    FORK_PARENT.store(std::process::id(), Ordering::Relaxed);
+    entry::set_fork_parent(std::process::id());
     guard_panics_against_fork();
     // Locks a forked child may take, held across the fork so that no other
     // thread holds them at that instant; the child releases its copies. A
@@ -237,72 +193,10 @@ fn fork_self(sock: OwnedFd) -> std::io::Result<ChildProc> {
             }
         }
     };
-    let table = crate::process::fork_guard();
+    let table = crate::children::fork_guard();
     let ident = crate::identity::fork_guard();
     let spawner = SPAWNER.lock().unwrap_or_else(|p| p.into_inner());
     let guards = (out, err, table, ident, spawner, no_panics);
-    let pid = sys::fork_worker(guards, sock, comm, fork_entry)?;
+    let pid = sys::fork_worker(guards, sock, comm, entry::fork_entry)?;
     ChildProc::direct(pid)
-}
-
-/// Exits a worker or child process: the children it started itself are
-/// handled as at any normal exit (daemons ended, others joined), stdio is
-/// flushed, and no exit handler inherited from a forked parent runs.
-pub(crate) fn exit_child(code: i32) -> ! {
-    crate::process::at_exit_cleanup();
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
-    sys::exit_now(code)
-}
-
-// ----- fork server client ------------------------------------------------
-
-thread_local! {
-    /// The fork server of this process; only the spawner thread uses it.
-    static FORKSERVER: RefCell<Option<ForkserverClient>> = const { RefCell::new(None) };
-}
-
-/// The spawner thread's connection to the fork server.
-struct ForkserverClient {
-    ctl: UnixStream,
-    server: ChildProc,
-}
-
-/// How long the fork server may take to answer a fork request.
-const FORK_REPLY_TIMEOUT: Duration = Duration::from_secs(30);
-
-impl ForkserverClient {
-    fn start() -> std::io::Result<Self> {
-        let (ours, theirs) = UnixStream::pair()?;
-        let child = spawn_self(FORKSERVER_ENV, OwnedFd::from(theirs))?;
-        let server = ChildProc::direct(child.id())?;
-        Ok(ForkserverClient { ctl: ours, server })
-    }
-
-    fn is_dead(&self) -> bool {
-        self.server.try_wait().is_some()
-    }
-
-    /// Asks the server to fork a worker on `sock`. The server sends the
-    /// child's pid on a status stream, and later its wait status.
-    fn fork(&mut self, sock: &OwnedFd) -> std::io::Result<ChildProc> {
-        let (mut status_r, status_w) = UnixStream::pair()?;
-        sys::send_fds(
-            &self.ctl,
-            crate::forkserver::REQ_FORK,
-            &[sock.as_raw_fd(), status_w.as_raw_fd()],
-        )?;
-        drop(status_w);
-        status_r.set_read_timeout(Some(FORK_REPLY_TIMEOUT))?;
-        let mut b = [0u8; 8];
-        status_r.read_exact(&mut b).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("the fork server did not answer: {e}"))
-        })?;
-        status_r.set_read_timeout(None)?;
-        let pid = i64::from_le_bytes(b);
-        if pid <= 0 {
-            return Err(std::io::Error::from_raw_os_error(-pid as i32));
-        }
-        ChildProc::relayed(pid as u32, status_r)
-    }
 }

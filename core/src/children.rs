@@ -1,4 +1,8 @@
-//! [`ChildProc`]: one process mproc started, however it was started.
+//! The processes mproc started: [`ChildProc`], one child however it was
+//! started, and the table of live `Process` children with the exit-time
+//! handling of daemon and non-daemon children. Used by the parent side
+//! (`spawn`, `process`, the scheduler) and by the child side (a forked child
+//! forgets its parent's table; a worker's exit joins its own children).
 //!
 //! A spawned or forked child is ours: we reap it with `waitpid`. A child
 //! forked by the fork server is the server's: the server reaps it and relays
@@ -6,11 +10,14 @@
 //! which polls readable once the process has exited and sends signals to
 //! that very process, never to a later process that reused its pid.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
+
+use mproc_transport::UnixChannel;
 
 use nix::sys::signal::Signal;
 
@@ -154,4 +161,121 @@ impl ChildProc {
             signal: None,
         })
     }
+}
+
+// ----- the table of live `Process` children ---------------------------------
+
+/// One child started with `Process`: the state behind a `ProcessHandle`.
+#[derive(Debug)]
+pub(crate) struct Started {
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    pub(crate) child: ChildProc,
+    /// The parent's end of the child's socket, kept until the child is
+    /// reaped so its hello never meets a closed socket.
+    pub(crate) chan: Mutex<Option<UnixChannel>>,
+}
+
+impl Started {
+    /// How the child ended, once it has (its socket is released then).
+    pub(crate) fn try_wait(&self) -> Option<ExitInfo> {
+        let e = self.child.try_wait();
+        if e.is_some() {
+            if let Ok(mut c) = self.chan.lock() {
+                c.take();
+            }
+        }
+        e
+    }
+}
+
+/// Children started with `Process` and not yet known to have exited.
+static TABLE: Mutex<Vec<Arc<Started>>> = Mutex::new(Vec::new());
+
+fn table() -> MutexGuard<'static, Vec<Arc<Started>>> {
+    TABLE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The next `Process-N` number of this process.
+static NEXT_PROCESS: AtomicU64 = AtomicU64::new(1);
+
+/// Takes the next `Process-N` number.
+pub(crate) fn next_process_number() -> u64 {
+    NEXT_PROCESS.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Adds a started child to the table (and makes sure the exit handler that
+/// joins it is registered).
+pub(crate) fn register(p: Arc<Started>) {
+    register_exit_handler();
+    table().push(p);
+}
+
+/// Removes a child from the table (after it was joined).
+pub(crate) fn forget(p: &Arc<Started>) {
+    table().retain(|q| !Arc::ptr_eq(q, p));
+}
+
+/// Held by the spawner across `fork`, so the child finds the table unlocked.
+pub(crate) fn fork_guard() -> MutexGuard<'static, Vec<Arc<Started>>> {
+    table()
+}
+
+/// In a forked child: the parent's children are not ours. Their handles own
+/// descriptors that the fork closed, so they are forgotten, not dropped.
+pub(crate) fn forget_inherited_children() {
+    std::mem::forget(std::mem::take(&mut *table()));
+    NEXT_PROCESS.store(1, Ordering::Relaxed);
+}
+
+/// Reaps finished children and drops them from the table; returns the
+/// live ones. The table lock is not held while waiting on a child.
+pub(crate) fn reap_finished() -> Vec<Arc<Started>> {
+    let all: Vec<Arc<Started>> = table().clone();
+    let (alive, done): (Vec<_>, Vec<_>) = all.into_iter().partition(|p| p.try_wait().is_none());
+    if !done.is_empty() {
+        table().retain(|p| !done.iter().any(|d| Arc::ptr_eq(d, p)));
+    }
+    alive
+}
+
+/// How long daemon children get after SIGTERM at exit before SIGKILL.
+const DAEMON_GRACE: Duration = Duration::from_secs(1);
+
+extern "C" fn on_exit() {
+    at_exit_cleanup();
+}
+
+fn register_exit_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if let Err(e) = sys::at_exit(on_exit) {
+            tracing::warn!("mproc cannot register its exit handler: {e}");
+        }
+    });
+}
+
+/// At normal exit: ends daemon children and joins the others.
+pub(crate) fn at_exit_cleanup() {
+    let children: Vec<Arc<Started>> = std::mem::take(&mut *table());
+    for p in children.iter().filter(|p| p.daemon) {
+        let _ = p.child.signal(Signal::SIGTERM);
+    }
+    for p in &children {
+        if p.daemon {
+            p.child.reap(DAEMON_GRACE);
+        } else {
+            p.child.wait_timeout(None);
+        }
+    }
+}
+
+/// Exits a worker or child process: the children it started itself are
+/// handled as at any normal exit (daemons ended, others joined), stdio is
+/// flushed, and no exit handler inherited from a forked parent runs.
+pub(crate) fn exit_child(code: i32) -> ! {
+    at_exit_cleanup();
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    sys::exit_now(code)
 }

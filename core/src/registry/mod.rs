@@ -1,4 +1,5 @@
-//! The [`Task`] trait and the link-time task registry.
+//! The [`Task`] trait, the link-time task registry, and how a registered
+//! task is invoked on a batch of encoded arguments ([`invoke`]).
 //!
 //! `#[mproc::task]` turns a function into a unit struct that implements
 //! [`Task`] and adds one [`TaskEntry`] to the [`TASKS`] distributed slice.
@@ -14,6 +15,12 @@ use std::sync::OnceLock;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+pub(crate) mod invoke;
+pub(crate) mod runtime;
+pub(crate) mod task_thread;
+
+pub(crate) use invoke::BatchRun;
 
 /// A function that can run in a worker process.
 ///
@@ -48,8 +55,8 @@ pub enum TaskCall<T> {
 }
 
 /// How a worker runs one registered task on a batch of encoded arguments:
-/// the input is a postcard `Vec<Args>` (see `worker.rs`).
-pub(crate) type BatchRunner = fn(&[u8]) -> crate::worker::BatchRun;
+/// the input is a postcard `Vec<Args>` (see `protocol::batch`).
+pub(crate) type BatchRunner = fn(&[u8]) -> BatchRun;
 
 /// One entry of the task registry.
 #[doc(hidden)]
@@ -79,7 +86,7 @@ impl TaskEntry {
             is_async: T::IS_ASYNC,
             args_type: type_name::<T::Args>,
             output_type: type_name::<T::Output>,
-            run: crate::worker::run_batch::<T>,
+            run: invoke::run_batch::<T>,
         }
     }
 }

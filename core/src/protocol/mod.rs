@@ -21,23 +21,29 @@
 //!
 //! Then the parent sends [`ToWorker::Run`] (a batch of arguments for one task,
 //! numbered by a per-worker `seq`), [`ToWorker::Cancel`] and
-//! [`ToWorker::Shutdown`]; the worker answers each `Run` with one
-//! [`ToParent::Done`] or [`ToParent::Cancelled`]. Before it starts `Run` number
-//! `seq`, the worker stores `seq + 1` in the shared progress counter, so after
-//! a crash the parent knows exactly which tasks may have started (they fail)
-//! and which never did (they are sent elsewhere).
+//! [`ToWorker::Shutdown`]; the worker answers each `Run` it runs with one
+//! [`ToParent::Done`] (preceded by [`ToParent::Part`]s when the results do
+//! not fit one message) or [`ToParent::Cancelled`]. Whether a request runs at
+//! all is decided in the shared claim table (see [`claims`]): the parent can
+//! take back a request that has not started, and the worker skips it.
+//!
+//! This module owns every message and their encoding: [`batch`] the
+//! arguments and results inside them, [`claims`] the shared table.
+
+pub(crate) mod batch;
+pub(crate) mod claims;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::TaskError;
 
 /// Bumped whenever a message changes shape.
-pub(crate) const PROTOCOL_VERSION: u32 = 3;
+pub(crate) const PROTOCOL_VERSION: u32 = 4;
 /// First bytes of every hello.
 pub(crate) const MAGIC: [u8; 4] = *b"MPRC";
 
 /// The first byte the parent sends after the hello of a worker that is to
-/// serve requests; the progress-counter memfd rides on it.
+/// serve requests; the claim table's memfd rides on it.
 pub(crate) const MODE_WORKER: u8 = 0x4d;
 /// The first byte sent to a child that is to run one task and exit; a
 /// [`StartProcess`] frame follows.
@@ -127,8 +133,23 @@ pub(crate) enum ToParent<'a> {
         #[serde(borrow)]
         result: Result<Bytes<'a>, TaskError>,
     },
+    /// Results of a batch too large for one message, sent before its
+    /// `Done`: `count` encoded items, concatenated.
+    Part {
+        id: u64,
+        count: u32,
+        #[serde(borrow)]
+        items: Bytes<'a>,
+    },
     Cancelled {
         id: u64,
+    },
+    /// Sent just before the worker aborts (a panic while panicking, or a
+    /// panic in a `panic = "abort"` build): what the running task said.
+    LastWords {
+        id: u64,
+        #[serde(borrow)]
+        message: &'a str,
     },
     Log {
         level: u8,
@@ -152,29 +173,6 @@ pub(crate) fn level_to_u8(l: tracing::level_filters::LevelFilter) -> u8 {
     }
 }
 
-/// Appends an unsigned LEB128 varint, as postcard encodes lengths.
-pub(crate) fn push_varint(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// Lets postcard append to a borrowed `Vec` (so a failed encode can be
-/// rolled back instead of losing the buffer).
-pub(crate) struct ExtendVec<'a>(pub(crate) &'a mut Vec<u8>);
-
-impl Extend<u8> for ExtendVec<'_> {
-    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
-        self.0.extend(iter);
-    }
-}
-
 /// Encodes `msg` as one frame at the end of `out`.
 pub(crate) fn encode_frame<M: Serialize>(
     out: &mut Vec<u8>,
@@ -182,48 +180,34 @@ pub(crate) fn encode_frame<M: Serialize>(
     max: usize,
 ) -> Result<(), FrameError> {
     let start = mproc_transport::begin_frame(out);
-    if let Err(e) = postcard::to_extend(msg, ExtendVec(out)) {
+    if let Err(e) = postcard::to_extend(msg, batch::ExtendVec(out)) {
         out.truncate(start);
-        return Err(FrameError::Encode(e.to_string()));
+        return Err(FrameError::Encode(e));
     }
-    mproc_transport::end_frame(out, start, max).map_err(|e| FrameError::TooLarge(e.to_string()))
+    mproc_transport::end_frame(out, start, max).map_err(FrameError::TooLarge)
+}
+
+/// Decodes one message from a frame.
+pub(crate) fn decode<'a, M: Deserialize<'a>>(frame: &'a [u8]) -> Result<M, postcard::Error> {
+    postcard::from_bytes(frame)
 }
 
 /// Why a frame could not be built.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum FrameError {
-    Encode(String),
-    TooLarge(String),
+    /// The message could not be encoded.
+    #[error("cannot encode the message: {0}")]
+    Encode(postcard::Error),
+    /// The encoded message exceeds the frame limit.
+    #[error(transparent)]
+    TooLarge(mproc_transport::TransportError),
 }
 
 impl FrameError {
-    pub(crate) fn message(self) -> String {
-        match self {
-            FrameError::Encode(m) | FrameError::TooLarge(m) => m,
+    /// The message for a task error.
+    pub(crate) fn into_task_error(self) -> TaskError {
+        TaskError::Serialization {
+            message: self.to_string(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn varint_matches_postcard() {
-        for v in [0u64, 1, 127, 128, 300, 16_384, u32::MAX as u64, u64::MAX] {
-            let mut ours = Vec::new();
-            push_varint(&mut ours, v);
-            assert_eq!(ours, postcard::to_stdvec(&v).unwrap(), "{v}");
-        }
-    }
-
-    #[test]
-    fn hand_built_vec_decodes_as_vec() {
-        let mut buf = Vec::new();
-        push_varint(&mut buf, 2);
-        postcard::to_extend(&Ok::<u32, TaskError>(5), ExtendVec(&mut buf)).unwrap();
-        postcard::to_extend(&Err::<u32, _>(TaskError::Cancelled), ExtendVec(&mut buf)).unwrap();
-        let v: Vec<Result<u32, TaskError>> = postcard::from_bytes(&buf).unwrap();
-        assert_eq!(v, vec![Ok(5), Err(TaskError::Cancelled)]);
     }
 }

@@ -1,6 +1,6 @@
 //! The fork server: a single-threaded process that forks workers on request.
 //!
-//! It is this same executable, spawned (see `boot.rs`) with
+//! It is this same executable, spawned (see `spawn`) with
 //! `__MPROC_FORKSERVER` set the first time a process is started with
 //! [`StartMethod::Forkserver`](crate::StartMethod::Forkserver). Its start-up
 //! hook never returns to `main`, so it never runs user code and never starts
@@ -54,7 +54,7 @@ pub(crate) fn serve(program: u32) -> ! {
     let Ok(sigchld) = sys::sigchld_fd() else {
         sys::exit_now(70)
     };
-    crate::boot::set_fork_parent(std::process::id());
+    super::entry::set_fork_parent(std::process::id());
     let mut status: HashMap<u32, OwnedFd> = HashMap::new();
     loop {
         let mut fds = [
@@ -81,7 +81,7 @@ pub(crate) fn serve(program: u32) -> ! {
                 Ok(Some((REQ_FORK, fds))) if fds.len() == 2 => {
                     let mut fds = fds.into_iter();
                     let (sock, st) = (fds.next().expect("two"), fds.next().expect("two"));
-                    match sys::fork_worker((), sock, &comm, crate::boot::fork_entry) {
+                    match sys::fork_worker((), sock, &comm, super::entry::fork_entry) {
                         Ok(pid) => {
                             send_all(&st, &i64::from(pid).to_le_bytes());
                             status.insert(pid, st);

@@ -1,12 +1,12 @@
 //! [`Process`]: run one task in a process of its own, like Python's
-//! `multiprocessing.Process`; the start-method setting; the table of live
-//! children behind [`active_children`] and the exit-time handling of daemon
-//! and non-daemon children.
+//! `multiprocessing.Process`, and [`active_children`]. The table of live
+//! children and the exit-time handling of daemon and non-daemon children are
+//! in `children.rs`; the child's side is `child::process`.
 //!
-//! A `Process` child boots exactly as a pool worker does (see `boot.rs`),
+//! A `Process` child boots exactly as a pool worker does (see `spawn`),
 //! with whichever [`StartMethod`] was chosen; the parent then writes a
 //! start message (see `protocol.rs`) that tells it to run one task and exit.
-//! `README.md` beside this file describes the start methods, how fork is
+//! `spawn/README.md` describes the start methods, how fork is
 //! made safe from a multi-threaded parent, and exit handling.
 //!
 //! # Exit of the parent
@@ -33,166 +33,31 @@
 //! starting a forked process deadlocks, because the fork waits for that
 //! lock.
 
-mod child;
-
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mproc_transport::{socketpair, ByteStream, FrameReader, UnixChannel};
+use mproc_transport::{socketpair, ByteStream};
 use nix::sys::signal::Signal;
 
-pub(crate) use self::child::ChildProc;
-
+use crate::children::{self, Started};
 use crate::error::{Error, ErrorKind, ExitInfo, TaskError};
-use crate::executor::{encode_one, StartMethod};
 use crate::identity::{current_process, ProcessInfo};
+use crate::protocol::batch::encode_one;
 use crate::protocol::{encode_frame, StartProcess, MODE_PROCESS, PROTOCOL_VERSION};
-use crate::task::Task;
-
-// ----- start method ----------------------------------------------------------
-
-/// 0: not set; otherwise 1 + the method's index.
-static START_METHOD: AtomicU8 = AtomicU8::new(0);
-
-fn method_code(m: StartMethod) -> u8 {
-    match m {
-        StartMethod::Spawn => 1,
-        StartMethod::Forkserver => 2,
-        StartMethod::Fork => 3,
-    }
-}
-
-/// Sets the start method used by every [`Process`], executor and pool that
-/// does not choose one itself. Like Python's `set_start_method`, it may be
-/// called once per program.
-///
-/// # Errors
-/// [`ErrorKind::Spawn`] when the method has already been set.
-pub fn set_start_method(method: StartMethod) -> Result<(), Error> {
-    START_METHOD
-        .compare_exchange(0, method_code(method), Ordering::AcqRel, Ordering::Acquire)
-        .map(|_| ())
-        .map_err(|_| {
-            Error::new(
-                ErrorKind::Spawn,
-                format!(
-                    "the start method has already been set (to {:?})",
-                    get_start_method()
-                ),
-            )
-        })
-}
-
-/// The start method in effect: the one set by [`set_start_method`], or the
-/// default, [`StartMethod::Spawn`]. Reading it never fixes it.
-pub fn get_start_method() -> StartMethod {
-    match START_METHOD.load(Ordering::Acquire) {
-        2 => StartMethod::Forkserver,
-        3 => StartMethod::Fork,
-        _ => StartMethod::Spawn,
-    }
-}
-
-// ----- the table of live children ------------------------------------------
-
-/// The shared state behind a [`ProcessHandle`].
-#[derive(Debug)]
-pub(crate) struct Inner {
-    name: String,
-    daemon: bool,
-    child: ChildProc,
-    /// The parent's end of the child's socket, kept until the child is
-    /// reaped so its hello never meets a closed socket.
-    chan: Mutex<Option<UnixChannel>>,
-}
-
-impl Inner {
-    fn try_wait(&self) -> Option<ExitInfo> {
-        let e = self.child.try_wait();
-        if e.is_some() {
-            if let Ok(mut c) = self.chan.lock() {
-                c.take();
-            }
-        }
-        e
-    }
-}
-
-/// Children started with [`Process`] and not yet known to have exited.
-static TABLE: Mutex<Vec<Arc<Inner>>> = Mutex::new(Vec::new());
-
-fn table() -> MutexGuard<'static, Vec<Arc<Inner>>> {
-    TABLE.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Held by the spawner across `fork`, so the child finds the table unlocked.
-pub(crate) fn fork_guard() -> MutexGuard<'static, Vec<Arc<Inner>>> {
-    table()
-}
-
-/// In a forked child: the parent's children are not ours. Their handles own
-/// descriptors that the fork closed, so they are forgotten, not dropped.
-pub(crate) fn forget_inherited_children() {
-    std::mem::forget(std::mem::take(&mut *table()));
-    NEXT_PROCESS.store(1, Ordering::Relaxed);
-}
-
-/// Reaps finished children and drops them from the table; returns the
-/// live ones. The table lock is not held while waiting on a child.
-fn reap_finished() -> Vec<Arc<Inner>> {
-    let all: Vec<Arc<Inner>> = table().clone();
-    let (alive, done): (Vec<_>, Vec<_>) = all.into_iter().partition(|p| p.try_wait().is_none());
-    if !done.is_empty() {
-        table().retain(|p| !done.iter().any(|d| Arc::ptr_eq(d, p)));
-    }
-    alive
-}
+use crate::registry::Task;
+use crate::spawn::{get_start_method, StartMethod};
 
 /// The live children started with [`Process`]; finished ones are reaped
 /// and left out, as in Python.
 pub fn active_children() -> Vec<ProcessInfo> {
-    reap_finished()
+    children::reap_finished()
         .iter()
         .map(|p| ProcessInfo::new(p.name.clone(), p.child.pid()))
         .collect()
 }
 
-/// How long daemon children get after SIGTERM at exit before SIGKILL.
-const DAEMON_GRACE: Duration = Duration::from_secs(1);
-
-extern "C" fn on_exit() {
-    at_exit_cleanup();
-}
-
-fn register_exit_handler() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if let Err(e) = crate::sys::at_exit(on_exit) {
-            tracing::warn!("mproc cannot register its exit handler: {e}");
-        }
-    });
-}
-
-/// At normal exit: ends daemon children and joins the others.
-pub(crate) fn at_exit_cleanup() {
-    let children: Vec<Arc<Inner>> = std::mem::take(&mut *table());
-    for p in children.iter().filter(|p| p.daemon) {
-        let _ = p.child.signal(Signal::SIGTERM);
-    }
-    for p in &children {
-        if p.daemon {
-            p.child.reap(DAEMON_GRACE);
-        } else {
-            p.child.wait_timeout(None);
-        }
-    }
-}
-
 // ----- Process ----------------------------------------------------------------
-
-static NEXT_PROCESS: AtomicU64 = AtomicU64::new(1);
 
 /// A task to run in a process of its own, like Python's
 /// `multiprocessing.Process`: the builder; [`start`](Self::start) gives the
@@ -256,7 +121,7 @@ impl Process {
     /// name whether or not the process is renamed or ever started.
     pub fn new<T: Task>(task: T, args: T::Args) -> Self {
         let _ = task;
-        let n = NEXT_PROCESS.fetch_add(1, Ordering::Relaxed);
+        let n = children::next_process_number();
         let ident = crate::identity::ident();
         let path = if ident.is_empty() {
             n.to_string()
@@ -307,7 +172,7 @@ impl Process {
             .unwrap_or_default();
         let msg = StartProcess {
             version: PROTOCOL_VERSION,
-            fingerprint: crate::task::fingerprint(),
+            fingerprint: crate::registry::fingerprint(),
             name: self.name.clone(),
             ident,
             parent_name: me.name().to_string(),
@@ -317,30 +182,29 @@ impl Process {
         };
         let mut buf = vec![MODE_PROCESS];
         encode_frame(&mut buf, &msg, mproc_transport::MAX_FRAME_LIMIT)
-            .map_err(|e| Error::new(ErrorKind::Task, e.message()))?;
+            .map_err(|e| Error::with_source(ErrorKind::Task, "cannot send the arguments", e))?;
 
-        reap_finished();
-        register_exit_handler();
-        let spawn_err = |e: std::io::Error| {
-            Error::new(ErrorKind::Spawn, format!("cannot start a process: {e}"))
-        };
+        children::reap_finished();
+        let spawn_err =
+            |e: std::io::Error| Error::with_source(ErrorKind::Spawn, "cannot start a process", e);
         let (ours, theirs) = socketpair().map_err(spawn_err)?;
         let theirs = theirs.into_fd();
-        let child = crate::boot::run_on_spawner(move || crate::boot::start_process(method, theirs))
-            .and_then(|r| r)
-            .map_err(spawn_err)?;
+        let child =
+            crate::spawn::run_on_spawner(move || crate::spawn::start_process(method, theirs))
+                .and_then(|r| r)
+                .map_err(spawn_err)?;
         if let Err(e) = ours.write_all(&buf) {
             let _ = child.signal(Signal::SIGKILL);
             child.wait_timeout(None);
             return Err(spawn_err(e));
         }
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(Started {
             name: self.name,
             daemon: self.daemon,
             child,
             chan: Mutex::new(Some(ours)),
         });
-        table().push(inner.clone());
+        children::register(inner.clone());
         Ok(ProcessHandle { inner })
     }
 }
@@ -348,7 +212,7 @@ impl Process {
 /// A started [`Process`]. Dropping the handle does not stop the process.
 #[derive(Debug, Clone)]
 pub struct ProcessHandle {
-    inner: Arc<Inner>,
+    inner: Arc<Started>,
 }
 
 impl ProcessHandle {
@@ -373,7 +237,7 @@ impl ProcessHandle {
     }
 
     fn forget(&self) {
-        table().retain(|p| !Arc::ptr_eq(p, &self.inner));
+        children::forget(&self.inner);
     }
 
     /// Waits for the process to exit.
@@ -460,64 +324,4 @@ impl ProcessHandle {
     pub fn info(&self) -> ProcessInfo {
         ProcessInfo::new(self.inner.name.clone(), self.pid())
     }
-}
-
-// ----- the child side -------------------------------------------------------
-
-/// In a child started by `Process`: reads the start message, runs the task
-/// and returns the exit code.
-pub(crate) fn run_child(chan: &dyn ByteStream) -> Result<i32, String> {
-    let mut reader = FrameReader::new(mproc_transport::MAX_FRAME_LIMIT);
-    let frame = reader
-        .next_frame(chan)
-        .map_err(|e| format!("start message: {e}"))?;
-    let msg: StartProcess =
-        postcard::from_bytes(frame).map_err(|e| format!("bad start message: {e}"))?;
-    if msg.version != PROTOCOL_VERSION || msg.fingerprint != crate::task::fingerprint() {
-        return Err("the parent is another build of the program".into());
-    }
-    crate::sys::set_thread_name(&msg.name);
-    crate::sys::set_process_name(&msg.name);
-    crate::identity::set_child_identity(
-        msg.name.clone(),
-        msg.ident,
-        ProcessInfo::new(msg.parent_name, msg.parent_pid),
-    );
-    Ok(run_target(&msg.name, &msg.task, &msg.args))
-}
-
-fn run_target(name: &str, task: &str, args: &[u8]) -> i32 {
-    let Some(entry) = crate::task::lookup(task) else {
-        eprintln!(
-            "mproc: {name}: {}",
-            TaskError::UnknownTask { name: task.into() }
-        );
-        return 1;
-    };
-    let result = match (entry.run)(args) {
-        crate::worker::BatchRun::Done(r) => r,
-        crate::worker::BatchRun::Async(f) => match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt.block_on(f),
-            Err(e) => {
-                eprintln!("mproc: {name}: cannot build a tokio runtime: {e}");
-                return 1;
-            }
-        },
-    };
-    // One item: a leading length of 1, then Ok (0) or Err (1).
-    let err = match result {
-        Ok(bytes) if bytes.get(1) == Some(&0) => return 0,
-        Ok(bytes) => postcard::from_bytes::<TaskError>(bytes.get(2..).unwrap_or(&[])).ok(),
-        Err(e) => Some(e),
-    };
-    match err {
-        // The panic hook has printed the message already.
-        Some(TaskError::Panicked { .. }) => {}
-        Some(e) => eprintln!("mproc: {name}: {e}"),
-        None => eprintln!("mproc: {name}: the task failed"),
-    }
-    1
 }

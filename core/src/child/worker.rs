@@ -1,0 +1,448 @@
+//! The worker process: handshake, then one loop that reads requests and runs
+//! them in order.
+//!
+//! Threads of a worker:
+//! * **main** (the boot hook's thread) reads the channel itself: it blocks
+//!   while it has nothing to do, and between two tasks it takes in, without
+//!   blocking, whatever has arrived, so a request costs no thread hand-off.
+//!   It runs sync tasks one at a time and starts async tasks on the runtime
+//!   thread. Before it starts request `seq` it claims the request's slot in
+//!   the shared claim table (see `protocol::claims`); a request the parent
+//!   took back is skipped. End of stream means the parent is gone: the
+//!   worker exits at once.
+//! * **writer** (inside `Outbox`): takes over writes the channel cannot take
+//!   at once.
+//! * **runtime** (only once an async task arrives): see `registry::runtime`.
+//!
+//! A running sync task is not interrupted from inside: the parent stops it by
+//! dooming its claim and killing the worker. A worker that finishes a doomed
+//! request starts nothing more and exits.
+
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use mproc_transport::{
+    ByteStream, FrameReader, PipeChannel, ShmChannel, TransportError, UnixChannel,
+    DEFAULT_MAX_FRAME,
+};
+
+use super::ChildError;
+use crate::children::exit_child;
+use crate::error::TaskError;
+use crate::outbox::Outbox;
+use crate::protocol::claims::Claims;
+use crate::protocol::{
+    decode, encode_frame, Bytes, ToParent, ToWorker, TransportWire, MAGIC, MODE_PROCESS,
+    MODE_WORKER, PROTOCOL_VERSION,
+};
+use crate::registry::invoke::{self, BatchResult};
+use crate::registry::runtime::runtime;
+use crate::registry::task_thread;
+use crate::registry::{lookup, BatchRun, TaskEntry};
+use crate::sys::{self, SharedCounter};
+
+/// Room in a message for everything but the result items.
+const FRAME_OVERHEAD: usize = 64;
+
+struct Request {
+    id: u64,
+    seq: u64,
+    entry: Result<&'static TaskEntry, TaskError>,
+    args: Vec<u8>,
+}
+
+struct Shared {
+    outbox: Arc<Outbox>,
+    claims: Claims,
+    /// The largest frame the parent accepts.
+    max_frame: usize,
+    /// Async requests in progress, for cancellation and a clean shutdown.
+    asyncs: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
+    asyncs_cond: Condvar,
+}
+
+/// Entry point from the boot hook (spawn) or a forked child (fork,
+/// forkserver); never returns. `os_parent` is the process this one must die
+/// with: the program for spawn and fork, the fork server for forkserver.
+pub(crate) fn worker_main(os_parent: u32) -> ! {
+    sys::ignore_sigint();
+    sys::ignore_sigpipe();
+    if !sys::die_with_parent(os_parent) {
+        sys::exit_now(0);
+    }
+    let sock = match sys::take_stdin_socket() {
+        Ok(s) => s,
+        Err(_) => sys::exit_now(70),
+    };
+    match run_worker(UnixChannel::from_fd(sock)) {
+        Ok(code) => exit_child(code),
+        Err(e) => {
+            eprintln!("mproc worker {}: {e}", std::process::id());
+            exit_child(70)
+        }
+    }
+}
+
+/// Runs the handshake, then serves requests (a pool worker) or runs one
+/// task (a `Process` child). Returns the exit code.
+fn run_worker(chan: UnixChannel) -> Result<i32, ChildError> {
+    let chan: Arc<UnixChannel> = Arc::new(chan);
+    let mut hello = Vec::new();
+    let msg = ToParent::Hello {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION,
+        fingerprint: crate::registry::fingerprint(),
+        pid: std::process::id(),
+    };
+    encode_frame(&mut hello, &msg, DEFAULT_MAX_FRAME)
+        .map_err(|_| ChildError::Protocol("cannot encode the hello"))?;
+    chan.write_all(&hello)
+        .map_err(|e| ChildError::Handshake(TransportError::Io(e)))?;
+    // The claim table's memfd, then the transport's descriptors (see
+    // `protocol`).
+    let mut fds = match sys::recv_byte_fds(&*chan) {
+        Ok(Some((MODE_PROCESS, fds))) if fds.is_empty() => {
+            return super::process::run_child(&*chan);
+        }
+        Ok(Some((MODE_WORKER, fds))) if !fds.is_empty() => fds.into_iter(),
+        Ok(Some(_)) => return Err(ChildError::Protocol("bad start byte")),
+        // The parent refused us (other build) or went away.
+        Ok(None) | Err(_) => sys::exit_now(0),
+    };
+    let claims_fd = fds.next().ok_or(ChildError::Protocol("no claim table"))?;
+    let claims = SharedCounter::map(claims_fd)
+        .map(Claims::from_shared)
+        .map_err(|cause| ChildError::Transport {
+            what: "claim table",
+            cause,
+        })?;
+    let transport_fds: Vec<std::os::fd::OwnedFd> = fds.collect();
+
+    let mut reader = FrameReader::new(DEFAULT_MAX_FRAME);
+    let frame = reader.next_frame(&*chan).map_err(ChildError::Handshake)?;
+    let welcome: ToWorker<'_> = decode(frame).map_err(ChildError::Malformed)?;
+    let (max_frame, log_level, initializer, wire, program) = match welcome {
+        ToWorker::Welcome {
+            name,
+            worker_id: _,
+            parent_pid,
+            max_frame,
+            log_level,
+            initializer,
+            transport,
+        } => {
+            sys::set_thread_name(&name);
+            sys::set_process_name(&name);
+            crate::identity::set_worker_identity(name, parent_pid);
+            (
+                max_frame as usize,
+                log_level,
+                initializer,
+                transport,
+                parent_pid,
+            )
+        }
+        ToWorker::Reject { reason } => return Err(ChildError::Refused(reason)),
+        _ => return Err(ChildError::Protocol("expected a welcome")),
+    };
+    let mut reader = FrameReader::new(max_frame);
+    let chan: Arc<dyn ByteStream> = match wire {
+        TransportWire::UnixSocket => chan,
+        TransportWire::Pipe => {
+            let mut it = transport_fds.into_iter();
+            let (Some(r), Some(w)) = (it.next(), it.next()) else {
+                return Err(ChildError::Protocol("pipe transport without its pipes"));
+            };
+            Arc::new(
+                PipeChannel::from_fds(r, w).map_err(|cause| ChildError::Transport {
+                    what: "pipe",
+                    cause,
+                })?,
+            )
+        }
+        // The ring's peer is the program, which for a forkserver worker is
+        // not the OS parent (the fork server).
+        TransportWire::ShmRing => {
+            Arc::new(ShmChannel::open(transport_fds, program).map_err(|cause| {
+                ChildError::Transport {
+                    what: "shared-memory ring",
+                    cause,
+                }
+            })?)
+        }
+    };
+
+    let outbox = Outbox::new(chan.clone(), max_frame);
+    install_panic_hook(outbox.clone());
+    crate::trace::install_forwarder(outbox.clone(), log_level);
+
+    let init_error = initializer
+        .and_then(|(name, args)| run_initializer(&name, &args).err())
+        .map(|e| e.to_string());
+    let failed = init_error.is_some();
+    let _ = outbox.send(&ToParent::Ready { init_error });
+    if failed {
+        outbox.drain();
+        return Err(ChildError::Initializer);
+    }
+
+    let shared = Arc::new(Shared {
+        outbox,
+        claims,
+        max_frame,
+        asyncs: Mutex::new(HashMap::new()),
+        asyncs_cond: Condvar::new(),
+    });
+    serve(&shared, &*chan, &mut reader);
+    Ok(0)
+}
+
+/// Runs the initializer.
+fn run_initializer(name: &str, args: &[u8]) -> Result<(), TaskError> {
+    let entry = lookup(name).ok_or_else(|| TaskError::UnknownTask {
+        name: name.to_string(),
+    })?;
+    (entry.run)(args)
+        .block()
+        .and_then(|items| items.single_outcome())
+}
+
+// ----- panics ------------------------------------------------------------
+
+thread_local! {
+    /// The request this thread is running (sync tasks), for last words.
+    static RUNNING: Cell<Option<(u64, &'static str)>> = const { Cell::new(None) };
+    /// Last words were sent already.
+    static SPOKEN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Panics in task code are reported to the caller, not printed. A panic
+/// that will abort the worker — a second panic while the first unwinds, or
+/// any panic in a `panic = "abort"` build — is printed on stderr with the
+/// task's own message, and sent to the parent, before the abort.
+fn install_panic_hook(outbox: Arc<Outbox>) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !task_thread::in_task() {
+            return default(info);
+        }
+        let text = invoke::payload_text(info.payload());
+        let earlier = task_thread::note_task_panic(text.clone());
+        let aborts = earlier.is_some() || cfg!(panic = "abort");
+        tracing::debug!(target: "mproc::worker", "task panicked: {info}");
+        if !aborts || SPOKEN.with(|s| s.replace(true)) {
+            return;
+        }
+        let (id, task) = RUNNING.with(|r| r.get()).unwrap_or((0, "?"));
+        let message = match earlier {
+            Some(first) => format!("{first}; then, while unwinding: {text}"),
+            None => text,
+        };
+        eprintln!(
+            "mproc worker {}: task `{task}` panicked and the worker aborts: {message}",
+            std::process::id()
+        );
+        let _ = outbox.send(&ToParent::LastWords {
+            id,
+            message: &message,
+        });
+        outbox.drain();
+    }));
+}
+
+// ----- serving -------------------------------------------------------------
+
+fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) {
+    let mut queue: VecDeque<Request> = VecDeque::new();
+    let mut shutdown = false;
+    loop {
+        // Take in what has arrived; block only when there is nothing to run.
+        loop {
+            let got = if queue.is_empty() && !shutdown {
+                reader.next_frame(chan).map(Some)
+            } else {
+                reader.try_next_frame(chan)
+            };
+            let frame = match got {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(TransportError::Disconnected) => sys::exit_now(0),
+                Err(e) => {
+                    eprintln!("mproc worker {}: {e}", std::process::id());
+                    sys::exit_now(71)
+                }
+            };
+            match decode::<ToWorker<'_>>(frame) {
+                Ok(ToWorker::Run {
+                    id,
+                    seq,
+                    task,
+                    args,
+                }) => queue.push_back(Request {
+                    id,
+                    seq,
+                    entry: lookup(task).ok_or_else(|| TaskError::UnknownTask {
+                        name: task.to_string(),
+                    }),
+                    args: args.0.to_vec(),
+                }),
+                Ok(ToWorker::Cancel { id }) => cancel(shared, id),
+                Ok(ToWorker::Shutdown) => shutdown = true,
+                Ok(ToWorker::Welcome { .. } | ToWorker::Reject { .. }) => {}
+                Err(e) => {
+                    eprintln!(
+                        "mproc worker {}: malformed message: {e}",
+                        std::process::id()
+                    );
+                    sys::exit_now(71)
+                }
+            }
+        }
+        match queue.pop_front() {
+            Some(req) => run_request(shared, req),
+            None if shutdown => {
+                let mut a = shared.asyncs.lock().unwrap();
+                while !a.is_empty() {
+                    a = shared.asyncs_cond.wait(a).unwrap();
+                }
+                drop(a);
+                shared.outbox.drain();
+                return;
+            }
+            None => {}
+        }
+    }
+}
+
+/// Cancels a running async request. (The parent takes back requests that
+/// have not started through the claim table, not with a message.)
+fn cancel(shared: &Shared, id: u64) {
+    if let Some(h) = shared.asyncs.lock().unwrap().remove(&id) {
+        h.abort();
+        shared.asyncs_cond.notify_all();
+        let _ = shared.outbox.send(&ToParent::Cancelled { id });
+    }
+    // Otherwise it has finished already; its result is on its way.
+}
+
+fn run_request(shared: &Arc<Shared>, req: Request) {
+    if !shared.claims.start(req.seq) {
+        return; // taken back by the parent: it runs elsewhere
+    }
+    let entry = match req.entry {
+        Ok(e) => e,
+        Err(unknown) => {
+            finish(shared, req.seq);
+            return send_done(shared, req.id, 0, Err(unknown));
+        }
+    };
+    if entry.is_async {
+        return start_async(shared, req.id, req.seq, entry, &req.args);
+    }
+    let span = tracing::debug_span!("mproc.task", task = entry.name, id = req.id);
+    let started = Instant::now();
+    RUNNING.with(|r| r.set(Some((req.id, entry.name))));
+    let result = span.in_scope(|| (entry.run)(&req.args).block());
+    RUNNING.with(|r| r.set(None));
+    let exec_ns = started.elapsed().as_nanos().max(1) as u64;
+    finish(shared, req.seq);
+    send_done(shared, req.id, exec_ns, result);
+}
+
+/// Marks request `seq` done; a doomed request means the parent is killing
+/// this worker for it, so nothing more may start.
+fn finish(shared: &Shared, seq: u64) {
+    if !shared.claims.finish(seq) {
+        sys::exit_now(0);
+    }
+}
+
+fn start_async(shared: &Arc<Shared>, id: u64, seq: u64, entry: &'static TaskEntry, args: &[u8]) {
+    let fut = match (entry.run)(args) {
+        BatchRun::Async(f) => f,
+        BatchRun::Done(r) => {
+            finish(shared, seq);
+            return send_done(shared, id, 0, r);
+        }
+    };
+    let sh = shared.clone();
+    let mut asyncs = shared.asyncs.lock().unwrap();
+    let handle = runtime().spawn(async move {
+        let started = Instant::now();
+        let result = fut.await;
+        let exec_ns = started.elapsed().as_nanos() as u64;
+        let still_ours = sh.asyncs.lock().unwrap().remove(&id).is_some();
+        sh.asyncs_cond.notify_all();
+        if still_ours && sh.claims.finish(seq) {
+            send_done(&sh, id, exec_ns, result);
+        }
+    });
+    asyncs.insert(id, handle.abort_handle());
+}
+
+/// Sends a request's results: in parts when they do not fit one message,
+/// with every item too large for a message replaced by an error.
+fn send_done(shared: &Shared, id: u64, exec_ns: u64, result: BatchResult) {
+    let limit = shared.max_frame.saturating_sub(FRAME_OVERHEAD);
+    let mut items = match result {
+        Ok(items) => items,
+        Err(e) => {
+            let _ = shared.outbox.send(&ToParent::Done {
+                id,
+                exec_ns,
+                result: Err(e),
+            });
+            return;
+        }
+    };
+    items.cap_items(limit);
+    let outbox = &shared.outbox;
+    let last = items.finish(limit, |count, bytes| {
+        let _ = outbox.enqueue(&ToParent::Part {
+            id,
+            count,
+            items: Bytes(bytes),
+        });
+    });
+    let msg = ToParent::Done {
+        id,
+        exec_ns,
+        result: Ok(Bytes(last)),
+    };
+    if let Err(e) = outbox.send(&msg) {
+        let err = ToParent::Done {
+            id,
+            exec_ns,
+            result: Err(e.into_task_error()),
+        };
+        let _ = outbox.send(&err);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::batch::Items;
+
+    #[test]
+    fn results_of_a_batch_fit_the_frame_limit() {
+        // Eight 400 kB results under a 1 MiB limit: sent in parts, none lost.
+        let mut items = Items::with_capacity(8);
+        for i in 0..8u8 {
+            items.push(Ok::<serde_bytes::ByteBuf, TaskError>(
+                serde_bytes::ByteBuf::from(vec![i; 400_000]),
+            ));
+        }
+        let limit = (1 << 20) - FRAME_OVERHEAD;
+        items.cap_items(limit);
+        let mut parts = 0;
+        let last = items.finish(limit, |_, b| {
+            assert!(b.len() <= limit);
+            parts += 1;
+        });
+        assert!(last.len() <= limit + 5);
+        assert!(parts >= 3);
+    }
+}

@@ -1,0 +1,235 @@
+//! What links report about their workers: started, ready, failed to start,
+//! answers, exit. Each updates the books under the one state lock, then
+//! dispatches again.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::link::{BootError, Event, WorkerLink};
+use super::{
+    add_flush, run_flush, Core, Phase, Place, BACKOFF_MAX, BACKOFF_MIN, MAX_BOOT_FAILURES,
+};
+use crate::error::{ExitInfo, TaskError};
+use crate::protocol::batch::join_parts;
+use crate::protocol::claims::Claim;
+use crate::protocol::ToWorker;
+
+impl Core {
+    /// Worker `key` exists; `link` can reach (and kill) it.
+    pub(crate) fn worker_started(&self, key: u64, link: Arc<dyn WorkerLink>) {
+        let mut st = self.lock();
+        let stopping = st.phase == Phase::Stopping;
+        if let Some(w) = st.workers.get_mut(&key) {
+            w.link = Some(link.clone());
+        }
+        drop(st);
+        if stopping {
+            link.close();
+            link.kill();
+        }
+    }
+
+    /// Worker `key` can take requests.
+    pub(crate) fn worker_ready(self: &Arc<Self>, key: u64) {
+        let mut st = self.lock();
+        let mut flush = Vec::new();
+        let Some(w) = st.workers.get_mut(&key) else {
+            return;
+        };
+        w.ready = true;
+        let name = w.name.clone();
+        let link = w.link.clone();
+        st.ready_total += 1;
+        st.boot.failures = 0;
+        if st.phase == Phase::Starting && st.ready_total >= self.cfg.workers {
+            st.phase = Phase::Running;
+        }
+        if st.phase == Phase::Stopping {
+            if let Some(l) = &link {
+                l.close();
+                l.kill();
+            }
+        }
+        tracing::debug!(worker = %name, pid = link.map_or(0, |l| l.pid()), "mproc worker ready");
+        self.fill(&mut st, &mut flush);
+        self.finish_drain(&mut st, &mut flush);
+        self.notify(&mut st);
+        drop(st);
+        run_flush(flush);
+    }
+
+    /// Worker `key` will never be ready (its process, if any, is reaped).
+    pub(crate) fn worker_failed(self: &Arc<Self>, key: u64, err: BootError) {
+        let mut st = self.lock();
+        st.workers.remove(&key);
+        st.live -= 1;
+        match st.phase {
+            Phase::Stopping => {}
+            Phase::Starting => {
+                // The initial start fails as a whole, with this cause.
+                if st.boot.start_error.is_none() {
+                    st.boot.start_error = Some(err);
+                }
+            }
+            Phase::Running | Phase::Draining => {
+                st.boot.failures += 1;
+                let n = st.boot.failures;
+                let pause = BACKOFF_MIN
+                    .saturating_mul(1 << (n - 1).min(16))
+                    .min(BACKOFF_MAX);
+                tracing::warn!(
+                    failures = n,
+                    retry_in = ?pause,
+                    "mproc worker failed to start: {err}"
+                );
+                st.boot.retry_at = Some(Instant::now() + pause);
+                let none_up = !st.workers.values().any(|w| w.ready);
+                if n >= MAX_BOOT_FAILURES && none_up {
+                    // Nothing can run the queue: fail it rather than hang.
+                    self.fail_queue(&mut st, &err.task_error());
+                }
+                self.top_up_workers(&mut st);
+            }
+        }
+        let mut flush = Vec::new();
+        self.finish_drain(&mut st, &mut flush);
+        self.notify(&mut st);
+        drop(st);
+        run_flush(flush);
+    }
+
+    /// Worker `key` answered.
+    pub(crate) fn worker_events(self: &Arc<Self>, key: u64, events: &mut Vec<Event>) {
+        let mut st = self.lock();
+        let mut flush = Vec::new();
+        for ev in events.drain(..) {
+            let (id, outcome) = match ev {
+                Event::Done {
+                    id,
+                    exec_ns,
+                    outcome,
+                } => {
+                    if exec_ns > 0 {
+                        let e = exec_ns as f64;
+                        st.ewma_exec_ns = if st.ewma_exec_ns == 0.0 {
+                            e
+                        } else {
+                            0.8 * st.ewma_exec_ns + 0.2 * e
+                        };
+                    }
+                    (id, outcome)
+                }
+                Event::Part { id, count, items } => {
+                    if let Some(job) = st.jobs.get_mut(&id) {
+                        let parts = job.parts.get_or_insert_with(|| (0, Vec::new()));
+                        parts.0 += u64::from(count);
+                        parts.1.extend_from_slice(&items);
+                    }
+                    continue;
+                }
+                Event::Cancelled { id } => (id, Err(TaskError::Cancelled)),
+                Event::LastWords { id, message } => {
+                    if let Some(job) = st.jobs.get(&id) {
+                        job.span.in_scope(
+                            || tracing::error!(%message, "task panicked; its worker aborts"),
+                        );
+                    }
+                    if let Some(w) = st.workers.get_mut(&key) {
+                        w.last_words = Some(message);
+                    }
+                    continue;
+                }
+            };
+            Self::forget_outstanding(&mut st, key, id, false);
+            if let Some(mut job) = st.jobs.remove(&id) {
+                if !job.aborted {
+                    let outcome = match (job.parts.take(), outcome) {
+                        (Some(parts), Ok(last)) => join_parts(parts, &last),
+                        (_, o) => o,
+                    };
+                    if !job.span.is_disabled() {
+                        job.span.in_scope(|| match &outcome {
+                            Ok(_) => tracing::debug!("finished"),
+                            Err(e) => tracing::debug!(error = %e, "failed"),
+                        });
+                    }
+                    job.comp.resolve(outcome);
+                }
+            }
+        }
+        if let Some(w) = st.workers.get_mut(&key) {
+            if w.retiring && w.outstanding.is_empty() && !w.shutdown_sent {
+                w.shutdown_sent = true;
+                if let Some(l) = &w.link {
+                    if l.enqueue(&ToWorker::Shutdown).is_ok() {
+                        add_flush(&mut flush, l);
+                    }
+                }
+            }
+        }
+        self.fill(&mut st, &mut flush);
+        self.finish_drain(&mut st, &mut flush);
+        if !st.waiters.is_empty() {
+            self.notify(&mut st);
+        }
+        drop(st);
+        run_flush(flush);
+    }
+
+    /// Worker `key`, once ready, has exited (and been reaped): what it had
+    /// not started runs elsewhere, what it had started fails.
+    pub(crate) fn worker_exited(self: &Arc<Self>, key: u64, exit: ExitInfo) {
+        let mut st = self.lock();
+        let mut flush = Vec::new();
+        st.live -= 1;
+        if let Some(w) = st.workers.remove(&key) {
+            let mut requeue = Vec::new();
+            let mut failed = 0;
+            for (seq, id) in w.outstanding {
+                let Some(job) = st.jobs.get_mut(&id) else {
+                    continue;
+                };
+                let never_started = w
+                    .link
+                    .as_ref()
+                    .is_some_and(|l| l.claims().state(seq) == Claim::Sent);
+                if job.aborted {
+                    st.jobs.remove(&id);
+                } else if never_started {
+                    job.place = Place::Queued;
+                    requeue.push(id);
+                } else {
+                    failed += 1;
+                    if let Some(job) = st.jobs.remove(&id) {
+                        job.span.in_scope(
+                            || tracing::warn!(%exit, "worker died while running the task"),
+                        );
+                        job.comp.resolve(Err(TaskError::WorkerDied { exit }));
+                    }
+                }
+            }
+            for id in requeue.into_iter().rev() {
+                st.queue.push_front(id);
+            }
+            let expected = w.retiring || w.doomed || st.phase != Phase::Running;
+            if failed > 0 || !expected {
+                let pid = w.link.as_ref().map_or(0, |l| l.pid());
+                match &w.last_words {
+                    Some(words) => tracing::warn!(
+                        worker = %w.name, pid, %exit, failed, last_words = %words,
+                        "mproc worker exited"
+                    ),
+                    None => {
+                        tracing::warn!(worker = %w.name, pid, %exit, failed, "mproc worker exited")
+                    }
+                }
+            }
+        }
+        self.top_up_workers(&mut st);
+        self.fill(&mut st, &mut flush);
+        self.finish_drain(&mut st, &mut flush);
+        self.notify(&mut st);
+        drop(st);
+        run_flush(flush);
+    }
+}

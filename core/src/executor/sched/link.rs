@@ -1,0 +1,111 @@
+//! The seam between the scheduler and its workers.
+//!
+//! The scheduler never touches a process, a socket or a signal itself. It
+//! asks a [`Launcher`] for a worker, talks to each worker through a
+//! [`WorkerLink`], and learns what happened through the `worker_*` methods
+//! of [`Core`](super::Core), which a link calls from any thread:
+//!
+//! 1. `worker_started(key, link)` once the worker exists (its link can be
+//!    killed from then on);
+//! 2. `worker_ready(key)` once it can take requests, or
+//!    `worker_failed(key, error)` if it never will (the link has reaped it);
+//! 3. `worker_events(key, events)` for what it answered;
+//! 4. `worker_exited(key, exit)` once it is gone for good.
+//!
+//! The process-backed implementation is `proc_link`; the unit tests drive
+//! the scheduler through an in-process fake. Remote workers will be one
+//! more implementation.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use super::Core;
+use crate::error::TaskError;
+use crate::protocol::batch::Outcome;
+use crate::protocol::claims::Claims;
+use crate::protocol::{FrameError, ToWorker};
+
+/// Starts workers for a scheduler.
+pub(crate) trait Launcher: Send + Sync + Debug {
+    /// Starts worker `key`, named `name`, and reports to `core` as the module
+    /// docs describe. Must not block on the worker.
+    fn launch(&self, core: Arc<Core>, key: u64, name: String);
+}
+
+/// One worker, as the scheduler sees it.
+pub(crate) trait WorkerLink: Send + Sync + Debug {
+    /// Its process id (0 where there is none).
+    fn pid(&self) -> u32;
+    /// The claim table shared with the worker.
+    fn claims(&self) -> &Claims;
+    /// Queues a message without blocking; [`flush`](Self::flush) sends.
+    fn enqueue(&self, msg: &ToWorker<'_>) -> Result<(), FrameError>;
+    /// Sends what was queued, without blocking the caller.
+    fn flush(&self);
+    /// Kills the worker at once (never another process).
+    fn kill(&self);
+    /// Closes the channel: the worker sees end of stream and exits.
+    fn close(&self);
+}
+
+/// What a worker answered.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A request finished: the encoded results, or one error for the batch.
+    Done {
+        id: u64,
+        exec_ns: u64,
+        outcome: Outcome,
+    },
+    /// The first results of a batch too large for one message.
+    Part { id: u64, count: u32, items: Vec<u8> },
+    /// A running async request was cancelled.
+    Cancelled { id: u64 },
+    /// The worker is about to abort while running request `id`.
+    LastWords { id: u64, message: String },
+}
+
+/// Why a worker never became ready.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BootError {
+    /// The process (or what it needs: a socket, a shared page, a thread)
+    /// could not be created.
+    #[error("cannot start a worker process: {0}{hint}", hint = fd_hint(.0))]
+    Spawn(std::io::Error),
+    /// The worker broke off the handshake.
+    #[error("worker handshake failed: {0}")]
+    Handshake(String),
+    /// The worker is another build or speaks another protocol.
+    #[error("{0}")]
+    Incompatible(String),
+    /// Its initializer failed.
+    #[error("initializer failed: {0}")]
+    Initializer(String),
+}
+
+/// Advice for the one spawn failure users meet most: running out of file
+/// descriptors.
+fn fd_hint(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+            let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map(|(soft, _)| soft.to_string())
+                .unwrap_or_else(|_| "?".into());
+            format!(
+                " (the process has run out of file descriptors: its limit, RLIMIT_NOFILE, \
+                 is {limit}, and each worker needs several; raise it with `ulimit -n` or ask for \
+                 fewer workers)"
+            )
+        }
+        _ => String::new(),
+    }
+}
+
+impl BootError {
+    /// The task error for work that no worker could be started for.
+    pub(crate) fn task_error(&self) -> TaskError {
+        TaskError::Spawn {
+            message: self.to_string(),
+        }
+    }
+}

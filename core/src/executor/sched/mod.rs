@@ -1,0 +1,699 @@
+//! The scheduler shared by [`Executor`](super::Executor) and
+//! [`Pool`](super::Pool): the job table, the queue, the worker set, and the
+//! accounting that decides what runs where.
+//!
+//! # Dispatch (`dispatch.rs`)
+//! Jobs wait in one FIFO queue. A job goes to an idle worker first; when
+//! none is idle it may be *sent ahead* to the least loaded worker, up to a
+//! window that covers about 200 µs of measured work (2 while tasks are long,
+//! up to 64 while they take microseconds), so a worker's channel is never
+//! idle. Work sent ahead is never stranded: when a worker is idle and the
+//! queue is empty, requests that have waited more than [`STEAL_AFTER`]
+//! behind another worker's running task are taken back through the claim
+//! table (see `protocol::claims`) and sent to the idle worker — even from a
+//! worker that is stopped or wedged.
+//!
+//! # Accounting
+//! Every request sent to a worker has a per-worker `seq` and a slot in the
+//! claim table shared with it. The worker claims a slot before it starts
+//! the request; the parent takes requests back, and dooms the one it kills
+//! for, by compare-and-swap on the same slot. So:
+//! * when a worker dies, its requests that never started go back to the
+//!   front of the queue and the others fail with
+//!   [`TaskError::WorkerDied`]: only what it was running fails, and no task
+//!   ever runs twice;
+//! * a timeout or `cancel` kills a worker only after dooming *that*
+//!   request's claim while it runs; a request that finished first keeps its
+//!   result.
+//!
+//! # Lifetimes
+//! Workers come from a [`Launcher`](link::Launcher) and are reached through
+//! [`WorkerLink`](link::WorkerLink)s (see `link.rs`); the process-backed
+//! ones run a reader thread per worker. `live` counts workers not yet
+//! reaped; stopping waits for it to reach zero and joins every thread the
+//! scheduler started, so nothing outlives a dropped executor.
+
+mod dispatch;
+mod events;
+pub(crate) mod link;
+pub(crate) mod proc_link;
+mod timer;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use self::link::{BootError, Launcher, WorkerLink};
+use super::completion::Completion;
+use crate::error::{Error, ErrorKind, TaskError};
+use crate::protocol::claims::Claim;
+use crate::protocol::ToWorker;
+
+/// Hashes the scheduler's `u64` keys (task ids, worker keys) with one
+/// multiplication: they are process-local and never attacker-chosen, so
+/// SipHash's DoS resistance buys nothing on this hot path.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: spreads sequential ids over the high bits,
+        // which the table uses for its control bytes.
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
+static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
+
+/// How long a request sent ahead may wait behind another before an idle
+/// worker takes it.
+pub(crate) const STEAL_AFTER: Duration = Duration::from_millis(1);
+/// How long starting the initial workers may take in all.
+const START_LIMIT: Duration = Duration::from_secs(60);
+/// Failed starts in a row, with no worker up, before queued work fails.
+const MAX_BOOT_FAILURES: u32 = 3;
+/// The first and the longest pause before starting a worker again after a
+/// failed start.
+const BACKOFF_MIN: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long stopping waits for workers to be reaped.
+const STOP_LIMIT: Duration = Duration::from_secs(10);
+
+/// Settings fixed when the pool is built.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) workers: usize,
+    pub(crate) max_tasks_per_child: Option<u64>,
+    pub(crate) initializer: Option<(&'static str, Vec<u8>)>,
+    pub(crate) max_frame: usize,
+    pub(crate) name_prefix: &'static str,
+    /// The parent–worker channel.
+    pub(crate) transport: super::TransportKind,
+    /// How worker processes are started.
+    pub(crate) start_method: crate::spawn::StartMethod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// `start`: the initial workers are coming up.
+    Starting,
+    Running,
+    /// `shutdown`: finish what was submitted, accept nothing new.
+    Draining,
+    /// `shutdown_now` or drop: everything is being torn down.
+    Stopping,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    Queued,
+    Sent { worker: u64, seq: u64, at: Instant },
+}
+
+#[derive(Debug)]
+struct Job {
+    task: &'static str,
+    payload: Vec<u8>,
+    is_async: bool,
+    comp: Arc<Completion>,
+    place: Place,
+    /// Resolved early (cancel, timeout) while a worker still holds it.
+    aborted: bool,
+    /// Results that arrived in parts before the final answer.
+    parts: Option<(u64, Vec<u8>)>,
+    /// `mproc.task{task, id, worker}`: the parent-side span of this task.
+    span: tracing::Span,
+}
+
+#[derive(Debug)]
+struct Worker {
+    name: String,
+    link: Option<Arc<dyn WorkerLink>>,
+    ready: bool,
+    /// `(seq, job id)` of requests sent and not resolved, in `seq` order.
+    outstanding: VecDeque<(u64, u64)>,
+    next_seq: u64,
+    assigned: u64,
+    retiring: bool,
+    shutdown_sent: bool,
+    /// Being killed for a timeout or cancel: takes no more work.
+    doomed: bool,
+    /// What it said before it aborted.
+    last_words: Option<String>,
+}
+
+/// The state of starting workers.
+#[derive(Debug, Default)]
+struct Boot {
+    /// Failed starts in a row.
+    failures: u32,
+    /// No start before this instant (backoff).
+    retry_at: Option<Instant>,
+    /// Why the initial start failed.
+    start_error: Option<BootError>,
+}
+
+#[derive(Debug)]
+struct State {
+    phase: Phase,
+    jobs: IdMap<Job>,
+    queue: VecDeque<u64>,
+    workers: IdMap<Worker>,
+    /// Workers requested and not yet reaped.
+    live: usize,
+    /// Workers that ever completed their handshake.
+    ready_total: usize,
+    boot: Boot,
+    ewma_exec_ns: f64,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// When an idle worker should look again for work to take back.
+    steal_at: Option<Instant>,
+    waiters: Vec<Waker>,
+}
+
+/// How [`Core::abort`] treats a request that is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Running {
+    /// Stop it: cancel an async task, kill the worker of a sync one.
+    Stop,
+    /// Let it finish; only what has not started is taken back.
+    Spare,
+}
+
+/// The shared state of one executor or pool.
+#[derive(Debug)]
+pub(crate) struct Core {
+    cfg: Config,
+    launcher: Arc<dyn Launcher>,
+    st: Mutex<State>,
+    changed: Condvar,
+    timer: timer::Timer,
+    /// Threads started for this scheduler (workers' readers), joined when
+    /// it stops.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+type Flush = Vec<Arc<dyn WorkerLink>>;
+
+fn add_flush(flush: &mut Flush, link: &Arc<dyn WorkerLink>) {
+    if !flush.iter().any(|l| Arc::ptr_eq(l, link)) {
+        flush.push(link.clone());
+    }
+}
+
+fn run_flush(flush: Flush) {
+    for l in flush {
+        l.flush();
+    }
+}
+
+impl Core {
+    /// A scheduler whose workers are processes.
+    pub(crate) fn new(cfg: Config) -> Arc<Self> {
+        Self::with_launcher(cfg, Arc::new(proc_link::ProcLauncher))
+    }
+
+    /// A scheduler whose workers come from `launcher`.
+    pub(crate) fn with_launcher(cfg: Config, launcher: Arc<dyn Launcher>) -> Arc<Self> {
+        Arc::new(Core {
+            cfg,
+            launcher,
+            st: Mutex::new(State {
+                phase: Phase::Starting,
+                jobs: IdMap::default(),
+                queue: VecDeque::new(),
+                workers: IdMap::default(),
+                live: 0,
+                ready_total: 0,
+                boot: Boot::default(),
+                ewma_exec_ns: 0.0,
+                timers: BinaryHeap::new(),
+                steal_at: None,
+                waiters: Vec::new(),
+            }),
+            changed: Condvar::new(),
+            timer: timer::Timer::default(),
+            threads: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn notify(&self, st: &mut State) {
+        for w in st.waiters.drain(..) {
+            w.wake();
+        }
+        self.changed.notify_all();
+    }
+
+    /// Keeps a thread started for this scheduler, to join when it stops.
+    pub(crate) fn adopt_thread(&self, handle: std::thread::JoinHandle<()>) {
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        threads.retain(|h| !h.is_finished());
+        threads.push(handle);
+    }
+
+    // ----- starting -----------------------------------------------------
+
+    /// Starts the configured number of workers and waits until all are up;
+    /// fails at the first that cannot start.
+    pub(crate) async fn start(self: &Arc<Self>) -> Result<(), Error> {
+        self.begin_start();
+        // Each worker comes up, or fails, within the handshake's own time
+        // limit, so this wait is bounded without a timer of its own.
+        let deadline = Instant::now() + START_LIMIT;
+        self.until(move |st| Self::start_settled(st, deadline))
+            .await;
+        self.finish_start(deadline)
+    }
+
+    /// [`start`](Self::start) for blocking code.
+    pub(crate) fn start_blocking(self: &Arc<Self>) -> Result<(), Error> {
+        self.begin_start();
+        let deadline = Instant::now() + START_LIMIT;
+        self.wait_blocking(|st| Self::start_settled(st, deadline), Some(START_LIMIT));
+        self.finish_start(deadline)
+    }
+
+    fn begin_start(self: &Arc<Self>) {
+        let mut st = self.lock();
+        self.top_up_workers(&mut st);
+    }
+
+    fn start_settled(st: &State, deadline: Instant) -> bool {
+        st.phase != Phase::Starting || st.boot.start_error.is_some() || Instant::now() >= deadline
+    }
+
+    fn finish_start(self: &Arc<Self>, deadline: Instant) -> Result<(), Error> {
+        let mut st = self.lock();
+        let n = self.cfg.workers;
+        let err = match st.boot.start_error.take() {
+            Some(e) => Some(e),
+            None if st.phase == Phase::Starting && Instant::now() >= deadline => {
+                Some(BootError::Handshake(format!(
+                    "only {} of {n} workers were up after {START_LIMIT:?}",
+                    st.ready_total
+                )))
+            }
+            None => None,
+        };
+        drop(st);
+        match err {
+            None => Ok(()),
+            Some(e) => {
+                self.stop_blocking(TaskError::Shutdown);
+                Err(Error::with_source(
+                    ErrorKind::Spawn,
+                    format!("cannot start {n} workers"),
+                    e,
+                ))
+            }
+        }
+    }
+
+    fn active_workers(st: &State) -> usize {
+        st.workers
+            .values()
+            .filter(|w| !w.retiring && !w.doomed)
+            .count()
+    }
+
+    /// Starts workers until the configured number is running or starting,
+    /// unless a failed start asked for a pause.
+    fn top_up_workers(self: &Arc<Self>, st: &mut State) {
+        let wanted = match st.phase {
+            Phase::Starting | Phase::Running => true,
+            Phase::Draining => !st.jobs.is_empty(),
+            Phase::Stopping => false,
+        };
+        if !wanted || st.boot.start_error.is_some() {
+            return;
+        }
+        if let Some(t) = st.boot.retry_at {
+            if Instant::now() < t {
+                self.timer.wake_at(self, t);
+                return;
+            }
+            st.boot.retry_at = None;
+        }
+        while Self::active_workers(st) < self.cfg.workers {
+            let key = NEXT_WORKER.fetch_add(1, Ordering::Relaxed);
+            let name = format!("{}-{key}", self.cfg.name_prefix);
+            st.workers.insert(
+                key,
+                Worker {
+                    name: name.clone(),
+                    link: None,
+                    ready: false,
+                    outstanding: VecDeque::new(),
+                    next_seq: 0,
+                    assigned: 0,
+                    retiring: false,
+                    shutdown_sent: false,
+                    doomed: false,
+                    last_words: None,
+                },
+            );
+            st.live += 1;
+            self.launcher.launch(self.clone(), key, name);
+        }
+    }
+
+    // ----- submitting ---------------------------------------------------
+
+    /// Queues one request; `payload` is an encoded batch of arguments.
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        task: &'static str,
+        is_async: bool,
+        payload: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> (u64, Arc<Completion>) {
+        let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
+        let comp = Completion::new();
+        let overhead = task.len() + 64;
+        if payload.len().saturating_add(overhead) > self.cfg.max_frame {
+            comp.resolve(Err(TaskError::Serialization {
+                message: format!(
+                    "arguments of {} bytes exceed the {}-byte message limit (see max_message_size)",
+                    payload.len(),
+                    self.cfg.max_frame
+                ),
+            }));
+            return (id, comp);
+        }
+        let mut st = self.lock();
+        if !matches!(st.phase, Phase::Running | Phase::Starting) {
+            drop(st);
+            comp.resolve(Err(TaskError::Shutdown));
+            return (id, comp);
+        }
+        st.jobs.insert(
+            id,
+            Job {
+                task,
+                payload,
+                is_async,
+                comp: comp.clone(),
+                place: Place::Queued,
+                aborted: false,
+                parts: None,
+                span: tracing::debug_span!("mproc.task", task, id, worker = tracing::field::Empty),
+            },
+        );
+        st.queue.push_back(id);
+        if let Some(d) = timeout {
+            let at = Instant::now() + d;
+            st.timers.push(Reverse((at, id)));
+            self.timer.wake_at(self, at);
+        }
+        if st.boot.failures >= MAX_BOOT_FAILURES && st.live == 0 {
+            st.boot.retry_at = None; // new work: try again at once
+        }
+        self.top_up_workers(&mut st);
+        let mut flush = Vec::new();
+        self.fill(&mut st, &mut flush);
+        drop(st);
+        run_flush(flush);
+        (id, comp)
+    }
+
+    /// Resolves a job early with `err` (cancel, timeout, a dropped map).
+    /// Returns false when it had finished (or, with [`Running::Spare`], was
+    /// running) and keeps its own result.
+    pub(crate) fn abort(&self, id: u64, err: TaskError, running: Running) -> bool {
+        let mut st = self.lock();
+        let mut flush = Vec::new();
+        let done = self.abort_locked(&mut st, id, err, running, &mut flush);
+        self.finish_drain(&mut st, &mut flush);
+        if done {
+            self.notify(&mut st);
+        }
+        drop(st);
+        run_flush(flush);
+        done
+    }
+
+    fn abort_locked(
+        &self,
+        st: &mut State,
+        id: u64,
+        err: TaskError,
+        running: Running,
+        flush: &mut Flush,
+    ) -> bool {
+        let Some(job) = st.jobs.get(&id) else {
+            return false;
+        };
+        if job.aborted {
+            return false;
+        }
+        let (worker, seq) = match job.place {
+            Place::Queued => {
+                let job = st.jobs.remove(&id).expect("present");
+                job.comp.resolve(Err(err));
+                return true;
+            }
+            Place::Sent { worker, seq, .. } => (worker, seq),
+        };
+        let is_async = job.is_async;
+        let Some(link) = st.workers.get(&worker).and_then(|w| w.link.clone()) else {
+            return false;
+        };
+        match link.claims().revoke(seq) {
+            Ok(()) => {
+                // Never started, never will: gone from the worker's books.
+                Self::forget_outstanding(st, worker, id, true);
+                let job = st.jobs.remove(&id).expect("present");
+                job.comp.resolve(Err(err));
+                true
+            }
+            Err(Claim::Started) if running == Running::Stop && is_async => {
+                let job = st.jobs.get_mut(&id).expect("present");
+                job.aborted = true;
+                job.comp.resolve(Err(err));
+                if link.enqueue(&ToWorker::Cancel { id }).is_ok() {
+                    add_flush(flush, &link);
+                }
+                true
+            }
+            Err(Claim::Started) if running == Running::Stop => {
+                if link.claims().doom(seq).is_err() {
+                    return false; // it finished just now: its result stands
+                }
+                let job = st.jobs.get_mut(&id).expect("present");
+                job.aborted = true;
+                job.comp.resolve(Err(err));
+                if let Some(w) = st.workers.get_mut(&worker) {
+                    w.doomed = true;
+                }
+                // A sync task cannot be interrupted in place: the worker is
+                // killed, and what it held that had not started goes first
+                // to another worker.
+                self.take_back_all(st, worker);
+                link.kill();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Removes job `id` from worker `key`'s outstanding requests.
+    fn forget_outstanding(st: &mut State, key: u64, id: u64, given_back: bool) {
+        if let Some(w) = st.workers.get_mut(&key) {
+            if let Some(pos) = w.outstanding.iter().position(|(_, j)| *j == id) {
+                w.outstanding.remove(pos);
+                if given_back {
+                    w.assigned = w.assigned.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    // ----- stopping -----------------------------------------------------
+
+    /// Finishes everything submitted, then stops the workers.
+    pub(crate) async fn shutdown(&self) {
+        self.begin_drain();
+        self.until(|st| st.live == 0).await;
+        self.join_threads();
+    }
+
+    fn begin_drain(&self) {
+        let mut st = self.lock();
+        let mut flush = Vec::new();
+        if matches!(st.phase, Phase::Running | Phase::Starting) {
+            st.phase = Phase::Draining;
+        }
+        self.finish_drain(&mut st, &mut flush);
+        self.notify(&mut st);
+        drop(st);
+        run_flush(flush);
+    }
+
+    /// Resolves everything pending with `err` and stops the workers.
+    pub(crate) async fn stop_now(&self, err: TaskError) {
+        self.begin_stop(err);
+        self.until(|st| st.live == 0).await;
+        self.join_threads();
+    }
+
+    /// [`stop_now`](Self::stop_now) from blocking code; waits (bounded) for
+    /// the workers to be reaped and joins the scheduler's threads.
+    pub(crate) fn stop_blocking(&self, err: TaskError) {
+        self.begin_stop(err);
+        if !self.wait_blocking(|st| st.live == 0, Some(STOP_LIMIT)) {
+            tracing::warn!("mproc workers were not reaped within {STOP_LIMIT:?}");
+        }
+        self.join_threads();
+    }
+
+    /// Stops accepting work; queued work still runs, then the workers exit.
+    pub(crate) fn close(&self) {
+        self.begin_drain();
+    }
+
+    /// Waits until every worker has been reaped (after `close` or a stop).
+    pub(crate) fn join_blocking(&self) {
+        self.wait_blocking(|st| st.live == 0, None);
+        self.join_threads();
+    }
+
+    fn begin_stop(&self, err: TaskError) {
+        let mut st = self.lock();
+        st.phase = Phase::Stopping;
+        for (_, job) in st.jobs.drain() {
+            job.comp.resolve(Err(err.clone()));
+        }
+        st.queue.clear();
+        st.timers.clear();
+        for w in st.workers.values() {
+            if let Some(l) = &w.link {
+                // A running task is not interrupted by end of stream.
+                l.close();
+                l.kill();
+            }
+        }
+        self.notify(&mut st);
+        drop(st);
+        self.timer.stop();
+    }
+
+    /// Joins the timer and every finished worker thread (never the calling
+    /// thread itself).
+    fn join_threads(&self) {
+        if self.lock().phase == Phase::Stopping {
+            self.timer.join();
+        }
+        let me = std::thread::current().id();
+        let handles: Vec<_> = {
+            let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+            let (mine, others): (Vec<_>, Vec<_>) =
+                threads.drain(..).partition(|h| h.thread().id() == me);
+            threads.extend(mine);
+            others
+        };
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+
+    // ----- observing ----------------------------------------------------
+
+    /// Pids of the live worker processes.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        let st = self.lock();
+        let mut v: Vec<u32> = st
+            .workers
+            .values()
+            .filter_map(|w| w.link.as_ref().map(|l| l.pid()))
+            .filter(|p| *p != 0)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Names and pids of the ready workers.
+    pub(crate) fn ready_workers(&self) -> Vec<(String, u32)> {
+        let st = self.lock();
+        st.workers
+            .values()
+            .filter(|w| w.ready)
+            .filter_map(|w| w.link.as_ref().map(|l| (w.name.clone(), l.pid())))
+            .collect()
+    }
+
+    fn until<F: Fn(&State) -> bool + Unpin>(&self, pred: F) -> Until<'_, F> {
+        Until { core: self, pred }
+    }
+
+    fn wait_blocking(&self, pred: impl Fn(&State) -> bool, limit: Option<Duration>) -> bool {
+        let deadline = limit.map(|d| Instant::now() + d);
+        let mut st = self.lock();
+        while !pred(&st) {
+            match deadline {
+                None => st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return false;
+                    }
+                    st = self
+                        .changed
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// A future that is ready once `pred` holds for the state.
+struct Until<'a, F> {
+    core: &'a Core,
+    pred: F,
+}
+
+impl<F: Fn(&State) -> bool + Unpin> Future for Until<'_, F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = self.core.lock();
+        if (self.pred)(&st) {
+            return Poll::Ready(());
+        }
+        if !st.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            st.waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}

@@ -1,0 +1,455 @@
+//! The scheduler's accounting, proven against fake workers (`fake.rs`):
+//! no process is started here.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::fake::{self, FakeLink, Plan, Sent, KILLED};
+use super::link::{Event, WorkerLink};
+use super::{Core, Running, STEAL_AFTER};
+use crate::error::{ErrorKind, TaskError};
+use crate::executor::completion::Completion;
+use crate::protocol::batch::{decode_one, encode_one, Items};
+
+fn submit(core: &Arc<Core>, x: u64) -> (u64, Arc<Completion>) {
+    core.submit("t", false, encode_one(&x).unwrap(), None)
+}
+
+fn outcome(c: &Completion) -> Result<u64, TaskError> {
+    assert!(
+        c.wait_until(Some(Instant::now() + Duration::from_secs(5))),
+        "not resolved"
+    );
+    decode_one(c.take().expect("an outcome"))
+}
+
+/// The `seq` of request `id` on `link`, if it was sent there.
+fn seq_of(link: &FakeLink, id: u64) -> Option<u64> {
+    link.runs()
+        .into_iter()
+        .find(|(i, _)| *i == id)
+        .map(|(_, s)| s)
+}
+
+fn holder(links: &[Arc<FakeLink>], id: u64) -> Option<&Arc<FakeLink>> {
+    links.iter().find(|l| seq_of(l, id).is_some())
+}
+
+/// Waits (up to 5 s) until `f` holds.
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_job_goes_to_an_idle_worker_before_any_is_sent_ahead() {
+    let (core, launcher, links) = fake::running(2, None);
+    let (a, _) = submit(&core, 1);
+    let (b, _) = submit(&core, 2);
+    let (ha, hb) = (holder(&links, a).unwrap(), holder(&links, b).unwrap());
+    assert_ne!(ha.key, hb.key, "the second job must go to the idle worker");
+    fake::stop(&core, &launcher);
+}
+
+#[test]
+fn work_sent_ahead_behind_a_long_task_is_taken_back_by_an_idle_worker() {
+    let (core, launcher, links) = fake::running(2, None);
+    // A long task, then six short ones: windows of 2 send some ahead.
+    let (long, _) = submit(&core, 0);
+    let shorts: Vec<_> = (1..=6).map(|x| submit(&core, x)).collect();
+    let busy = holder(&links, long).unwrap().clone();
+    let free = links.iter().find(|l| l.key != busy.key).unwrap().clone();
+    assert!(busy.claims().start(seq_of(&busy, long).unwrap()));
+    // The free worker runs everything it gets, as fast as it can.
+    let mut done = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while done < shorts.len() {
+        assert!(
+            Instant::now() < deadline,
+            "short tasks stranded behind the long one"
+        );
+        let mut progressed = false;
+        for (id, seq) in free.runs() {
+            if shorts.iter().any(|(s, c)| *s == id && !c.is_resolved())
+                && fake::run(&core, &free, id, seq, id)
+            {
+                done += 1;
+                progressed = true;
+            }
+        }
+        if !progressed {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    for (id, c) in &shorts {
+        assert_eq!(outcome(c), Ok(*id));
+    }
+    // What the busy worker was sent ahead was taken back: it never runs.
+    for (id, seq) in busy.runs() {
+        if id != long {
+            assert!(!busy.claims().start(seq), "request {id} would run twice");
+        }
+    }
+    fake::stop(&core, &launcher);
+}
+
+#[test]
+fn young_work_is_not_taken_back_until_it_has_waited() {
+    let (core, launcher, links) = fake::running(2, None);
+    let (long, _) = submit(&core, 0);
+    let (b, _) = submit(&core, 1); // to the other, idle worker
+    let (c, _) = submit(&core, 2); // sent ahead behind one of them
+    let hb = holder(&links, b).unwrap().clone();
+    let hlong = holder(&links, long).unwrap().clone();
+    assert!(hlong.claims().start(seq_of(&hlong, long).unwrap()));
+    let hc = holder(&links, c).unwrap().clone();
+    if hc.key == hb.key {
+        // `c` waits behind `b`, which finishes at once: nothing to take.
+        return fake::stop(&core, &launcher);
+    }
+    // `c` waits behind the long task; `b`'s worker becomes idle now.
+    let started = Instant::now();
+    assert!(fake::run(&core, &hb, b, seq_of(&hb, b).unwrap(), 1));
+    // Taken back only once it has waited STEAL_AFTER (by the timer).
+    eventually("the timer takes `c` back", || seq_of(&hb, c).is_some());
+    assert!(started.elapsed() >= STEAL_AFTER / 2);
+    fake::stop(&core, &launcher);
+}
+
+#[test]
+fn a_stopped_worker_strands_nothing() {
+    let (core, launcher, links) = fake::running(2, None);
+    // Worker 0 takes one task and never moves again (SIGSTOP).
+    let (first, _) = submit(&core, 0);
+    let stopped = holder(&links, first).unwrap().clone();
+    assert!(stopped.claims().start(seq_of(&stopped, first).unwrap()));
+    let other = links.iter().find(|l| l.key != stopped.key).unwrap().clone();
+    let jobs: Vec<_> = (1..=40).map(|x| submit(&core, x)).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while jobs.iter().any(|(_, c)| !c.is_resolved()) {
+        assert!(
+            Instant::now() < deadline,
+            "work stranded on a stopped worker"
+        );
+        let mut progressed = false;
+        for (id, seq) in other.runs() {
+            if jobs.iter().any(|(j, c)| *j == id && !c.is_resolved())
+                && fake::run(&core, &other, id, seq, id)
+            {
+                progressed = true;
+            }
+        }
+        if !progressed {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    for (id, c) in &jobs {
+        assert_eq!(outcome(c), Ok(*id));
+    }
+    fake::stop(&core, &launcher);
+}
+
+#[test]
+fn a_crash_fails_what_started_and_requeues_what_did_not() {
+    let (core, launcher, links) = fake::running(1, None);
+    let (a, ca) = submit(&core, 1);
+    let (b, cb) = submit(&core, 2); // sent ahead (window 2)
+    let w = &links[0];
+    let (sa, sb) = (seq_of(w, a).unwrap(), seq_of(w, b).unwrap());
+    assert!(w.claims().start(sa));
+    fake::exit(&core, w, KILLED);
+    assert_eq!(
+        outcome(&ca),
+        Err(TaskError::WorkerDied { exit: KILLED }),
+        "the running task fails"
+    );
+    assert!(
+        !cb.is_resolved(),
+        "the task that never started is not failed"
+    );
+    // A replacement comes up and gets it.
+    assert!(launcher.wait_pending(1));
+    let fresh = launcher.ready_all(&core).pop().unwrap();
+    let sb2 = seq_of(&fresh, b).expect("requeued to the replacement");
+    assert!(fake::run(&core, &fresh, b, sb2, 2));
+    assert_eq!(outcome(&cb), Ok(2));
+    let _ = sb;
+    fake::stop(&core, &launcher);
+}
+
+#[test]
+fn a_timeout_kills_only_when_its_own_task_runs() {
+    let (core, launcher, links) = fake::running(1, None);
+    let w = &links[0];
+    // `a` has finished (its answer not read yet) and `b` has started: the
+    // old "progress > seq" test took `a` for running and killed `b`.
+    let (a, ca) = submit(&core, 1);
+    let (b, cb) = submit(&core, 2);
+    let (sa, sb) = (seq_of(w, a).unwrap(), seq_of(w, b).unwrap());
+    assert!(w.claims().start(sa));
+    assert!(w.claims().finish(sa));
+    assert!(w.claims().start(sb));
+    assert!(
+        !core.abort(a, TaskError::TimedOut, Running::Stop),
+        "a had finished"
+    );
+    assert!(
+        !w.killed.load(Ordering::SeqCst),
+        "an innocent task was killed"
+    );
+    // `a`'s real answer still arrives and stands.
+    let mut items = Items::with_capacity(1);
+    items.push(Ok::<u64, TaskError>(1));
+    let batch = items.finish(usize::MAX, |_, _| {}).to_vec();
+    core.worker_events(
+        w.key,
+        &mut vec![Event::Done {
+            id: a,
+            exec_ns: 1,
+            outcome: Ok(batch),
+        }],
+    );
+    assert_eq!(outcome(&ca), Ok(1));
+    // Now `b` is the running one: its timeout kills the worker.
+    assert!(core.abort(b, TaskError::TimedOut, Running::Stop));
+    assert!(w.killed.load(Ordering::SeqCst));
+    assert_eq!(outcome(&cb), Err(TaskError::TimedOut));
+    assert!(
+        !fake::finish(&core, w, b, sb, 2),
+        "a doomed worker must start nothing more"
+    );
+    fake::stop(&core, &launcher);
+}
+
+#[test]
+fn a_timeout_of_a_task_that_has_not_started_kills_nobody() {
+    let (core, launcher, links) = fake::running(1, None);
+    let w = &links[0];
+    let (a, _ca) = submit(&core, 1);
+    let (b, cb) = core.submit(
+        "t",
+        false,
+        encode_one(&2u64).unwrap(),
+        Some(Duration::from_millis(20)),
+    );
+    assert!(w.claims().start(seq_of(w, a).unwrap()));
+    // `b` waits behind `a` past its timeout: taken back, not killed for.
+    assert_eq!(outcome(&cb), Err(TaskError::TimedOut));
+    assert!(!w.killed.load(Ordering::SeqCst));
+    assert!(!w.claims().start(seq_of(w, b).unwrap()), "b must never run");
+    fake::stop(&core, &launcher);
+}
+
+#[test]
+fn when_a_doomed_worker_dies_its_waiting_work_runs_elsewhere() {
+    let (core, launcher, links) = fake::running(1, None);
+    let w = &links[0];
+    let (a, ca) = submit(&core, 1);
+    let (b, cb) = submit(&core, 2);
+    assert!(w.claims().start(seq_of(w, a).unwrap()));
+    assert!(core.abort(a, TaskError::Cancelled, Running::Stop));
+    assert_eq!(outcome(&ca), Err(TaskError::Cancelled));
+    fake::exit(&core, w, KILLED);
+    assert!(launcher.wait_pending(1));
+    let fresh = launcher.ready_all(&core).pop().unwrap();
+    assert!(fake::run(&core, &fresh, b, seq_of(&fresh, b).unwrap(), 2));
+    assert_eq!(outcome(&cb), Ok(2));
+    fake::stop(&core, &launcher);
+}
+
+#[test]
+fn cancel_of_a_running_async_task_sends_cancel_and_kills_nobody() {
+    let (core, launcher, links) = fake::running(1, None);
+    let w = &links[0];
+    let (a, ca) = core.submit("t", true, encode_one(&1u64).unwrap(), None);
+    assert!(w.claims().start(seq_of(w, a).unwrap()));
+    assert!(core.abort(a, TaskError::Cancelled, Running::Stop));
+    assert_eq!(outcome(&ca), Err(TaskError::Cancelled));
+    assert!(!w.killed.load(Ordering::SeqCst));
+    assert!(w.sent().contains(&Sent::Cancel { id: a }));
+    fake::stop(&core, &launcher);
+}
+
+#[test]
+fn sparing_abort_takes_back_what_waits_and_leaves_what_runs() {
+    let (core, launcher, links) = fake::running(1, None);
+    let w = &links[0];
+    let (a, ca) = submit(&core, 1);
+    let (b, cb) = submit(&core, 2);
+    let (c, cc) = submit(&core, 3); // still queued (window 2)
+    assert!(w.claims().start(seq_of(w, a).unwrap()));
+    assert!(!core.abort(a, TaskError::Cancelled, Running::Spare));
+    assert!(core.abort(b, TaskError::Cancelled, Running::Spare));
+    assert!(core.abort(c, TaskError::Cancelled, Running::Spare));
+    assert!(!w.killed.load(Ordering::SeqCst));
+    assert_eq!(outcome(&cb), Err(TaskError::Cancelled));
+    assert_eq!(outcome(&cc), Err(TaskError::Cancelled));
+    assert!(fake::finish(&core, w, a, seq_of(w, a).unwrap(), 1));
+    assert_eq!(outcome(&ca), Ok(1));
+    fake::stop(&core, &launcher);
+}
+
+#[test]
+fn max_tasks_per_child_replaces_the_worker_before_it_leaves() {
+    let (core, launcher, links) = fake::running(1, Some(2));
+    let w = &links[0];
+    let jobs: Vec<_> = (1..=3).map(|x| submit(&core, x)).collect();
+    assert_eq!(
+        w.runs().len(),
+        2,
+        "the retiring worker gets exactly its quota"
+    );
+    assert!(launcher.wait_pending(1), "the replacement starts at once");
+    let fresh = launcher.ready_all(&core).pop().unwrap();
+    assert_eq!(fresh.runs().len(), 1);
+    for (id, seq) in w.runs() {
+        assert!(fake::run(&core, w, id, seq, id));
+    }
+    assert!(
+        w.sent().contains(&Sent::Shutdown),
+        "done with its quota: asked to exit"
+    );
+    let (id, seq) = fresh.runs()[0];
+    assert!(fake::run(&core, &fresh, id, seq, id));
+    for (id, c) in &jobs {
+        assert_eq!(outcome(c), Ok(*id));
+    }
+    fake::stop(&core, &launcher);
+}
+
+#[test]
+fn shutdown_drains_then_asks_workers_to_exit() {
+    let (core, launcher, links) = fake::running(2, None);
+    let jobs: Vec<_> = (1..=2).map(|x| submit(&core, x)).collect();
+    core.close();
+    assert_eq!(submit(&core, 9).1.take(), Some(Err(TaskError::Shutdown)));
+    for l in &links {
+        assert!(!l.sent().contains(&Sent::Shutdown), "work is still running");
+    }
+    for l in &links {
+        for (id, seq) in l.runs() {
+            assert!(fake::run(&core, l, id, seq, id));
+        }
+    }
+    for (id, c) in &jobs {
+        assert_eq!(outcome(c), Ok(*id));
+    }
+    for l in &links {
+        assert!(l.sent().contains(&Sent::Shutdown));
+        fake::exit(
+            &core,
+            l,
+            crate::error::ExitInfo {
+                code: Some(0),
+                signal: None,
+            },
+        );
+    }
+    core.join_blocking();
+    fake::stop(&core, &launcher);
+}
+
+#[test]
+fn stopping_resolves_everything_and_kills_every_worker() {
+    let (core, launcher, links) = fake::running(2, None);
+    let jobs: Vec<_> = (1..=5).map(|x| submit(&core, x)).collect();
+    let c2 = core.clone();
+    let stopper = std::thread::spawn(move || c2.stop_blocking(TaskError::Cancelled));
+    eventually("every worker killed", || {
+        links.iter().all(|l| l.killed.load(Ordering::SeqCst))
+    });
+    for l in &links {
+        assert!(l.closed.load(Ordering::SeqCst));
+    }
+    stopper.join().unwrap();
+    launcher.fail_pending(&core);
+    for (_, c) in &jobs {
+        assert_eq!(outcome(c), Err(TaskError::Cancelled));
+    }
+}
+
+#[test]
+fn a_start_that_cannot_start_every_worker_fails_with_the_cause() {
+    let launcher = Arc::new(fake::FakeLauncher::default());
+    launcher.plan(&[Plan::Manual, Plan::Fail, Plan::Manual]);
+    let core = Core::with_launcher(fake::config(3, None), launcher.clone());
+    let c2 = core.clone();
+    let starter = std::thread::spawn(move || c2.start_blocking());
+    assert!(launcher.wait_pending(2));
+    launcher.ready_all(&core);
+    let err = starter.join().unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Spawn);
+    let cause = err.to_string();
+    assert!(cause.contains("file descriptors"), "{cause}");
+    assert!(cause.contains("RLIMIT_NOFILE"), "{cause}");
+}
+
+#[test]
+fn failed_respawns_back_off_and_then_fail_the_queue_with_the_cause() {
+    let (core, launcher, links) = fake::running(1, None);
+    launcher.plan(&[Plan::Fail, Plan::Fail, Plan::Fail]);
+    let before = launcher.launches().len();
+    fake::exit(&core, &links[0], KILLED);
+    let (_, c) = submit(&core, 1);
+    match outcome(&c) {
+        Err(TaskError::Spawn { message }) => assert!(message.contains("file descriptors")),
+        other => panic!("expected TaskError::Spawn, got {other:?}"),
+    }
+    let times = launcher.launches();
+    assert!(
+        times.len() >= before + 3,
+        "{} launches",
+        times.len() - before
+    );
+    let gaps: Vec<Duration> = times[before..].windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|g| *g >= Duration::from_millis(5)),
+        "failed starts are retried after a pause: {gaps:?}"
+    );
+    // New work tries again at once, and a worker that comes up serves it.
+    let (id, c2) = submit(&core, 5);
+    assert!(launcher.wait_pending(1));
+    let fresh = launcher.ready_all(&core).pop().unwrap();
+    assert!(fake::run(&core, &fresh, id, seq_of(&fresh, id).unwrap(), 5));
+    assert_eq!(outcome(&c2), Ok(5));
+    fake::stop(&core, &launcher);
+}
+
+#[test]
+fn results_in_parts_are_joined() {
+    let (core, launcher, links) = fake::running(1, None);
+    let w = &links[0];
+    let payload = crate::protocol::batch::encode_chunk(&[1u64, 2, 3]).unwrap();
+    let (id, c) = core.submit("t", false, payload, None);
+    let seq = seq_of(w, id).unwrap();
+    assert!(w.claims().start(seq) && w.claims().finish(seq));
+    let mut items = Items::with_capacity(3);
+    for v in [10u64, 20, 30] {
+        items.push(Ok::<u64, TaskError>(v));
+    }
+    let mut events = Vec::new();
+    let last = items
+        .finish(2, |count, bytes| {
+            events.push(Event::Part {
+                id,
+                count,
+                items: bytes.to_vec(),
+            })
+        })
+        .to_vec();
+    assert!(!events.is_empty());
+    events.push(Event::Done {
+        id,
+        exec_ns: 1,
+        outcome: Ok(last),
+    });
+    core.worker_events(w.key, &mut events);
+    assert!(c.wait_until(None));
+    let v: Vec<Result<u64, TaskError>> = crate::protocol::batch::decode_batch(c.take().unwrap(), 3);
+    assert_eq!(v, vec![Ok(10), Ok(20), Ok(30)]);
+    fake::stop(&core, &launcher);
+}

@@ -1,0 +1,386 @@
+//! The one batch format: how arguments travel to a worker and results back.
+//!
+//! A request carries a *batch*: a postcard `Vec<Args>` (one element for
+//! `submit`, a chunk for `map`). Its answer is a postcard
+//! `Vec<Result<Output, TaskError>>` with one item per argument, in order.
+//! Every encode and decode of a batch goes through this module; nothing
+//! else reads these bytes by offset.
+//!
+//! A worker encodes result items one by one into [`Items`], so that an item
+//! too large for one message fails alone (it becomes
+//! `Err(TaskError::Serialization)`) and a batch too large for one message
+//! is sent in parts (see `ToParent::Part`) that the parent joins with
+//! [`join_parts`].
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::TaskError;
+
+/// Appends an unsigned LEB128 varint, as postcard encodes lengths.
+pub(crate) fn push_varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Reads a varint at the start of `bytes`: the value and the rest.
+fn take_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v: u64 = 0;
+    for (i, b) in bytes.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((v, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+/// Lets postcard append to a borrowed `Vec` (so a failed encode can be
+/// rolled back instead of losing the buffer).
+pub(crate) struct ExtendVec<'a>(pub(crate) &'a mut Vec<u8>);
+
+impl Extend<u8> for ExtendVec<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        self.0.extend(iter);
+    }
+}
+
+// ----- arguments ---------------------------------------------------------
+
+/// Encodes one argument as a batch of one.
+pub(crate) fn encode_one<A: Serialize>(args: &A) -> Result<Vec<u8>, TaskError> {
+    let mut buf = Vec::with_capacity(16);
+    push_varint(&mut buf, 1);
+    postcard::to_extend(args, ExtendVec(&mut buf)).map_err(|e| TaskError::Serialization {
+        message: format!("cannot encode the arguments: {e}"),
+    })?;
+    Ok(buf)
+}
+
+/// Encodes a chunk of arguments as one batch.
+pub(crate) fn encode_chunk<A: Serialize>(items: &[A]) -> Result<Vec<u8>, TaskError> {
+    postcard::to_stdvec(items).map_err(|e| TaskError::Serialization {
+        message: format!("cannot encode the arguments: {e}"),
+    })
+}
+
+/// Decodes a batch of arguments of task `task` (in the worker).
+pub(crate) fn decode_args<A: DeserializeOwned>(
+    input: &[u8],
+    task: &str,
+) -> Result<Vec<A>, TaskError> {
+    postcard::from_bytes(input).map_err(|e| TaskError::Serialization {
+        message: format!("cannot decode the arguments of `{task}`: {e}"),
+    })
+}
+
+// ----- results, worker side ----------------------------------------------
+
+/// Room left before the first item for the batch's length prefix.
+const HEAD: usize = 10;
+
+/// The encoded result items of one batch, with their boundaries. The
+/// bytes start with room for the batch's length, so the finished batch is
+/// sent from this one buffer without a copy.
+#[derive(Debug)]
+pub(crate) struct Items {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Default for Items {
+    fn default() -> Self {
+        Items::with_capacity(1)
+    }
+}
+
+impl Items {
+    /// Room for `n` items.
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        let mut bytes = Vec::with_capacity(HEAD + 16);
+        bytes.resize(HEAD, 0);
+        Items {
+            bytes,
+            ends: Vec::with_capacity(n),
+        }
+    }
+
+    /// Appends one item; an output that fails to encode becomes
+    /// `Err(Serialization)`.
+    pub(crate) fn push<O: Serialize>(&mut self, r: Result<O, TaskError>) {
+        let mark = self.bytes.len();
+        if let Err(e) = postcard::to_extend(&r, ExtendVec(&mut self.bytes)) {
+            self.bytes.truncate(mark);
+            self.push_error(&TaskError::Serialization {
+                message: format!("cannot encode the result: {e}"),
+            });
+            return;
+        }
+        self.ends.push(self.bytes.len());
+    }
+
+    fn push_error(&mut self, e: &TaskError) {
+        let err: Result<(), &TaskError> = Err(e);
+        postcard::to_extend(&err, ExtendVec(&mut self.bytes)).expect("a TaskError encodes");
+        self.ends.push(self.bytes.len());
+    }
+
+    /// The number of items.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn start(&self, i: usize) -> usize {
+        if i == 0 {
+            HEAD
+        } else {
+            self.ends[i - 1]
+        }
+    }
+
+    fn item(&self, i: usize) -> &[u8] {
+        &self.bytes[self.start(i)..self.ends[i]]
+    }
+
+    /// Replaces every item larger than `limit` bytes with an error that says
+    /// so: an oversized result fails only its own item.
+    pub(crate) fn cap_items(&mut self, limit: usize) {
+        if !(0..self.len()).any(|i| self.item(i).len() > limit) {
+            return;
+        }
+        let old = std::mem::replace(self, Items::with_capacity(self.len()));
+        for i in 0..old.len() {
+            let item = old.item(i);
+            if item.len() > limit {
+                self.push_error(&TaskError::Serialization {
+                    message: format!(
+                        "the result is {} bytes, over the {limit}-byte message limit \
+                         (see max_message_size)",
+                        item.len()
+                    ),
+                });
+            } else {
+                self.bytes.extend_from_slice(item);
+                self.ends.push(self.bytes.len());
+            }
+        }
+    }
+
+    /// Finishes the batch for sending in messages of at most `limit` bytes
+    /// of items: every run of items but the last goes to `part` as
+    /// `(count, concatenated items)`; the last run is returned as a batch
+    /// (with its length), ready for the final message. An item is never
+    /// split; call [`cap_items`](Self::cap_items) first.
+    pub(crate) fn finish(&mut self, limit: usize, mut part: impl FnMut(u32, &[u8])) -> &[u8] {
+        let mut first = 0;
+        for i in 0..self.len() {
+            if self.ends[i] - self.start(first) > limit && i > first {
+                part(
+                    (i - first) as u32,
+                    &self.bytes[self.start(first)..self.start(i)],
+                );
+                first = i;
+            }
+        }
+        // The length goes right before the last run: into the room left at
+        // the front, or over the tail of a run already handed to `part`.
+        let mut len = Vec::with_capacity(5);
+        push_varint(&mut len, (self.len() - first) as u64);
+        let at = self.start(first) - len.len();
+        self.bytes[at..at + len.len()].copy_from_slice(&len);
+        &self.bytes[at..]
+    }
+
+    /// The whole batch as one `Vec<Result<O, TaskError>>` encoding.
+    #[cfg(test)]
+    pub(crate) fn into_batch(mut self) -> Vec<u8> {
+        self.finish(usize::MAX, |_, _| unreachable!()).to_vec()
+    }
+
+    /// For a batch of one (an initializer, a `Process` target): `Ok(())`
+    /// when the item is `Ok`, else its error.
+    pub(crate) fn single_outcome(&self) -> Result<(), TaskError> {
+        let Some(item) = (self.len() == 1).then(|| self.item(0)) else {
+            return Err(TaskError::Serialization {
+                message: format!("expected one result, got {}", self.len()),
+            });
+        };
+        match item.split_first() {
+            Some((0, _)) => Ok(()),
+            Some((1, err)) => Err(postcard::from_bytes::<TaskError>(err).unwrap_or_else(|e| {
+                TaskError::Serialization {
+                    message: format!("cannot decode the error: {e}"),
+                }
+            })),
+            _ => Err(TaskError::Serialization {
+                message: "malformed result".into(),
+            }),
+        }
+    }
+}
+
+// ----- results, parent side ----------------------------------------------
+
+/// What a finished request carries: the encoded
+/// `Vec<Result<Output, TaskError>>` of its batch, or one error for all of it.
+pub(crate) type Outcome = Result<Vec<u8>, TaskError>;
+
+/// Joins parts received before the final answer: `parts` holds the
+/// concatenated items of earlier parts and their count; `last` is the
+/// final batch.
+pub(crate) fn join_parts(parts: (u64, Vec<u8>), last: &[u8]) -> Outcome {
+    let (count, rest) = take_varint(last).ok_or_else(|| TaskError::Serialization {
+        message: "malformed result batch".into(),
+    })?;
+    let (n, mut items) = parts;
+    let mut out = Vec::with_capacity(items.len() + rest.len() + 10);
+    push_varint(&mut out, n + count);
+    out.append(&mut items);
+    out.extend_from_slice(rest);
+    Ok(out)
+}
+
+/// Decodes the items of a finished batch of `n` arguments.
+pub(crate) fn decode_batch<T: DeserializeOwned>(
+    outcome: Outcome,
+    n: usize,
+) -> Vec<Result<T, TaskError>> {
+    match outcome {
+        Ok(bytes) => match postcard::from_bytes::<Vec<Result<T, TaskError>>>(&bytes) {
+            Ok(v) if v.len() == n => v,
+            Ok(v) => {
+                let e = TaskError::Serialization {
+                    message: format!("expected {n} results, got {}", v.len()),
+                };
+                (0..n).map(|_| Err(e.clone())).collect()
+            }
+            Err(e) => {
+                let e = TaskError::Serialization {
+                    message: format!("cannot decode the result: {e}"),
+                };
+                (0..n).map(|_| Err(e.clone())).collect()
+            }
+        },
+        Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
+    }
+}
+
+/// Decodes the single item of a one-argument request.
+pub(crate) fn decode_one<T: DeserializeOwned>(outcome: Outcome) -> Result<T, TaskError> {
+    decode_batch(outcome, 1)
+        .into_iter()
+        .next()
+        .unwrap_or(Err(TaskError::Serialization {
+            message: "empty result batch".into(),
+        }))
+}
+
+/// True when the first item of a finished batch is an error (without
+/// knowing its output type).
+pub(crate) fn first_failed(outcome: &Outcome) -> bool {
+    match outcome {
+        Err(_) => true,
+        Ok(bytes) => match take_varint(bytes) {
+            // Postcard encodes `Result` as a variant index: 0 Ok, 1 Err.
+            Some((n, rest)) if n > 0 => rest.first() == Some(&1),
+            _ => true,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_matches_postcard() {
+        for v in [0u64, 1, 127, 128, 300, 16_384, u32::MAX as u64, u64::MAX] {
+            let mut ours = Vec::new();
+            push_varint(&mut ours, v);
+            assert_eq!(ours, postcard::to_stdvec(&v).unwrap(), "{v}");
+            assert_eq!(take_varint(&ours), Some((v, &[][..])));
+        }
+    }
+
+    #[test]
+    fn items_decode_as_a_vec_of_results() {
+        let mut items = Items::with_capacity(2);
+        items.push(Ok::<u32, TaskError>(5));
+        items.push(Err::<u32, _>(TaskError::Cancelled));
+        let v: Vec<Result<u32, TaskError>> = decode_batch(Ok(items.into_batch()), 2);
+        assert_eq!(v, vec![Ok(5), Err(TaskError::Cancelled)]);
+    }
+
+    #[test]
+    fn an_oversized_item_fails_alone() {
+        let mut items = Items::with_capacity(3);
+        items.push(Ok::<Vec<u8>, TaskError>(vec![1; 10]));
+        items.push(Ok::<Vec<u8>, TaskError>(vec![2; 5000]));
+        items.push(Ok::<Vec<u8>, TaskError>(vec![3; 10]));
+        items.cap_items(1000);
+        let v: Vec<Result<Vec<u8>, TaskError>> = decode_batch(Ok(items.into_batch()), 3);
+        assert_eq!(v[0], Ok(vec![1; 10]));
+        assert!(
+            matches!(&v[1], Err(TaskError::Serialization { message }) if message.contains("5")),
+            "{:?}",
+            v[1]
+        );
+        assert_eq!(v[2], Ok(vec![3; 10]));
+    }
+
+    #[test]
+    fn runs_split_at_item_boundaries_and_join_back() {
+        let mut items = Items::with_capacity(8);
+        for i in 0..8u8 {
+            items.push(Ok::<Vec<u8>, TaskError>(vec![i; 400]));
+        }
+        let mut acc = (0u64, Vec::new());
+        let mut parts = 0;
+        let last = items
+            .finish(1000, |n, b| {
+                assert!(b.len() <= 1000);
+                parts += 1;
+                acc.0 += u64::from(n);
+                acc.1.extend_from_slice(b);
+            })
+            .to_vec();
+        assert!(parts >= 3, "{parts}");
+        let joined = join_parts(acc, &last).unwrap();
+        let v: Vec<Result<Vec<u8>, TaskError>> = decode_batch(Ok(joined), 8);
+        for (i, r) in v.into_iter().enumerate() {
+            assert_eq!(r, Ok(vec![i as u8; 400]));
+        }
+    }
+
+    #[test]
+    fn first_failed_reads_the_first_item() {
+        let mut ok = Items::with_capacity(1);
+        ok.push(Ok::<u8, TaskError>(1));
+        assert!(!first_failed(&Ok(ok.into_batch())));
+        let mut bad = Items::with_capacity(1);
+        bad.push(Err::<u8, _>(TaskError::TimedOut));
+        assert!(first_failed(&Ok(bad.into_batch())));
+        assert!(first_failed(&Err(TaskError::Cancelled)));
+    }
+
+    #[test]
+    fn single_outcome_reports_the_error() {
+        let mut bad = Items::with_capacity(1);
+        bad.push(Err::<u8, _>(TaskError::Panicked {
+            message: "boom".into(),
+        }));
+        assert_eq!(
+            bad.single_outcome(),
+            Err(TaskError::Panicked {
+                message: "boom".into()
+            })
+        );
+    }
+}

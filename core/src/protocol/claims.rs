@@ -1,0 +1,270 @@
+//! The claim table: who decides whether a request sent to a worker runs.
+//!
+//! A parent sends requests ahead to a worker, numbered by a per-worker
+//! sequence number `seq`. Each request has a slot in a table shared by the
+//! two processes (one page of a memfd; `seq % SLOTS` picks the slot), which
+//! holds `seq` and a state. Every change of state is one compare-and-swap,
+//! so parent and worker can never both win:
+//!
+//! ```text
+//!            worker: start            worker: finish
+//!   SENT ───────────────────▶ STARTED ───────────────▶ DONE
+//!    │                           │
+//!    │ parent: revoke            │ parent: doom (kill the worker for it)
+//!    ▼                           ▼
+//!  REVOKED                    DOOMED
+//! ```
+//!
+//! * The worker runs a request only after it moved its slot from `SENT` to
+//!   `STARTED`; a request it finds revoked (or a slot already reused for a
+//!   later `seq`) is skipped without a word.
+//! * The parent takes back a request that has not started by moving it
+//!   from `SENT` to `REVOKED` — even from a worker that is stopped or
+//!   wedged, since nothing of the worker has to run — and sends it
+//!   elsewhere. It never runs twice.
+//! * A timeout or `cancel` kills a worker only after it moved *that*
+//!   request from `STARTED` to `DOOMED`. A worker that finishes a request
+//!   whose slot it cannot move to `DONE` was doomed: it starts nothing more
+//!   and exits, so the kill can never hit a later, innocent request.
+//! * When a worker dies, its requests still `SENT` never started and are
+//!   sent elsewhere; the others (`STARTED`, `DONE` without an answer yet,
+//!   `DOOMED`) fail with `WorkerDied`.
+//!
+//! The parent reuses a slot only after the request that held it has been
+//! resolved, so at most [`SLOTS`] requests of one worker are outstanding.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::sys::SharedCounter;
+
+/// Slots in a table: one 4 KiB page of 64-bit words.
+pub(crate) const SLOTS: u64 = 512;
+
+const STATE_BITS: u32 = 3;
+const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
+
+/// Where a request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// Sent, not started; the parent may still take it back.
+    Sent,
+    /// The worker has started it.
+    Started,
+    /// The worker has finished it; its answer is on the way.
+    Done,
+    /// The parent took it back; the worker will skip it.
+    Revoked,
+    /// The parent is killing the worker for it.
+    Doomed,
+    /// The slot holds another request (never sent, or already reused).
+    Stale,
+}
+
+impl Claim {
+    fn code(self) -> u64 {
+        match self {
+            Claim::Sent => 1,
+            Claim::Started => 2,
+            Claim::Done => 3,
+            Claim::Revoked => 4,
+            Claim::Doomed => 5,
+            Claim::Stale => 0,
+        }
+    }
+
+    fn from_code(c: u64) -> Claim {
+        match c {
+            1 => Claim::Sent,
+            2 => Claim::Started,
+            3 => Claim::Done,
+            4 => Claim::Revoked,
+            5 => Claim::Doomed,
+            _ => Claim::Stale,
+        }
+    }
+}
+
+fn word(seq: u64, c: Claim) -> u64 {
+    debug_assert!(seq < (1 << (64 - STATE_BITS)));
+    (seq << STATE_BITS) | c.code()
+}
+
+#[derive(Debug)]
+enum Backing {
+    /// Shared with a worker process.
+    Page(SharedCounter),
+    /// In this process only (the scheduler's tests).
+    #[cfg(test)]
+    Local(Box<[AtomicU64]>),
+}
+
+/// One worker's claim table (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Claims {
+    backing: Backing,
+}
+
+impl Claims {
+    /// A table in a fresh shared page, to pass to a worker process.
+    pub(crate) fn create_shared() -> std::io::Result<Self> {
+        Ok(Claims {
+            backing: Backing::Page(SharedCounter::create()?),
+        })
+    }
+
+    /// The table a parent passed to this worker.
+    pub(crate) fn from_shared(page: SharedCounter) -> Self {
+        Claims {
+            backing: Backing::Page(page),
+        }
+    }
+
+    /// A table in this process's memory.
+    #[cfg(test)]
+    pub(crate) fn local() -> Self {
+        Claims {
+            backing: Backing::Local((0..SLOTS).map(|_| AtomicU64::new(0)).collect()),
+        }
+    }
+
+    /// The shared page's descriptor, to pass to the worker.
+    pub(crate) fn shared_fd(&self) -> Option<std::os::fd::RawFd> {
+        match &self.backing {
+            Backing::Page(p) => Some(p.fd()),
+            #[cfg(test)]
+            Backing::Local(_) => None,
+        }
+    }
+
+    fn slot(&self, seq: u64) -> &AtomicU64 {
+        let words = match &self.backing {
+            Backing::Page(p) => p.words(),
+            #[cfg(test)]
+            Backing::Local(b) => b,
+        };
+        debug_assert!(words.len() as u64 >= SLOTS);
+        &words[(seq % SLOTS) as usize]
+    }
+
+    /// Where request `seq` stands.
+    pub(crate) fn state(&self, seq: u64) -> Claim {
+        let w = self.slot(seq).load(Ordering::Acquire);
+        if w >> STATE_BITS != seq {
+            return Claim::Stale;
+        }
+        Claim::from_code(w & STATE_MASK)
+    }
+
+    fn swap(&self, seq: u64, from: Claim, to: Claim) -> Result<(), Claim> {
+        self.slot(seq)
+            .compare_exchange(
+                word(seq, from),
+                word(seq, to),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .map(|_| ())
+            .map_err(|w| {
+                if w >> STATE_BITS == seq {
+                    Claim::from_code(w & STATE_MASK)
+                } else {
+                    Claim::Stale
+                }
+            })
+    }
+
+    // ----- parent ------------------------------------------------------
+
+    /// Marks request `seq` as sent. The slot must be free: the request that
+    /// held it last has been resolved.
+    pub(crate) fn offer(&self, seq: u64) {
+        self.slot(seq)
+            .store(word(seq, Claim::Sent), Ordering::Release);
+    }
+
+    /// Takes request `seq` back unless it has started; on failure, returns
+    /// where it stands.
+    pub(crate) fn revoke(&self, seq: u64) -> Result<(), Claim> {
+        self.swap(seq, Claim::Sent, Claim::Revoked)
+    }
+
+    /// Claims the running request `seq` for a kill; fails (with where it
+    /// stands) when it is not running any more.
+    pub(crate) fn doom(&self, seq: u64) -> Result<(), Claim> {
+        self.swap(seq, Claim::Started, Claim::Doomed)
+    }
+
+    // ----- worker ------------------------------------------------------
+
+    /// Before running request `seq`: true when the worker may run it.
+    pub(crate) fn start(&self, seq: u64) -> bool {
+        self.swap(seq, Claim::Sent, Claim::Started).is_ok()
+    }
+
+    /// After running request `seq`: false when the parent doomed it, and the
+    /// worker must start nothing more.
+    pub(crate) fn finish(&self, seq: u64) -> bool {
+        self.swap(seq, Claim::Started, Claim::Done).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worker_and_the_parent_never_both_win() {
+        let c = Claims::local();
+        c.offer(7);
+        assert_eq!(c.revoke(7), Ok(()));
+        assert!(!c.start(7), "a revoked request must not start");
+
+        c.offer(8);
+        assert!(c.start(8));
+        assert_eq!(c.revoke(8), Err(Claim::Started));
+        assert_eq!(c.doom(8), Ok(()));
+        assert!(!c.finish(8), "a doomed request's worker must stop");
+
+        c.offer(9);
+        assert!(c.start(9));
+        assert!(c.finish(9));
+        assert_eq!(
+            c.doom(9),
+            Err(Claim::Done),
+            "a finished request is never doomed"
+        );
+    }
+
+    #[test]
+    fn a_reused_slot_is_stale_for_the_old_request() {
+        let c = Claims::local();
+        c.offer(3);
+        assert_eq!(c.revoke(3), Ok(()));
+        c.offer(3 + SLOTS);
+        assert!(!c.start(3), "the old request finds its slot reused");
+        assert_eq!(c.state(3), Claim::Stale);
+        assert!(c.start(3 + SLOTS));
+    }
+
+    #[test]
+    fn racing_threads_agree_on_one_winner() {
+        use std::sync::Arc;
+        let c = Arc::new(Claims::local());
+        for seq in 0..2000u64 {
+            c.offer(seq);
+            let w = c.clone();
+            let worker = std::thread::spawn(move || w.start(seq));
+            let parent_won = c.revoke(seq).is_ok();
+            let worker_won = worker.join().unwrap();
+            assert!(parent_won ^ worker_won, "seq {seq}: exactly one side wins");
+        }
+    }
+
+    #[test]
+    fn a_shared_table_is_seen_through_its_page() {
+        let c = Claims::create_shared().unwrap();
+        assert!(c.shared_fd().is_some());
+        c.offer(1);
+        assert_eq!(c.state(1), Claim::Sent);
+    }
+}
