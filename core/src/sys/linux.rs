@@ -50,6 +50,13 @@ pub(crate) fn set_thread_name(name: &str) {
     }
 }
 
+/// The kernel's name for the calling thread.
+pub(crate) fn thread_name() -> String {
+    nix::sys::prctl::get_name()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Workers ignore SIGINT: a Ctrl-C reaches the whole process group, and the
 /// parent decides how its workers end.
 pub(crate) fn ignore_sigint() {
