@@ -36,6 +36,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::fmt;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -108,6 +109,8 @@ const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
 /// One mapped segment. Shared objects hold it in an `Arc`.
 pub(crate) struct Segment {
     map: Mapping,
+    /// Keeps the memfd reachable through `/proc/<pid>/fd/<n>`.
+    fd: OwnedFd,
     token: u64,
 }
 
@@ -154,7 +157,7 @@ impl Segment {
     pub(crate) fn create(kind: Kind, type_hash: u64, size: usize) -> Result<Arc<Segment>, Error> {
         let len = (HEADER_SIZE + size).next_multiple_of(4096);
         let name: &CStr = c"mproc-shared";
-        let map = Mapping::create(name, len).map_err(|e| {
+        let (map, fd) = Mapping::create(name, len).map_err(|e| {
             Error::with_source(
                 ErrorKind::Io,
                 format!("cannot create a shared-memory segment: {e}"),
@@ -162,7 +165,7 @@ impl Segment {
             )
         })?;
         let token = shm::random_u64();
-        let seg = Arc::new(Segment { map, token });
+        let seg = Arc::new(Segment { map, fd, token });
         let h = seg.header();
         h.token.store(token, Ordering::Relaxed);
         h.len.store(len as u64, Ordering::Relaxed);
@@ -186,7 +189,7 @@ impl Segment {
             offset + std::mem::size_of::<S>() <= self.map.len(),
             "shared state out of the segment"
         );
-        let p = self.map.as_ptr().wrapping_add(offset);
+        let p = self.map.base().wrapping_add(offset);
         debug_assert_eq!(p as usize % std::mem::align_of::<S>(), 0);
         // SAFETY: the range lies inside the live mapping (asserted above) and
         // is aligned (mappings are page-aligned and callers use aligned
@@ -205,7 +208,7 @@ impl Segment {
     /// access a protocol guards (rings, `Value`/`Array` payloads).
     pub(crate) fn ptr_at(&self, offset: usize) -> *mut u8 {
         assert!(offset <= self.map.len(), "offset out of the segment");
-        self.map.as_ptr().wrapping_add(offset)
+        self.map.base().wrapping_add(offset)
     }
 
     /// The total length of the segment.
@@ -247,7 +250,7 @@ impl Segment {
         });
         Wire {
             pid: me,
-            fd: self.map.raw_fd(),
+            fd: self.fd.as_raw_fd(),
             len: self.map.len() as u64,
             token: self.token,
             slot,
@@ -361,7 +364,9 @@ impl Segment {
         if w.pid == shm::pid() {
             return Err(gone());
         }
-        let map = match Mapping::open_remote(w.pid, w.fd, w.len as usize) {
+        let opened = shm::open_remote(w.pid, w.fd, w.len as usize)
+            .and_then(|fd| Ok((Mapping::map(&fd, w.len as usize)?, fd)));
+        let (map, fd) = match opened {
             Ok(m) => m,
             Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
                 return Err(Error::with_source(
@@ -378,6 +383,7 @@ impl Segment {
         };
         let seg = Segment {
             map,
+            fd,
             token: w.token,
         };
         let h = seg.header();
