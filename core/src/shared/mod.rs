@@ -45,12 +45,18 @@ pub use rlock::{RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
 pub use value::{Value, ValueGuard};
 
+/// For decoders outside `shared/` (task arguments and results): names the
+/// real cause of a postcard error when a shared-object handle could not be
+/// opened.
+#[allow(unused_imports)]
+pub(crate) use segment::decode_error_message;
+
 /// `Serialize`/`Deserialize` for a non-generic handle `{ seg: Arc<Segment> }`.
 macro_rules! handle_serde {
     ($ty:ident, $kind:expr) => {
         impl serde::Serialize for $ty {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                super::segment::serialize_handle(&self.seg, Box::new(self.seg.clone()), s)
+                super::segment::serialize_handle(&self.seg, s)
             }
         }
 

@@ -29,7 +29,10 @@ use serde::{Deserialize, Serialize};
 
 use super::queue::with_encoded;
 use super::ring::{Ring, RingError};
-use super::segment::{report_open_error, type_hash, Kind, Segment, SharedState, Wire, HEADER_SIZE};
+use super::segment::{
+    decode_error_message, report_open_error, type_hash, Kind, Segment, SharedState, Wire,
+    HEADER_SIZE,
+};
 use super::wait::{self, Deadline};
 use crate::error::{Error, ErrorKind};
 use crate::sys::shm;
@@ -326,7 +329,7 @@ fn encode_err(e: postcard::Error) -> Error {
 fn decode_err(e: postcard::Error) -> Error {
     Error::new(
         ErrorKind::Protocol,
-        format!("cannot decode the message: {e}"),
+        format!("cannot decode the message: {}", decode_error_message(&e)),
     )
 }
 
@@ -464,7 +467,12 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
 
 impl<T> Serialize for Connection<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let wire = self.end.seg.to_wire(Box::new(self.end.clone()));
+        // Keep this end registered as held by this process until a receiver
+        // has registered itself (one kept clone per end, however many sends).
+        let end = &self.end;
+        let wire = end
+            .seg
+            .to_wire_keeping(end.idx as u8, &|| Box::new(end.clone()));
         (self.end.idx as u8, wire).serialize(s)
     }
 }

@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::ring::{Ring, RingError};
-use super::segment::{type_hash, Kind, Segment, HEADER_SIZE};
+use super::segment::{decode_error_message, type_hash, Kind, Segment, HEADER_SIZE};
 use super::wait::{self, Deadline};
 use crate::error::{Error, ErrorKind, QueueError};
 
@@ -80,6 +80,12 @@ fn ring_err(e: RingError, size: usize, ring: &Ring) -> QueueError {
 fn encoding(e: postcard::Error) -> QueueError {
     QueueError::Encoding {
         message: e.to_string(),
+    }
+}
+
+fn decoding(e: postcard::Error) -> QueueError {
+    QueueError::Encoding {
+        message: decode_error_message(&e),
     }
 }
 
@@ -169,7 +175,7 @@ impl<T: Serialize + DeserializeOwned> Core<T> {
                 stall,
             )
             .map_err(|e| ring_err(e, 0, &self.ring))?
-            .map_err(encoding)
+            .map_err(decoding)
     }
 
     async fn get_async(&self) -> Result<T, QueueError> {
@@ -331,8 +337,7 @@ macro_rules! queue_api {
 
         impl<T> serde::Serialize for $ty<T> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let keep = Box::new(self.core.seg.clone());
-                super::segment::serialize_handle(&self.core.seg, keep, s)
+                super::segment::serialize_handle(&self.core.seg, s)
             }
         }
 

@@ -22,11 +22,37 @@
 //! The route needs the serializing process to still hold the descriptor when
 //! the receiver opens it. A handle moved into a task (`submit(task, q)`) is
 //! dropped by the sender right after it was encoded, so serializing a handle
-//! also *keeps a clone of it alive* in the sending process until a receiver
-//! acknowledged it: the header holds a few acknowledgement slots, one per
-//! sending process, with a count of handles issued and received; a keep-alive
-//! thread (running only while something is in flight) drops each kept clone
-//! once its ticket is acknowledged, or after [`KEEPALIVE_LIMIT`].
+//! also *keeps the segment alive* in the sending process until every handle
+//! it encoded has been received:
+//!
+//! * The header holds a few acknowledgement slots. A sending process claims
+//!   one (while it has handles in flight) and counts in it the handles it
+//!   `issued`; each receiver, once it has opened the segment, adds one to
+//!   `acked`.
+//! * The sender keeps **one** entry per segment (plus, for a pipe, one
+//!   clone per end it sent), whatever the number of encodes: the entry
+//!   remembers the latest ticket, and a keep-alive thread (running only while
+//!   something can still be acknowledged) drops it, and frees the slot, once
+//!   `acked` has caught up with it. Repeated encodes of one handle therefore
+//!   never add up.
+//! * There is no time limit: a task queued for an hour still finds its
+//!   object. The price is bounded: a handle that is encoded and never decoded
+//!   (a task cancelled before it ran, bytes thrown away) keeps that one
+//!   object alive in the sender until the sender exits — at most one object's
+//!   memory per such object, never growing with the number of encodes. The
+//!   same holds when all slots are taken by other live senders (the ticket
+//!   cannot be acknowledged then).
+//! * A handle decoded twice counts as two receipts and may let the sender
+//!   drop its entry while a third copy is still in flight; that copy then
+//!   fails as below.
+//!
+//! When the sender has exited before the receiver opened the segment, nothing
+//! can bring the object back (no other process is known to hold it). The
+//! receiver then gets an error that says so — "the process (pid N) that sent
+//! this Queue handle has exited, so the shared object could not be opened" —
+//! through serde's `Error::custom`, and, because postcard keeps only "Serde
+//! Deserialization Error" of a custom error, also through
+//! [`decode_error_message`], which decoders call to name the real cause.
 //!
 //! Nothing here depends on how a process was started: a forked child inherits
 //! mappings and descriptors and serializes with its own pid; a spawned one
@@ -41,20 +67,18 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use std::cell::RefCell;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind};
 use crate::sys::shm::{self, Mapping};
 
-/// How long a serialized handle keeps its segment alive in the sending
-/// process when no receiver acknowledges it (e.g. the task was cancelled).
-pub(crate) const KEEPALIVE_LIMIT: Duration = Duration::from_secs(60);
-
 /// Bytes reserved for the [`Header`] at the start of every segment.
 pub(crate) const HEADER_SIZE: usize = 256;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"MPROCSHM");
-const ACK_SLOTS: usize = 8;
+const ACK_SLOTS: usize = 12;
 const NO_SLOT: u8 = u8::MAX;
 
 /// State kept in a segment and shared by processes.
@@ -79,6 +103,24 @@ pub(crate) enum Kind {
     Array,
     Queue,
     Pipe,
+}
+
+impl Kind {
+    /// The user-facing type name, for error messages.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Lock => "Lock",
+            Kind::RLock => "RLock",
+            Kind::Semaphore => "Semaphore",
+            Kind::Event => "Event",
+            Kind::Condition => "Condition",
+            Kind::Barrier => "Barrier",
+            Kind::Value => "Value",
+            Kind::Array => "Array",
+            Kind::Queue => "Queue",
+            Kind::Pipe => "Connection",
+        }
+    }
 }
 
 #[repr(C)]
@@ -123,10 +165,15 @@ impl fmt::Debug for Segment {
     }
 }
 
+/// A value kept alive with a segment while its handles are in flight.
+pub(crate) type KeptValue = Box<dyn Any + Send + Sync>;
+
 /// A serialized handle: where to find the segment and how to recognize it.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct Wire {
     pid: u32,
+    /// The sender's start time (low 32 bits), to tell a reused pid.
+    start: u32,
     fd: i32,
     len: u64,
     token: u64,
@@ -226,35 +273,54 @@ impl Segment {
         unsafe { self.map.discard(offset, len) }
     }
 
-    /// Encodes a handle to this segment. `keep` (a clone of the handle) stays
-    /// alive in this process until a receiver has opened the segment, or for
-    /// [`KEEPALIVE_LIMIT`].
-    pub(crate) fn to_wire(self: &Arc<Self>, keep: Box<dyn Any + Send + Sync>) -> Wire {
-        let me = shm::pid();
-        let (slot, ticket) = match self.claim_ack_slot(me) {
-            Some(i) => {
-                let t = self.header().acks[i]
-                    .issued
-                    .fetch_add(1, Ordering::AcqRel)
-                    .wrapping_add(1);
-                (i as u8, t)
-            }
-            None => (NO_SLOT, 0),
-        };
-        keepalive::hold(keepalive::Kept {
-            _keep: keep,
-            seg: self.clone(),
-            slot,
-            ticket,
-            since: Instant::now(),
-        });
+    /// Encodes a handle to this segment, keeping the segment alive in this
+    /// process until a receiver has opened it (see the module doc).
+    pub(crate) fn to_wire(self: &Arc<Self>) -> Wire {
+        keepalive::issue(self, None)
+    }
+
+    /// As [`to_wire`](Self::to_wire), also keeping alive what `keep` makes
+    /// (a clone of a pipe end, which registers its holder). `key` names the
+    /// kept value among those of this segment: it is made only when no value
+    /// of that key is kept yet.
+    pub(crate) fn to_wire_keeping(self: &Arc<Self>, key: u8, keep: &dyn Fn() -> KeptValue) -> Wire {
+        keepalive::issue(self, Some((key, keep)))
+    }
+
+    /// The wire form for ticket `ticket` of `slot`.
+    fn wire(&self, slot: u8, ticket: u32) -> Wire {
         Wire {
-            pid: me,
+            pid: shm::pid(),
+            start: shm::start_time(),
             fd: self.fd.as_raw_fd(),
             len: self.map.len() as u64,
             token: self.token,
             slot,
             ticket,
+        }
+    }
+
+    /// Issues the next ticket of `slot` (owned by this process).
+    fn next_ticket(&self, slot: u8) -> u32 {
+        let s = &self.header().acks[slot as usize];
+        let issued = s.issued.load(Ordering::Acquire);
+        let acked = s.acked.load(Ordering::Acquire);
+        // A handle decoded twice acknowledges twice; do not let that surplus
+        // acknowledge tickets not yet issued.
+        if acked.wrapping_sub(issued) as i32 > 0 {
+            let _ = s
+                .acked
+                .compare_exchange(acked, issued, Ordering::AcqRel, Ordering::Acquire);
+        }
+        s.issued.fetch_add(1, Ordering::AcqRel).wrapping_add(1)
+    }
+
+    /// Frees `slot` if this process owns it (nothing of ours is in flight).
+    fn release_ack_slot(&self, slot: u8, me: u32) {
+        if let Some(s) = self.header().acks.get(slot as usize) {
+            let _ = s
+                .pid
+                .compare_exchange(me, 0, Ordering::AcqRel, Ordering::Acquire);
         }
     }
 
@@ -334,7 +400,7 @@ impl Segment {
             .and_then(Weak::upgrade);
         let seg = match cached {
             Some(s) => s,
-            None => Self::open_remote(w)?,
+            None => Self::open_remote(w, kind)?,
         };
         let h = seg.header();
         if h.kind.load(Ordering::Relaxed) != kind as u32
@@ -350,16 +416,30 @@ impl Segment {
         Ok(seg)
     }
 
-    fn open_remote(w: &Wire) -> Result<Arc<Segment>, Error> {
+    fn open_remote(w: &Wire, kind: Kind) -> Result<Arc<Segment>, Error> {
+        let what = kind.name();
         let gone = || {
-            Error::new(
-                ErrorKind::Disconnected,
+            let msg = if w.pid == shm::pid() {
                 format!(
-                    "shared object is gone: process {} that sent the handle has exited or \
-                     dropped every handle to it before this one was received",
+                    "this process sent this {what} handle and has since dropped every handle \
+                     to the shared object, so it could not be opened"
+                )
+            } else if shm::process_dead(w.pid, (w.start != 0).then_some(w.start)) {
+                format!(
+                    "the process (pid {}) that sent this {what} handle has exited, so the \
+                     shared object could not be opened",
                     w.pid
-                ),
-            )
+                )
+            } else {
+                format!(
+                    "the process (pid {}) that sent this {what} handle no longer holds the \
+                     shared object (it dropped every handle to it and saw this handle as \
+                     received, e.g. because the same bytes were decoded twice), so it could \
+                     not be opened",
+                    w.pid
+                )
+            };
+            Error::new(ErrorKind::Disconnected, msg)
         };
         if w.pid == shm::pid() {
             return Err(gone());
@@ -372,7 +452,7 @@ impl Segment {
                 return Err(Error::with_source(
                     ErrorKind::Io,
                     format!(
-                        "cannot open the shared object of process {} through /proc: permission \
+                        "cannot open the shared {what} of process {} through /proc: permission \
                          denied (another user, or a process that is not dumpable)",
                         w.pid
                     ),
@@ -413,13 +493,12 @@ impl Drop for Segment {
     }
 }
 
-/// Serializes a handle: its segment's [`Wire`], keeping `keep` alive.
+/// Serializes a handle: its segment's [`Wire`], keeping the segment alive.
 pub(crate) fn serialize_handle<S: serde::Serializer>(
     seg: &Arc<Segment>,
-    keep: Box<dyn Any + Send + Sync>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
-    seg.to_wire(keep).serialize(s)
+    seg.to_wire().serialize(s)
 }
 
 /// Deserializes a handle's segment.
@@ -432,36 +511,66 @@ pub(crate) fn deserialize_handle<'de, D: serde::Deserializer<'de>>(
     Segment::open(&w, kind, type_hash).map_err(report_open_error)
 }
 
-/// Turns a failed open into a serde error, and also logs it: some formats
-/// (postcard among them) keep only "custom error", not the message.
+thread_local! {
+    /// The last handle-open failure of this thread, for
+    /// [`decode_error_message`].
+    static LAST_OPEN_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Turns a failed open into a serde error carrying its message, logs it,
+/// and remembers it for [`decode_error_message`]: some formats (postcard
+/// among them) keep only "custom error", not the message.
 pub(crate) fn report_open_error<E: serde::de::Error>(e: Error) -> E {
     tracing::error!(target: "mproc::shared", "cannot receive a shared-object handle: {e}");
-    E::custom(e)
+    let msg = e.to_string();
+    LAST_OPEN_ERROR.with(|l| *l.borrow_mut() = Some(msg.clone()));
+    E::custom(msg)
+}
+
+/// The message for a postcard decoding error: when it is the custom error
+/// of a shared-object handle that could not be opened on this thread, the
+/// real cause (e.g. "the process (pid N) that sent this Queue handle has
+/// exited, …"), else postcard's own message.
+pub(crate) fn decode_error_message(e: &postcard::Error) -> String {
+    let cause = LAST_OPEN_ERROR.with(|l| l.borrow_mut().take());
+    match (e, cause) {
+        (postcard::Error::SerdeDeCustom, Some(cause)) => cause,
+        _ => e.to_string(),
+    }
 }
 
 /// The keep-alive list of handles in flight, and the thread that prunes it.
 mod keepalive {
     use super::*;
 
-    pub(super) struct Kept {
-        pub(super) _keep: Box<dyn Any + Send + Sync>,
-        pub(super) seg: Arc<Segment>,
-        pub(super) slot: u8,
-        pub(super) ticket: u32,
-        pub(super) since: Instant,
+    /// What this process keeps alive for one segment while handles it
+    /// encoded may still be decoded.
+    struct Kept {
+        seg: Arc<Segment>,
+        /// Values kept besides the segment, one per key (pipe ends).
+        extra: Vec<(u8, KeptValue)>,
+        /// Our acknowledgement slot, or `NO_SLOT` (kept until exit).
+        slot: u8,
+        /// The latest ticket issued; the entry goes once it is acknowledged.
+        ticket: u32,
+        /// The process that made the entry (a forked child drops its copies).
+        pid: u32,
     }
 
     impl Kept {
-        fn done(&self) -> bool {
-            self.since.elapsed() > KEEPALIVE_LIMIT
+        fn done(&self, me: u32) -> bool {
+            self.pid != me
                 || (self.slot != NO_SLOT && self.seg.acknowledged(self.slot, self.ticket))
         }
     }
 
     struct List {
-        items: Vec<Kept>,
+        /// By segment token: one entry per segment, however many encodes.
+        items: HashMap<u64, Kept>,
         /// The pid whose reaper thread runs (a forked child has none).
         reaper: u32,
+        /// When a handle was last issued: the reaper polls fast after that.
+        last_issue: Option<Instant>,
     }
 
     fn list() -> &'static (Mutex<List>, Condvar) {
@@ -469,19 +578,44 @@ mod keepalive {
         L.get_or_init(|| {
             (
                 Mutex::new(List {
-                    items: Vec::new(),
+                    items: HashMap::new(),
                     reaper: 0,
+                    last_issue: None,
                 }),
                 Condvar::new(),
             )
         })
     }
 
-    pub(super) fn hold(k: Kept) {
+    /// Issues a ticket for `seg` and keeps it (and `extra`) alive until the
+    /// ticket is acknowledged. Slot claims, tickets and slot releases all
+    /// happen under the list lock, so a slot is never freed while this
+    /// process has a ticket of it in flight.
+    pub(super) fn issue(seg: &Arc<Segment>, extra: Option<(u8, &dyn Fn() -> KeptValue)>) -> Wire {
+        let me = shm::pid();
         let (m, cv) = list();
         let mut l = m.lock().unwrap_or_else(|e| e.into_inner());
-        l.items.push(k);
-        let me = shm::pid();
+        if l.items.get(&seg.token).is_some_and(|k| k.pid != me) {
+            // Inherited through fork: the parent's entry, not ours.
+            l.items.remove(&seg.token);
+        }
+        let kept = l.items.entry(seg.token).or_insert_with(|| Kept {
+            seg: seg.clone(),
+            extra: Vec::new(),
+            slot: seg.claim_ack_slot(me).map_or(NO_SLOT, |i| i as u8),
+            ticket: 0,
+            pid: me,
+        });
+        if kept.slot != NO_SLOT {
+            kept.ticket = seg.next_ticket(kept.slot);
+        }
+        if let Some((key, make)) = extra {
+            if !kept.extra.iter().any(|(k, _)| *k == key) {
+                kept.extra.push((key, make()));
+            }
+        }
+        let wire = seg.wire(kept.slot, kept.ticket);
+        l.last_issue = Some(Instant::now());
         if l.reaper != me {
             l.reaper = me;
             let spawned = std::thread::Builder::new()
@@ -492,33 +626,67 @@ mod keepalive {
             }
         }
         cv.notify_one();
+        wire
+    }
+
+    /// The number of values kept for the segment `token` (the segment
+    /// itself counts one), or `None` when nothing is kept.
+    #[cfg(test)]
+    pub(super) fn kept(token: u64) -> Option<usize> {
+        let l = list().0.lock().unwrap_or_else(|e| e.into_inner());
+        l.items.get(&token).map(|k| 1 + k.extra.len())
     }
 
     fn reap() {
         let (m, cv) = list();
+        let me = shm::pid();
         let mut pause = Duration::from_micros(500);
         let mut l = m.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            // Drop acknowledged entries outside the lock: dropping a handle
-            // may take other locks.
-            let (done, keep): (Vec<Kept>, Vec<Kept>) = std::mem::take(&mut l.items)
-                .into_iter()
-                .partition(Kept::done);
-            l.items = keep;
-            if l.items.is_empty() {
+            let done: Vec<u64> = l
+                .items
+                .iter()
+                .filter(|(_, k)| k.done(me))
+                .map(|(t, _)| *t)
+                .collect();
+            let mut dropped = Vec::with_capacity(done.len());
+            for t in done {
+                if let Some(k) = l.items.remove(&t) {
+                    if k.pid == me && k.slot != NO_SLOT {
+                        k.seg.release_ack_slot(k.slot, me);
+                    }
+                    dropped.push(k);
+                }
+            }
+            // Only entries that an acknowledgement can end need watching.
+            let waiting = l.items.values().any(|k| k.slot != NO_SLOT);
+            if !waiting {
                 l.reaper = 0;
                 drop(l);
-                drop(done);
+                drop(dropped);
                 return;
             }
+            // Fast while handles were just sent; slower for ones that have
+            // waited long (a queued task, or one that will never run).
+            let recent = l
+                .last_issue
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(2));
+            let max = if recent {
+                Duration::from_millis(20)
+            } else {
+                Duration::from_millis(250)
+            };
+            // Drop released entries outside the lock: dropping a handle may
+            // take other locks.
             drop(l);
-            drop(done);
-            pause = (pause * 2).min(Duration::from_millis(20));
+            drop(dropped);
+            pause = (pause * 2).min(max);
             l = m.lock().unwrap_or_else(|e| e.into_inner());
-            l = cv
-                .wait_timeout(l, pause)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            let (g, woken) = cv.wait_timeout(l, pause).unwrap_or_else(|e| e.into_inner());
+            l = g;
+            if !woken.timed_out() {
+                pause = Duration::from_micros(500);
+            }
         }
     }
 }
@@ -527,26 +695,149 @@ mod keepalive {
 mod tests {
     use super::*;
 
+    /// Waits (bounded) until `cond` holds.
+    fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        cond()
+    }
+
     #[test]
     fn a_handle_whose_sender_is_gone_names_the_reason() {
-        let seg = Segment::create(Kind::Lock, 0, 16).unwrap();
-        let mut w = seg.to_wire(Box::new(()));
+        let seg = Segment::create(Kind::Queue, 0, 16).unwrap();
+        let mut w = seg.to_wire();
         // A process that has exited (reaped, so its pid names nothing).
         let mut child = std::process::Command::new("true").spawn().unwrap();
         child.wait().unwrap();
         w.pid = child.id();
         w.token ^= 1; // not in this process's cache either
-        let e = Segment::open(&w, Kind::Lock, 0).unwrap_err();
+        let e = Segment::open(&w, Kind::Queue, 0).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Disconnected);
-        assert!(e.to_string().contains("shared object is gone"), "{e}");
+        let want = format!(
+            "the process (pid {}) that sent this Queue handle has exited, so the shared \
+             object could not be opened",
+            child.id()
+        );
+        assert_eq!(e.to_string(), want);
+        seg.acknowledge(&seg.to_wire());
+        seg.acknowledge(&w);
+    }
+
+    #[test]
+    fn a_postcard_decode_failure_names_the_real_cause() {
+        let seg = Segment::create(Kind::Event, 0, 16).unwrap();
+        let mut w = seg.to_wire();
+        seg.acknowledge(&w);
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        w.pid = child.id();
+        w.token ^= 1;
+        let bytes = postcard::to_stdvec(&w).unwrap();
+        struct Handle;
+        impl<'de> Deserialize<'de> for Handle {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                deserialize_handle(d, Kind::Event, 0).map(|_| Handle)
+            }
+        }
+        let e = postcard::from_bytes::<Handle>(&bytes).err().unwrap();
+        // postcard drops the message of a custom error...
+        assert_eq!(e, postcard::Error::SerdeDeCustom);
+        // ...so decoders ask for it.
+        let msg = decode_error_message(&e);
+        assert!(
+            msg.contains("that sent this Event handle has exited"),
+            "{msg}"
+        );
+        // Taken once: an unrelated later error keeps its own message.
+        assert_eq!(
+            decode_error_message(&e),
+            postcard::Error::SerdeDeCustom.to_string()
+        );
     }
 
     #[test]
     fn a_handle_of_another_kind_is_refused() {
         let seg = Segment::create(Kind::Lock, 0, 16).unwrap();
-        let w = seg.to_wire(Box::new(()));
+        let w = seg.to_wire();
         let e = Segment::open(&w, Kind::Event, 0).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Protocol);
         assert!(Segment::open(&w, Kind::Lock, 0).is_ok());
+    }
+
+    #[test]
+    fn a_sent_handle_is_kept_without_time_limit_until_acknowledged() {
+        let seg = Segment::create(Kind::Lock, 0, 16).unwrap();
+        let token = seg.token;
+        let weak = Arc::downgrade(&seg);
+        let w = seg.to_wire();
+        drop(seg);
+        // Many reaper rounds pass (it polls every few ms at first): with no
+        // receiver, nothing but an acknowledgement may release the segment.
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(weak.upgrade().is_some(), "released without acknowledgement");
+        assert_eq!(keepalive::kept(token), Some(1));
+        // A receiver (this process, through its cache) opens and acknowledges.
+        let got = Segment::open(&w, Kind::Lock, 0).unwrap();
+        drop(got);
+        assert!(eventually(|| weak.upgrade().is_none()), "kept after ack");
+        assert_eq!(keepalive::kept(token), None);
+    }
+
+    #[test]
+    fn repeated_encodes_keep_one_entry_and_release_after_the_last_ack() {
+        let seg = Segment::create(Kind::Pipe, 0, 16).unwrap();
+        let token = seg.token;
+        let made = AtomicU32::new(0);
+        let make = || -> KeptValue {
+            made.fetch_add(1, Ordering::Relaxed);
+            Box::new(())
+        };
+        let wires: Vec<Wire> = (0..10_000)
+            .map(|i| match i % 3 {
+                0 => seg.to_wire(),
+                n => seg.to_wire_keeping(n as u8, &make),
+            })
+            .collect();
+        // One entry: the segment and one value per key, not 10 000.
+        assert_eq!(keepalive::kept(token), Some(3));
+        assert_eq!(made.load(Ordering::Relaxed), 2);
+        let slot = wires[0].slot as usize;
+        assert_eq!(
+            seg.header().acks[slot].pid.load(Ordering::Relaxed),
+            shm::pid()
+        );
+        for w in &wires[..wires.len() - 1] {
+            seg.acknowledge(w);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            keepalive::kept(token),
+            Some(3),
+            "released before the last ack"
+        );
+        seg.acknowledge(wires.last().unwrap());
+        assert!(eventually(|| keepalive::kept(token).is_none()));
+        // Nothing in flight: the slot is free for other senders.
+        assert_eq!(seg.header().acks[slot].pid.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_surplus_acknowledgement_does_not_release_a_later_handle() {
+        let seg = Segment::create(Kind::Lock, 0, 16).unwrap();
+        let token = seg.token;
+        let w = seg.to_wire();
+        // The same bytes decoded twice: two acknowledgements for one ticket.
+        seg.acknowledge(&w);
+        seg.acknowledge(&w);
+        let w2 = seg.to_wire();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(keepalive::kept(token), Some(1));
+        seg.acknowledge(&w2);
+        assert!(eventually(|| keepalive::kept(token).is_none()));
     }
 }
