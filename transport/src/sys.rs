@@ -55,23 +55,43 @@ impl Mapping {
     /// Maps the first `len` bytes of `fd`, shared and read-write.
     ///
     /// # Errors
-    /// [`io::ErrorKind::InvalidData`] when the file is shorter than `len`;
-    /// [`io::ErrorKind::InvalidInput`] when `len` is 0; the OS error of
-    /// `fstat` or `mmap`.
+    /// As [`map_at`](Self::map_at).
     pub fn map(fd: &impl AsFd, len: usize) -> io::Result<Mapping> {
+        Self::map_at(fd, 0, len)
+    }
+
+    /// Maps `len` bytes of `fd` from byte `offset` (page-aligned), shared
+    /// and read-write: a window of a file that may be much larger, so that
+    /// address space follows what is used rather than the file's size.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::InvalidData`] when the file ends before
+    /// `offset + len`; [`io::ErrorKind::InvalidInput`] when `len` is 0 or
+    /// `offset` is not page-aligned; the OS error of `fstat` or `mmap`
+    /// (`ENOMEM` under an address-space limit).
+    pub fn map_at(fd: &impl AsFd, offset: usize, len: usize) -> io::Result<Mapping> {
         let size = nix::sys::stat::fstat(fd.as_fd())
             .map_err(io::Error::from)?
             .st_size;
-        if (size as u64) < len as u64 {
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| (size as u64) < end as u64)
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "shared segment is too small",
             ));
         }
+        if offset % 4096 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "mapping offset is not page-aligned",
+            ));
+        }
         let nz = NonZeroUsize::new(len)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty mapping"))?;
         // SAFETY: a fresh shared mapping chosen by the kernel; no existing
-        // memory is affected, and the size was checked against the file.
+        // memory is affected, and the range was checked against the file.
         let ptr = unsafe {
             mmap(
                 None,
@@ -79,7 +99,7 @@ impl Mapping {
                 ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
                 MapFlags::MAP_SHARED,
                 fd,
-                0,
+                offset as libc::off_t,
             )
         }
         .map_err(io::Error::from)?;

@@ -63,7 +63,7 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 use std::fmt;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -139,7 +139,10 @@ struct Header {
     kind: AtomicU32,
     _pad: AtomicU32,
     type_hash: AtomicU64,
-    _reserved: [AtomicU64; 3],
+    /// Bytes at the start that every process maps whole (header and
+    /// state); the rest of a sparse segment is mapped in windows.
+    head: AtomicU64,
+    _reserved: [AtomicU64; 2],
     acks: [AckSlot; ACK_SLOTS],
 }
 
@@ -149,17 +152,46 @@ unsafe impl SharedState for Header {}
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
 
 /// One mapped segment. Shared objects hold it in an `Arc`.
+///
+/// The memfd may be larger than what is mapped: a *sparse* segment (queues,
+/// pipes) maps its head (header and control blocks) whole, and its data
+/// areas in windows that grow with the data (`data_window`). Address space
+/// then follows what an object holds, not the most it may hold; the file's
+/// size costs nothing, since memfd pages exist only once touched.
 pub(crate) struct Segment {
+    /// The head: `[0, head)` of the memfd.
     map: Mapping,
     /// Keeps the memfd reachable through `/proc/<pid>/fd/<n>`.
     fd: OwnedFd,
+    /// The memfd's size.
+    file_len: usize,
     token: u64,
+    /// Data windows mapped in this process, as `(file offset, mapping)`.
+    /// Kept until the segment is dropped, so a pointer into one stays valid
+    /// for as long as the segment lives; each growth of an area maps a
+    /// window twice as large, so together they take less than twice the
+    /// largest one.
+    windows: Mutex<Vec<(usize, Mapping)>>,
+    /// The largest window of each data area, for the lock-free fast path.
+    views: [View; VIEWS],
+}
+
+/// How many data areas a sparse segment may have (a pipe has two).
+pub(crate) const VIEWS: usize = 2;
+
+/// The base and length of the largest window of one data area mapped in
+/// this process. Windows of one area all start at the same file offset and
+/// only grow, so any base seen is valid for any length seen before it.
+#[derive(Default)]
+struct View {
+    base: AtomicPtr<u8>,
+    len: AtomicUsize,
 }
 
 impl fmt::Debug for Segment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Segment")
-            .field("len", &self.map.len())
+            .field("len", &self.file_len)
             .field("token", &format_args!("{:016x}", self.token))
             .finish()
     }
@@ -176,6 +208,7 @@ pub(crate) struct Wire {
     start: u32,
     fd: i32,
     len: u64,
+    head: u64,
     token: u64,
     slot: u8,
     ticket: u32,
@@ -200,11 +233,31 @@ fn cache() -> &'static Mutex<HashMap<u64, Weak<Segment>>> {
 
 impl Segment {
     /// Creates a segment for an object of `kind` whose state needs `size`
-    /// bytes after the header.
+    /// bytes after the header, all of it mapped.
     pub(crate) fn create(kind: Kind, type_hash: u64, size: usize) -> Result<Arc<Segment>, Error> {
         let len = (HEADER_SIZE + size).next_multiple_of(4096);
+        Self::create_sparse(kind, type_hash, len, len)
+    }
+
+    /// Creates a segment of `total` bytes of which only the first `head`
+    /// (header included) are mapped; the rest is reached through
+    /// [`data_window`](Self::data_window).
+    pub(crate) fn create_sparse(
+        kind: Kind,
+        type_hash: u64,
+        head: usize,
+        total: usize,
+    ) -> Result<Arc<Segment>, Error> {
+        let head = head.max(HEADER_SIZE).next_multiple_of(4096);
+        let total = total.max(head).next_multiple_of(4096);
         let name: &CStr = c"mproc-shared";
-        let (map, fd) = Mapping::create(name, len).map_err(|e| {
+        let created = Mapping::create(name, head).and_then(|(map, fd)| {
+            if total > head {
+                nix::unistd::ftruncate(&fd, total as i64)?;
+            }
+            Ok((map, fd))
+        });
+        let (map, fd) = created.map_err(|e| {
             Error::with_source(
                 ErrorKind::Io,
                 format!("cannot create a shared-memory segment: {e}"),
@@ -212,10 +265,11 @@ impl Segment {
             )
         })?;
         let token = shm::random_u64();
-        let seg = Arc::new(Segment { map, fd, token });
+        let seg = Arc::new(Segment::new(map, fd, total, token));
         let h = seg.header();
         h.token.store(token, Ordering::Relaxed);
-        h.len.store(len as u64, Ordering::Relaxed);
+        h.len.store(total as u64, Ordering::Relaxed);
+        h.head.store(head as u64, Ordering::Relaxed);
         h.kind.store(kind as u32, Ordering::Relaxed);
         h.type_hash.store(type_hash, Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Release);
@@ -224,6 +278,17 @@ impl Segment {
             .unwrap_or_else(|e| e.into_inner())
             .insert(token, Arc::downgrade(&seg));
         Ok(seg)
+    }
+
+    fn new(map: Mapping, fd: OwnedFd, file_len: usize, token: u64) -> Segment {
+        Segment {
+            map,
+            fd,
+            file_len,
+            token,
+            windows: Mutex::new(Vec::new()),
+            views: Default::default(),
+        }
     }
 
     fn header(&self) -> &Header {
@@ -258,19 +323,78 @@ impl Segment {
         self.map.base().wrapping_add(offset)
     }
 
-    /// The total length of the segment.
+    /// The length of the head, the part mapped whole (all of a segment made
+    /// by [`create`](Self::create)).
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
 
-    /// Returns `[offset, offset + len)` to the kernel.
+    /// The size of the memfd: the head plus every data area at its largest.
+    pub(crate) fn file_len(&self) -> usize {
+        self.file_len
+    }
+
+    /// A pointer to `len` bytes of data area `view` (`< VIEWS`), which starts
+    /// at file offset `offset` (page-aligned, past the head). Maps a larger
+    /// window when this process has none that covers `len` yet. The pointer
+    /// stays valid while `self` lives. One area must always be asked for
+    /// with the same `offset`.
+    ///
+    /// # Errors
+    /// The OS error of `mmap` (`ENOMEM` under an address-space limit), or
+    /// `InvalidData` when the area would pass the end of the memfd.
+    pub(crate) fn data_window(
+        &self,
+        view: usize,
+        offset: usize,
+        len: usize,
+    ) -> std::io::Result<*mut u8> {
+        let v = &self.views[view];
+        if v.len.load(Ordering::Acquire) >= len {
+            return Ok(v.base.load(Ordering::Acquire));
+        }
+        self.map_window(view, offset, len)
+    }
+
+    #[cold]
+    fn map_window(&self, view: usize, offset: usize, len: usize) -> std::io::Result<*mut u8> {
+        debug_assert!(offset >= self.map.len() && offset % 4096 == 0);
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let v = &self.views[view];
+        if v.len.load(Ordering::Acquire) >= len {
+            return Ok(v.base.load(Ordering::Acquire));
+        }
+        debug_assert!(windows.iter().all(|(o, m)| *o != offset || m.len() < len));
+        let m = Mapping::map_at(&self.fd, offset, len)?;
+        let base = m.base();
+        windows.push((offset, m));
+        // Base first, then length: whoever sees the length sees this base
+        // or a later (larger, same-offset) one.
+        v.base.store(base, Ordering::Release);
+        v.len.store(len, Ordering::Release);
+        Ok(base)
+    }
+
+    /// Returns `[offset, offset + len)` of the memfd to the kernel; the range
+    /// must lie in the head or in one window mapped here.
     ///
     /// # Safety
     /// As [`Mapping::discard`]: nobody may use the range concurrently and it
     /// must hold no live data; bounds page-aligned.
     pub(crate) unsafe fn discard(&self, offset: usize, len: usize) {
-        // SAFETY: forwarded contract.
-        unsafe { self.map.discard(offset, len) }
+        let inside = |o: usize, m: &Mapping| o <= offset && offset + len <= o + m.len();
+        if inside(0, &self.map) {
+            // SAFETY: forwarded contract; the range is inside the head.
+            unsafe { self.map.discard(offset, len) };
+            return;
+        }
+        let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((o, m)) = windows.iter().find(|(o, m)| inside(*o, m)) {
+            // SAFETY: forwarded contract; the range is inside this window,
+            // and discarding through one mapping frees the memfd's pages
+            // for every mapping of them.
+            unsafe { m.discard(offset - o, len) };
+        }
     }
 
     /// Encodes a handle to this segment, keeping the segment alive in this
@@ -293,7 +417,8 @@ impl Segment {
             pid: shm::pid(),
             start: shm::start_time(),
             fd: self.fd.as_raw_fd(),
-            len: self.map.len() as u64,
+            len: self.file_len as u64,
+            head: self.map.len() as u64,
             token: self.token,
             slot,
             ticket,
@@ -444,8 +569,11 @@ impl Segment {
         if w.pid == shm::pid() {
             return Err(gone());
         }
+        if w.head > w.len || w.head < HEADER_SIZE as u64 {
+            return Err(gone());
+        }
         let opened = shm::open_remote(w.pid, w.fd, w.len as usize)
-            .and_then(|fd| Ok((Mapping::map(&fd, w.len as usize)?, fd)));
+            .and_then(|fd| Ok((Mapping::map(&fd, w.head as usize)?, fd)));
         let (map, fd) = match opened {
             Ok(m) => m,
             Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
@@ -461,15 +589,12 @@ impl Segment {
             }
             Err(_) => return Err(gone()),
         };
-        let seg = Segment {
-            map,
-            fd,
-            token: w.token,
-        };
+        let seg = Segment::new(map, fd, w.len as usize, w.token);
         let h = seg.header();
         if h.magic.load(Ordering::Acquire) != MAGIC
             || h.token.load(Ordering::Relaxed) != w.token
             || h.len.load(Ordering::Relaxed) != w.len
+            || h.head.load(Ordering::Relaxed) != w.head
         {
             return Err(gone());
         }
