@@ -9,10 +9,10 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | `segment` | memfd segments, handle encoding through `/proc/<pid>/fd/<n>`, keep-alive of handles in flight |
+//! | `segment` | memfd segments and their growing data windows, handle encoding through `/proc/<pid>/fd/<n>`, keep-alive of handles in flight |
 //! | `robust` | the robust futex mutex every lock is built on |
 //! | `wait` | bounded futex sleeps, adaptive spinning, async bridging |
-//! | `ring` | the MPMC byte ring under queues and pipes (see `README.md`) |
+//! | `ring` | the MPMC byte ring under queues and pipes, growing in place (see `README.md`) |
 //! | `queue`, `pipe` | [`Queue`], [`SimpleQueue`], [`JoinableQueue`], [`pipe`]/[`Connection`] |
 //! | `value`, `array`, `pod` | [`Value`], [`Array`] of [`Pod`] types |
 //! | `lock`, `rlock`, `semaphore`, `event`, `condition`, `barrier` | the synchronization primitives |
@@ -50,7 +50,7 @@ macro_rules! handle_serde {
     ($ty:ident, $kind:expr) => {
         impl serde::Serialize for $ty {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                super::segment::serialize_handle(&self.seg, Box::new(self.seg.clone()), s)
+                super::segment::serialize_handle(&self.seg, s)
             }
         }
 

@@ -22,11 +22,37 @@
 //! The route needs the serializing process to still hold the descriptor when
 //! the receiver opens it. A handle moved into a task (`submit(task, q)`) is
 //! dropped by the sender right after it was encoded, so serializing a handle
-//! also *keeps a clone of it alive* in the sending process until a receiver
-//! acknowledged it: the header holds a few acknowledgement slots, one per
-//! sending process, with a count of handles issued and received; a keep-alive
-//! thread (running only while something is in flight) drops each kept clone
-//! once its ticket is acknowledged, or after [`KEEPALIVE_LIMIT`].
+//! also *keeps the segment alive* in the sending process until every handle
+//! it encoded has been received:
+//!
+//! * The header holds a few acknowledgement slots. A sending process claims
+//!   one (while it has handles in flight) and counts in it the handles it
+//!   `issued`; each receiver, once it has opened the segment, adds one to
+//!   `acked`.
+//! * The sender keeps **one** entry per segment (plus, for a pipe, one
+//!   clone per end it sent), whatever the number of encodes: the entry
+//!   remembers the latest ticket, and a keep-alive thread (running only while
+//!   something can still be acknowledged) drops it, and frees the slot, once
+//!   `acked` has caught up with it. Repeated encodes of one handle therefore
+//!   never add up.
+//! * There is no time limit: a task queued for an hour still finds its
+//!   object. The price is bounded: a handle that is encoded and never decoded
+//!   (a task cancelled before it ran, bytes thrown away) keeps that one
+//!   object alive in the sender until the sender exits — at most one object's
+//!   memory per such object, never growing with the number of encodes. The
+//!   same holds when all slots are taken by other live senders (the ticket
+//!   cannot be acknowledged then).
+//! * A handle decoded twice counts as two receipts and may let the sender
+//!   drop its entry while a third copy is still in flight; that copy then
+//!   fails as below.
+//!
+//! When the sender has exited before the receiver opened the segment, nothing
+//! can bring the object back (no other process is known to hold it). The
+//! receiver then gets an error that says so — "the process (pid N) that sent
+//! this Queue handle has exited, so the shared object could not be opened" —
+//! through serde's `Error::custom`, and, because postcard keeps only "Serde
+//! Deserialization Error" of a custom error, also through
+//! [`decode_error_message`], which decoders call to name the real cause.
 //!
 //! Nothing here depends on how a process was started: a forked child inherits
 //! mappings and descriptors and serializes with its own pid; a spawned one
@@ -36,7 +62,8 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -45,15 +72,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, ErrorKind};
 use crate::sys::shm::{self, Mapping};
 
-/// How long a serialized handle keeps its segment alive in the sending
-/// process when no receiver acknowledges it (e.g. the task was cancelled).
-pub(crate) const KEEPALIVE_LIMIT: Duration = Duration::from_secs(60);
-
 /// Bytes reserved for the [`Header`] at the start of every segment.
 pub(crate) const HEADER_SIZE: usize = 256;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"MPROCSHM");
-const ACK_SLOTS: usize = 8;
+const ACK_SLOTS: usize = 12;
 const NO_SLOT: u8 = u8::MAX;
 
 /// State kept in a segment and shared by processes.
@@ -80,6 +103,24 @@ pub(crate) enum Kind {
     Pipe,
 }
 
+impl Kind {
+    /// The user-facing type name, for error messages.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Lock => "Lock",
+            Kind::RLock => "RLock",
+            Kind::Semaphore => "Semaphore",
+            Kind::Event => "Event",
+            Kind::Condition => "Condition",
+            Kind::Barrier => "Barrier",
+            Kind::Value => "Value",
+            Kind::Array => "Array",
+            Kind::Queue => "Queue",
+            Kind::Pipe => "Connection",
+        }
+    }
+}
+
 #[repr(C)]
 struct AckSlot {
     pid: AtomicU32,
@@ -96,7 +137,10 @@ struct Header {
     kind: AtomicU32,
     _pad: AtomicU32,
     type_hash: AtomicU64,
-    _reserved: [AtomicU64; 3],
+    /// Bytes at the start that every process maps whole (header and
+    /// state); the rest of a sparse segment is mapped in windows.
+    head: AtomicU64,
+    _reserved: [AtomicU64; 2],
     acks: [AckSlot; ACK_SLOTS],
 }
 
@@ -106,26 +150,63 @@ unsafe impl SharedState for Header {}
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
 
 /// One mapped segment. Shared objects hold it in an `Arc`.
+///
+/// The memfd may be larger than what is mapped: a *sparse* segment (queues,
+/// pipes) maps its head (header and control blocks) whole, and its data
+/// areas in windows that grow with the data (`data_window`). Address space
+/// then follows what an object holds, not the most it may hold; the file's
+/// size costs nothing, since memfd pages exist only once touched.
 pub(crate) struct Segment {
+    /// The head: `[0, head)` of the memfd.
     map: Mapping,
+    /// Keeps the memfd reachable through `/proc/<pid>/fd/<n>`.
+    fd: OwnedFd,
+    /// The memfd's size.
+    file_len: usize,
     token: u64,
+    /// Data windows mapped in this process, as `(file offset, mapping)`.
+    /// Kept until the segment is dropped, so a pointer into one stays valid
+    /// for as long as the segment lives; each growth of an area maps a
+    /// window twice as large, so together they take less than twice the
+    /// largest one.
+    windows: Mutex<Vec<(usize, Mapping)>>,
+    /// The largest window of each data area, for the lock-free fast path.
+    views: [View; VIEWS],
+}
+
+/// How many data areas a sparse segment may have (a pipe has two).
+pub(crate) const VIEWS: usize = 2;
+
+/// The base and length of the largest window of one data area mapped in
+/// this process. Windows of one area all start at the same file offset and
+/// only grow, so any base seen is valid for any length seen before it.
+#[derive(Default)]
+struct View {
+    base: AtomicPtr<u8>,
+    len: AtomicUsize,
 }
 
 impl fmt::Debug for Segment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Segment")
-            .field("len", &self.map.len())
+            .field("len", &self.file_len)
             .field("token", &format_args!("{:016x}", self.token))
             .finish()
     }
 }
 
+/// A value kept alive with a segment while its handles are in flight.
+pub(crate) type KeptValue = Box<dyn Any + Send + Sync>;
+
 /// A serialized handle: where to find the segment and how to recognize it.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct Wire {
     pid: u32,
+    /// The sender's start time (low 32 bits), to tell a reused pid.
+    start: u32,
     fd: i32,
     len: u64,
+    head: u64,
     token: u64,
     slot: u8,
     ticket: u32,
@@ -150,22 +231,39 @@ fn cache() -> &'static Mutex<HashMap<u64, Weak<Segment>>> {
 
 impl Segment {
     /// Creates a segment for an object of `kind` whose state needs `size`
-    /// bytes after the header.
+    /// bytes after the header, all of it mapped.
     pub(crate) fn create(kind: Kind, type_hash: u64, size: usize) -> Result<Arc<Segment>, Error> {
         let len = (HEADER_SIZE + size).next_multiple_of(4096);
+        Self::create_sparse(kind, type_hash, len, len)
+    }
+
+    /// Creates a segment of `total` bytes of which only the first `head`
+    /// (header included) are mapped; the rest is reached through
+    /// [`data_window`](Self::data_window).
+    pub(crate) fn create_sparse(
+        kind: Kind,
+        type_hash: u64,
+        head: usize,
+        total: usize,
+    ) -> Result<Arc<Segment>, Error> {
+        let head = head.max(HEADER_SIZE).next_multiple_of(4096);
+        let total = total.max(head).next_multiple_of(4096);
         let name: &CStr = c"mproc-shared";
-        let map = Mapping::create(name, len).map_err(|e| {
-            Error::with_source(
-                ErrorKind::Io,
-                format!("cannot create a shared-memory segment: {e}"),
-                e,
-            )
+        let created = Mapping::create(name, head).and_then(|(map, fd)| {
+            if total > head {
+                nix::unistd::ftruncate(&fd, total as i64)?;
+            }
+            Ok((map, fd))
+        });
+        let (map, fd) = created.map_err(|e| {
+            Error::with_source(ErrorKind::Io, "cannot create a shared-memory segment", e)
         })?;
         let token = shm::random_u64();
-        let seg = Arc::new(Segment { map, token });
+        let seg = Arc::new(Segment::new(map, fd, total, token));
         let h = seg.header();
         h.token.store(token, Ordering::Relaxed);
-        h.len.store(len as u64, Ordering::Relaxed);
+        h.len.store(total as u64, Ordering::Relaxed);
+        h.head.store(head as u64, Ordering::Relaxed);
         h.kind.store(kind as u32, Ordering::Relaxed);
         h.type_hash.store(type_hash, Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Release);
@@ -174,6 +272,17 @@ impl Segment {
             .unwrap_or_else(|e| e.into_inner())
             .insert(token, Arc::downgrade(&seg));
         Ok(seg)
+    }
+
+    fn new(map: Mapping, fd: OwnedFd, file_len: usize, token: u64) -> Segment {
+        Segment {
+            map,
+            fd,
+            file_len,
+            token,
+            windows: Mutex::new(Vec::new()),
+            views: Default::default(),
+        }
     }
 
     fn header(&self) -> &Header {
@@ -186,7 +295,7 @@ impl Segment {
             offset + std::mem::size_of::<S>() <= self.map.len(),
             "shared state out of the segment"
         );
-        let p = self.map.as_ptr().wrapping_add(offset);
+        let p = self.map.base().wrapping_add(offset);
         debug_assert_eq!(p as usize % std::mem::align_of::<S>(), 0);
         // SAFETY: the range lies inside the live mapping (asserted above) and
         // is aligned (mappings are page-aligned and callers use aligned
@@ -205,53 +314,132 @@ impl Segment {
     /// access a protocol guards (rings, `Value`/`Array` payloads).
     pub(crate) fn ptr_at(&self, offset: usize) -> *mut u8 {
         assert!(offset <= self.map.len(), "offset out of the segment");
-        self.map.as_ptr().wrapping_add(offset)
+        self.map.base().wrapping_add(offset)
     }
 
-    /// The total length of the segment.
+    /// The length of the head, the part mapped whole (all of a segment made
+    /// by [`create`](Self::create)).
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
 
-    /// Returns `[offset, offset + len)` to the kernel.
+    /// The size of the memfd: the head plus every data area at its largest.
+    pub(crate) fn file_len(&self) -> usize {
+        self.file_len
+    }
+
+    /// A pointer to `len` bytes of data area `view` (`< VIEWS`), which starts
+    /// at file offset `offset` (page-aligned, past the head). Maps a larger
+    /// window when this process has none that covers `len` yet. The pointer
+    /// stays valid while `self` lives. One area must always be asked for
+    /// with the same `offset`.
+    ///
+    /// # Errors
+    /// The OS error of `mmap` (`ENOMEM` under an address-space limit), or
+    /// `InvalidData` when the area would pass the end of the memfd.
+    pub(crate) fn data_window(
+        &self,
+        view: usize,
+        offset: usize,
+        len: usize,
+    ) -> std::io::Result<*mut u8> {
+        let v = &self.views[view];
+        if v.len.load(Ordering::Acquire) >= len {
+            return Ok(v.base.load(Ordering::Acquire));
+        }
+        self.map_window(view, offset, len)
+    }
+
+    #[cold]
+    fn map_window(&self, view: usize, offset: usize, len: usize) -> std::io::Result<*mut u8> {
+        debug_assert!(offset >= self.map.len() && offset % 4096 == 0);
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let v = &self.views[view];
+        if v.len.load(Ordering::Acquire) >= len {
+            return Ok(v.base.load(Ordering::Acquire));
+        }
+        debug_assert!(windows.iter().all(|(o, m)| *o != offset || m.len() < len));
+        let m = Mapping::map_at(&self.fd, offset, len)?;
+        let base = m.base();
+        windows.push((offset, m));
+        // Base first, then length: whoever sees the length sees this base
+        // or a later (larger, same-offset) one.
+        v.base.store(base, Ordering::Release);
+        v.len.store(len, Ordering::Release);
+        Ok(base)
+    }
+
+    /// Returns `[offset, offset + len)` of the memfd to the kernel; the range
+    /// must lie in the head or in one window mapped here.
     ///
     /// # Safety
     /// As [`Mapping::discard`]: nobody may use the range concurrently and it
     /// must hold no live data; bounds page-aligned.
     pub(crate) unsafe fn discard(&self, offset: usize, len: usize) {
-        // SAFETY: forwarded contract.
-        unsafe { self.map.discard(offset, len) }
+        let inside = |o: usize, m: &Mapping| o <= offset && offset + len <= o + m.len();
+        if inside(0, &self.map) {
+            // SAFETY: forwarded contract; the range is inside the head.
+            unsafe { self.map.discard(offset, len) };
+            return;
+        }
+        let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((o, m)) = windows.iter().find(|(o, m)| inside(*o, m)) {
+            // SAFETY: forwarded contract; the range is inside this window,
+            // and discarding through one mapping frees the memfd's pages
+            // for every mapping of them.
+            unsafe { m.discard(offset - o, len) };
+        }
     }
 
-    /// Encodes a handle to this segment. `keep` (a clone of the handle) stays
-    /// alive in this process until a receiver has opened the segment, or for
-    /// [`KEEPALIVE_LIMIT`].
-    pub(crate) fn to_wire(self: &Arc<Self>, keep: Box<dyn Any + Send + Sync>) -> Wire {
-        let me = shm::pid();
-        let (slot, ticket) = match self.claim_ack_slot(me) {
-            Some(i) => {
-                let t = self.header().acks[i]
-                    .issued
-                    .fetch_add(1, Ordering::AcqRel)
-                    .wrapping_add(1);
-                (i as u8, t)
-            }
-            None => (NO_SLOT, 0),
-        };
-        keepalive::hold(keepalive::Kept {
-            _keep: keep,
-            seg: self.clone(),
-            slot,
-            ticket,
-            since: Instant::now(),
-        });
+    /// Encodes a handle to this segment, keeping the segment alive in this
+    /// process until a receiver has opened it (see the module doc).
+    pub(crate) fn to_wire(self: &Arc<Self>) -> Wire {
+        keepalive::issue(self, None)
+    }
+
+    /// As [`to_wire`](Self::to_wire), also keeping alive what `keep` makes
+    /// (a clone of a pipe end, which registers its holder). `key` names the
+    /// kept value among those of this segment: it is made only when no value
+    /// of that key is kept yet.
+    pub(crate) fn to_wire_keeping(self: &Arc<Self>, key: u8, keep: &dyn Fn() -> KeptValue) -> Wire {
+        keepalive::issue(self, Some((key, keep)))
+    }
+
+    /// The wire form for ticket `ticket` of `slot`.
+    fn wire(&self, slot: u8, ticket: u32) -> Wire {
         Wire {
-            pid: me,
-            fd: self.map.raw_fd(),
-            len: self.map.len() as u64,
+            pid: shm::pid(),
+            start: shm::start_time(),
+            fd: self.fd.as_raw_fd(),
+            len: self.file_len as u64,
+            head: self.map.len() as u64,
             token: self.token,
             slot,
             ticket,
+        }
+    }
+
+    /// Issues the next ticket of `slot` (owned by this process).
+    fn next_ticket(&self, slot: u8) -> u32 {
+        let s = &self.header().acks[slot as usize];
+        let issued = s.issued.load(Ordering::Acquire);
+        let acked = s.acked.load(Ordering::Acquire);
+        // A handle decoded twice acknowledges twice; do not let that surplus
+        // acknowledge tickets not yet issued.
+        if acked.wrapping_sub(issued) as i32 > 0 {
+            let _ = s
+                .acked
+                .compare_exchange(acked, issued, Ordering::AcqRel, Ordering::Acquire);
+        }
+        s.issued.fetch_add(1, Ordering::AcqRel).wrapping_add(1)
+    }
+
+    /// Frees `slot` if this process owns it (nothing of ours is in flight).
+    fn release_ack_slot(&self, slot: u8, me: u32) {
+        if let Some(s) = self.header().acks.get(slot as usize) {
+            let _ = s
+                .pid
+                .compare_exchange(me, 0, Ordering::AcqRel, Ordering::Acquire);
         }
     }
 
@@ -331,7 +519,7 @@ impl Segment {
             .and_then(Weak::upgrade);
         let seg = match cached {
             Some(s) => s,
-            None => Self::open_remote(w)?,
+            None => Self::open_remote(w, kind)?,
         };
         let h = seg.header();
         if h.kind.load(Ordering::Relaxed) != kind as u32
@@ -347,28 +535,47 @@ impl Segment {
         Ok(seg)
     }
 
-    fn open_remote(w: &Wire) -> Result<Arc<Segment>, Error> {
+    fn open_remote(w: &Wire, kind: Kind) -> Result<Arc<Segment>, Error> {
+        let what = kind.name();
         let gone = || {
-            Error::new(
-                ErrorKind::Disconnected,
+            let msg = if w.pid == shm::pid() {
                 format!(
-                    "shared object is gone: process {} that sent the handle has exited or \
-                     dropped every handle to it before this one was received",
+                    "this process sent this {what} handle and has since dropped every handle \
+                     to the shared object, so it could not be opened"
+                )
+            } else if shm::process_dead(w.pid, (w.start != 0).then_some(w.start)) {
+                format!(
+                    "the process (pid {}) that sent this {what} handle has exited, so the \
+                     shared object could not be opened",
                     w.pid
-                ),
-            )
+                )
+            } else {
+                format!(
+                    "the process (pid {}) that sent this {what} handle no longer holds the \
+                     shared object (it dropped every handle to it and saw this handle as \
+                     received, e.g. because the same bytes were decoded twice), so it could \
+                     not be opened",
+                    w.pid
+                )
+            };
+            Error::new(ErrorKind::Disconnected, msg)
         };
         if w.pid == shm::pid() {
             return Err(gone());
         }
-        let map = match Mapping::open_remote(w.pid, w.fd, w.len as usize) {
+        if w.head > w.len || w.head < HEADER_SIZE as u64 {
+            return Err(gone());
+        }
+        let opened = shm::open_remote(w.pid, w.fd, w.len as usize)
+            .and_then(|fd| Ok((Mapping::map(&fd, w.head as usize)?, fd)));
+        let (map, fd) = match opened {
             Ok(m) => m,
             Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
                 return Err(Error::with_source(
                     ErrorKind::Io,
                     format!(
-                        "cannot open the shared object of process {} through /proc: permission \
-                         denied (another user, or a process that is not dumpable)",
+                        "cannot open the shared {what} of process {} through /proc (another \
+                         user's, or not dumpable)",
                         w.pid
                     ),
                     e,
@@ -376,14 +583,12 @@ impl Segment {
             }
             Err(_) => return Err(gone()),
         };
-        let seg = Segment {
-            map,
-            token: w.token,
-        };
+        let seg = Segment::new(map, fd, w.len as usize, w.token);
         let h = seg.header();
         if h.magic.load(Ordering::Acquire) != MAGIC
             || h.token.load(Ordering::Relaxed) != w.token
             || h.len.load(Ordering::Relaxed) != w.len
+            || h.head.load(Ordering::Relaxed) != w.head
         {
             return Err(gone());
         }
@@ -407,13 +612,12 @@ impl Drop for Segment {
     }
 }
 
-/// Serializes a handle: its segment's [`Wire`], keeping `keep` alive.
+/// Serializes a handle: its segment's [`Wire`], keeping the segment alive.
 pub(crate) fn serialize_handle<S: serde::Serializer>(
     seg: &Arc<Segment>,
-    keep: Box<dyn Any + Send + Sync>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
-    seg.to_wire(keep).serialize(s)
+    seg.to_wire().serialize(s)
 }
 
 /// Deserializes a handle's segment.
@@ -426,36 +630,50 @@ pub(crate) fn deserialize_handle<'de, D: serde::Deserializer<'de>>(
     Segment::open(&w, kind, type_hash).map_err(report_open_error)
 }
 
-/// Turns a failed open into a serde error, and also logs it: some formats
-/// (postcard among them) keep only "custom error", not the message.
+/// Turns a failed open into a serde error carrying its message, logs it,
+/// and remembers it for [`decode_error_message`]: some formats (postcard
+/// among them) keep only "custom error", not the message.
 pub(crate) fn report_open_error<E: serde::de::Error>(e: Error) -> E {
     tracing::error!(target: "mproc::shared", "cannot receive a shared-object handle: {e}");
-    E::custom(e)
+    let msg = e.to_string();
+    crate::protocol::batch::note_decode_cause(msg.clone());
+    E::custom(msg)
 }
+
+pub(crate) use crate::protocol::batch::decode_error_message;
 
 /// The keep-alive list of handles in flight, and the thread that prunes it.
 mod keepalive {
     use super::*;
 
-    pub(super) struct Kept {
-        pub(super) _keep: Box<dyn Any + Send + Sync>,
-        pub(super) seg: Arc<Segment>,
-        pub(super) slot: u8,
-        pub(super) ticket: u32,
-        pub(super) since: Instant,
+    /// What this process keeps alive for one segment while handles it
+    /// encoded may still be decoded.
+    struct Kept {
+        seg: Arc<Segment>,
+        /// Values kept besides the segment, one per key (pipe ends).
+        extra: Vec<(u8, KeptValue)>,
+        /// Our acknowledgement slot, or `NO_SLOT` (kept until exit).
+        slot: u8,
+        /// The latest ticket issued; the entry goes once it is acknowledged.
+        ticket: u32,
+        /// The process that made the entry (a forked child drops its copies).
+        pid: u32,
     }
 
     impl Kept {
-        fn done(&self) -> bool {
-            self.since.elapsed() > KEEPALIVE_LIMIT
+        fn done(&self, me: u32) -> bool {
+            self.pid != me
                 || (self.slot != NO_SLOT && self.seg.acknowledged(self.slot, self.ticket))
         }
     }
 
     struct List {
-        items: Vec<Kept>,
+        /// By segment token: one entry per segment, however many encodes.
+        items: HashMap<u64, Kept>,
         /// The pid whose reaper thread runs (a forked child has none).
         reaper: u32,
+        /// When a handle was last issued: the reaper polls fast after that.
+        last_issue: Option<Instant>,
     }
 
     fn list() -> &'static (Mutex<List>, Condvar) {
@@ -463,19 +681,44 @@ mod keepalive {
         L.get_or_init(|| {
             (
                 Mutex::new(List {
-                    items: Vec::new(),
+                    items: HashMap::new(),
                     reaper: 0,
+                    last_issue: None,
                 }),
                 Condvar::new(),
             )
         })
     }
 
-    pub(super) fn hold(k: Kept) {
+    /// Issues a ticket for `seg` and keeps it (and `extra`) alive until the
+    /// ticket is acknowledged. Slot claims, tickets and slot releases all
+    /// happen under the list lock, so a slot is never freed while this
+    /// process has a ticket of it in flight.
+    pub(super) fn issue(seg: &Arc<Segment>, extra: Option<(u8, &dyn Fn() -> KeptValue)>) -> Wire {
+        let me = shm::pid();
         let (m, cv) = list();
         let mut l = m.lock().unwrap_or_else(|e| e.into_inner());
-        l.items.push(k);
-        let me = shm::pid();
+        if l.items.get(&seg.token).is_some_and(|k| k.pid != me) {
+            // Inherited through fork: the parent's entry, not ours.
+            l.items.remove(&seg.token);
+        }
+        let kept = l.items.entry(seg.token).or_insert_with(|| Kept {
+            seg: seg.clone(),
+            extra: Vec::new(),
+            slot: seg.claim_ack_slot(me).map_or(NO_SLOT, |i| i as u8),
+            ticket: 0,
+            pid: me,
+        });
+        if kept.slot != NO_SLOT {
+            kept.ticket = seg.next_ticket(kept.slot);
+        }
+        if let Some((key, make)) = extra {
+            if !kept.extra.iter().any(|(k, _)| *k == key) {
+                kept.extra.push((key, make()));
+            }
+        }
+        let wire = seg.wire(kept.slot, kept.ticket);
+        l.last_issue = Some(Instant::now());
         if l.reaper != me {
             l.reaper = me;
             let spawned = std::thread::Builder::new()
@@ -486,33 +729,67 @@ mod keepalive {
             }
         }
         cv.notify_one();
+        wire
+    }
+
+    /// The number of values kept for the segment `token` (the segment
+    /// itself counts one), or `None` when nothing is kept.
+    #[cfg(test)]
+    pub(super) fn kept(token: u64) -> Option<usize> {
+        let l = list().0.lock().unwrap_or_else(|e| e.into_inner());
+        l.items.get(&token).map(|k| 1 + k.extra.len())
     }
 
     fn reap() {
         let (m, cv) = list();
+        let me = shm::pid();
         let mut pause = Duration::from_micros(500);
         let mut l = m.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            // Drop acknowledged entries outside the lock: dropping a handle
-            // may take other locks.
-            let (done, keep): (Vec<Kept>, Vec<Kept>) = std::mem::take(&mut l.items)
-                .into_iter()
-                .partition(Kept::done);
-            l.items = keep;
-            if l.items.is_empty() {
+            let done: Vec<u64> = l
+                .items
+                .iter()
+                .filter(|(_, k)| k.done(me))
+                .map(|(t, _)| *t)
+                .collect();
+            let mut dropped = Vec::with_capacity(done.len());
+            for t in done {
+                if let Some(k) = l.items.remove(&t) {
+                    if k.pid == me && k.slot != NO_SLOT {
+                        k.seg.release_ack_slot(k.slot, me);
+                    }
+                    dropped.push(k);
+                }
+            }
+            // Only entries that an acknowledgement can end need watching.
+            let waiting = l.items.values().any(|k| k.slot != NO_SLOT);
+            if !waiting {
                 l.reaper = 0;
                 drop(l);
-                drop(done);
+                drop(dropped);
                 return;
             }
+            // Fast while handles were just sent; slower for ones that have
+            // waited long (a queued task, or one that will never run).
+            let recent = l
+                .last_issue
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(2));
+            let max = if recent {
+                Duration::from_millis(20)
+            } else {
+                Duration::from_millis(250)
+            };
+            // Drop released entries outside the lock: dropping a handle may
+            // take other locks.
             drop(l);
-            drop(done);
-            pause = (pause * 2).min(Duration::from_millis(20));
+            drop(dropped);
+            pause = (pause * 2).min(max);
             l = m.lock().unwrap_or_else(|e| e.into_inner());
-            l = cv
-                .wait_timeout(l, pause)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            let (g, woken) = cv.wait_timeout(l, pause).unwrap_or_else(|e| e.into_inner());
+            l = g;
+            if !woken.timed_out() {
+                pause = Duration::from_micros(500);
+            }
         }
     }
 }
@@ -521,26 +798,149 @@ mod keepalive {
 mod tests {
     use super::*;
 
+    /// Waits (bounded) until `cond` holds.
+    fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        cond()
+    }
+
     #[test]
     fn a_handle_whose_sender_is_gone_names_the_reason() {
-        let seg = Segment::create(Kind::Lock, 0, 16).unwrap();
-        let mut w = seg.to_wire(Box::new(()));
+        let seg = Segment::create(Kind::Queue, 0, 16).unwrap();
+        let mut w = seg.to_wire();
         // A process that has exited (reaped, so its pid names nothing).
         let mut child = std::process::Command::new("true").spawn().unwrap();
         child.wait().unwrap();
         w.pid = child.id();
         w.token ^= 1; // not in this process's cache either
-        let e = Segment::open(&w, Kind::Lock, 0).unwrap_err();
+        let e = Segment::open(&w, Kind::Queue, 0).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Disconnected);
-        assert!(e.to_string().contains("shared object is gone"), "{e}");
+        let want = format!(
+            "the process (pid {}) that sent this Queue handle has exited, so the shared \
+             object could not be opened",
+            child.id()
+        );
+        assert_eq!(e.to_string(), want);
+        seg.acknowledge(&seg.to_wire());
+        seg.acknowledge(&w);
+    }
+
+    #[test]
+    fn a_postcard_decode_failure_names_the_real_cause() {
+        let seg = Segment::create(Kind::Event, 0, 16).unwrap();
+        let mut w = seg.to_wire();
+        seg.acknowledge(&w);
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        w.pid = child.id();
+        w.token ^= 1;
+        let bytes = postcard::to_stdvec(&w).unwrap();
+        struct Handle;
+        impl<'de> Deserialize<'de> for Handle {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                deserialize_handle(d, Kind::Event, 0).map(|_| Handle)
+            }
+        }
+        let e = postcard::from_bytes::<Handle>(&bytes).err().unwrap();
+        // postcard drops the message of a custom error...
+        assert_eq!(e, postcard::Error::SerdeDeCustom);
+        // ...so decoders ask for it.
+        let msg = decode_error_message(&e);
+        assert!(
+            msg.contains("that sent this Event handle has exited"),
+            "{msg}"
+        );
+        // Taken once: an unrelated later error keeps its own message.
+        assert_eq!(
+            decode_error_message(&e),
+            postcard::Error::SerdeDeCustom.to_string()
+        );
     }
 
     #[test]
     fn a_handle_of_another_kind_is_refused() {
         let seg = Segment::create(Kind::Lock, 0, 16).unwrap();
-        let w = seg.to_wire(Box::new(()));
+        let w = seg.to_wire();
         let e = Segment::open(&w, Kind::Event, 0).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Protocol);
         assert!(Segment::open(&w, Kind::Lock, 0).is_ok());
+    }
+
+    #[test]
+    fn a_sent_handle_is_kept_without_time_limit_until_acknowledged() {
+        let seg = Segment::create(Kind::Lock, 0, 16).unwrap();
+        let token = seg.token;
+        let weak = Arc::downgrade(&seg);
+        let w = seg.to_wire();
+        drop(seg);
+        // Many reaper rounds pass (it polls every few ms at first): with no
+        // receiver, nothing but an acknowledgement may release the segment.
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(weak.upgrade().is_some(), "released without acknowledgement");
+        assert_eq!(keepalive::kept(token), Some(1));
+        // A receiver (this process, through its cache) opens and acknowledges.
+        let got = Segment::open(&w, Kind::Lock, 0).unwrap();
+        drop(got);
+        assert!(eventually(|| weak.upgrade().is_none()), "kept after ack");
+        assert_eq!(keepalive::kept(token), None);
+    }
+
+    #[test]
+    fn repeated_encodes_keep_one_entry_and_release_after_the_last_ack() {
+        let seg = Segment::create(Kind::Pipe, 0, 16).unwrap();
+        let token = seg.token;
+        let made = AtomicU32::new(0);
+        let make = || -> KeptValue {
+            made.fetch_add(1, Ordering::Relaxed);
+            Box::new(())
+        };
+        let wires: Vec<Wire> = (0..10_000)
+            .map(|i| match i % 3 {
+                0 => seg.to_wire(),
+                n => seg.to_wire_keeping(n as u8, &make),
+            })
+            .collect();
+        // One entry: the segment and one value per key, not 10 000.
+        assert_eq!(keepalive::kept(token), Some(3));
+        assert_eq!(made.load(Ordering::Relaxed), 2);
+        let slot = wires[0].slot as usize;
+        assert_eq!(
+            seg.header().acks[slot].pid.load(Ordering::Relaxed),
+            shm::pid()
+        );
+        for w in &wires[..wires.len() - 1] {
+            seg.acknowledge(w);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            keepalive::kept(token),
+            Some(3),
+            "released before the last ack"
+        );
+        seg.acknowledge(wires.last().unwrap());
+        assert!(eventually(|| keepalive::kept(token).is_none()));
+        // Nothing in flight: the slot is free for other senders.
+        assert_eq!(seg.header().acks[slot].pid.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_surplus_acknowledgement_does_not_release_a_later_handle() {
+        let seg = Segment::create(Kind::Lock, 0, 16).unwrap();
+        let token = seg.token;
+        let w = seg.to_wire();
+        // The same bytes decoded twice: two acknowledgements for one ticket.
+        seg.acknowledge(&w);
+        seg.acknowledge(&w);
+        let w2 = seg.to_wire();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(keepalive::kept(token), Some(1));
+        seg.acknowledge(&w2);
+        assert!(eventually(|| keepalive::kept(token).is_none()));
     }
 }
