@@ -448,10 +448,14 @@ impl Core {
     /// Resolves a job early with `err` (cancel, timeout, a dropped map).
     /// Returns false when it had finished (or, with [`Running::Spare`], was
     /// running) and keeps its own result.
-    pub(crate) fn abort(&self, id: u64, err: TaskError, running: Running) -> bool {
+    pub(crate) fn abort(self: &Arc<Self>, id: u64, err: TaskError, running: Running) -> bool {
         let mut st = self.lock();
         let mut flush = Vec::new();
         let done = self.abort_locked(&mut st, id, err, running, &mut flush);
+        // A worker being killed is replaced at once, and the work taken back
+        // from it goes elsewhere now.
+        self.top_up_workers(&mut st);
+        self.fill(&mut st, &mut flush);
         self.finish_drain(&mut st, &mut flush);
         if done {
             self.notify(&mut st);

@@ -453,3 +453,22 @@ fn results_in_parts_are_joined() {
     assert_eq!(v, vec![Ok(10), Ok(20), Ok(30)]);
     fake::stop(&core, &launcher);
 }
+
+#[test]
+fn a_worker_still_starting_when_draining_begins_is_asked_to_exit_once_up() {
+    let launcher = Arc::new(fake::FakeLauncher::default());
+    let core = Core::with_launcher(fake::config(2, None), launcher.clone());
+    core.begin_start();
+    assert!(launcher.wait_pending(2));
+    let first = launcher.ready_all(&core);
+    assert_eq!(first.len(), 2);
+    // One worker dies and its replacement is still starting when the pool
+    // is closed: it must still be told to exit once it is up.
+    fake::exit(&core, &first[0], KILLED);
+    assert!(launcher.wait_pending(1));
+    core.close();
+    let late = launcher.ready_all(&core).pop().unwrap();
+    assert!(late.sent().contains(&Sent::Shutdown), "{:?}", late.sent());
+    assert!(first[1].sent().contains(&Sent::Shutdown));
+    fake::stop(&core, &launcher);
+}
