@@ -267,6 +267,8 @@ fn handles_clone_compare_by_task_and_are_taken_once() {
 
         // Python's future-to-key dict, both ways.
         let inputs = [2u64, 3, 4];
+        // Clippy cannot see that a handle hashes by its immutable id alone.
+        #[allow(clippy::mutable_key_type)]
         let by_handle: HashMap<TaskHandle<u64>, u64> =
             inputs.iter().map(|&x| (ex.submit(square, x), x)).collect();
         let mut s = as_completed_keyed(by_handle.iter().map(|(h, x)| (*x, h.clone())));

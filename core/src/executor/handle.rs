@@ -37,7 +37,10 @@ impl fmt::Display for TaskId {
 /// [`TaskId`], so clones are equal and a handle can key a `HashMap`, as a
 /// Python future keys a dict. [`mproc::as_completed`](super::as_completed)
 /// and [`mproc::wait`](super::wait) take each task once even if it is
-/// passed twice.
+/// passed twice. (Clippy's `mutable_key_type` lint flags a
+/// `HashMap<TaskHandle<_>, _>` because a handle holds a shared result slot;
+/// hashing reads only the id, so it is a false positive — or key by
+/// [`TaskId`] instead.)
 ///
 /// # Examples
 /// Python's `future_to_url = {executor.submit(load, url): url for url in urls}`
