@@ -33,7 +33,8 @@ pub(crate) type Decode<T> = Arc<dyn Fn(Vec<Outcome>) -> Result<T, TaskError> + S
 ///
 /// Callbacks run on one thread owned by the pool, in the order results
 /// complete, never on a worker; `get()` returns only after they ran. Keep
-/// them short: they run one at a time. A callback that panics is logged
+/// them short: they run one at a time, so a callback that waits for
+/// another result with callbacks waits forever. A callback that panics is logged
 /// (`tracing::error!`) and does not harm the pool. Results that complete
 /// after the pool stopped run no callback.
 ///
