@@ -111,7 +111,8 @@ fn callbacks_run_in_completion_order_on_one_parent_thread() {
         }),
     );
     assert_eq!(slow.get_timeout(LIMIT).unwrap(), 400);
-    assert_eq!(fast.get().unwrap(), 10);
+    assert_eq!(fast.get_timeout(LIMIT).unwrap(), 10);
+    assert!(bad.wait_timeout(LIMIT) && m.wait_timeout(LIMIT));
     assert!(matches!(bad.get(), Err(TaskError::Panicked { .. })));
     assert_eq!(m.get().unwrap(), vec![0, 1, 4, 9, 16]);
     // `get` returned, so each callback has run.
@@ -151,9 +152,9 @@ fn a_panicking_callback_does_not_harm_the_pool_and_the_thread_ends_with_it() {
             ran2.fetch_add(v as usize, Ordering::SeqCst);
         }),
     );
-    assert_eq!(r.get().unwrap(), 9);
+    assert_eq!(r.get_timeout(LIMIT).unwrap(), 9);
     assert_eq!(ran.load(Ordering::SeqCst), 9);
-    assert_eq!(pool.apply(square, 4).unwrap(), 16);
+    assert_eq!(pool.apply_async(square, 4).get_timeout(LIMIT).unwrap(), 16);
     let tid: Arc<Mutex<Option<String>>> = Arc::default();
     let tid2 = tid.clone();
     let r = pool.apply_async_with(
@@ -164,7 +165,7 @@ fn a_panicking_callback_does_not_harm_the_pool_and_the_thread_ends_with_it() {
             *tid2.lock().unwrap() = Some(me.file_name().unwrap().to_string_lossy().into_owned());
         }),
     );
-    assert_eq!(r.get().unwrap(), 25);
+    assert_eq!(r.get_timeout(LIMIT).unwrap(), 25);
     let tid = tid.lock().unwrap().clone().expect("the callback ran");
     let task = format!("/proc/self/task/{tid}");
     assert!(std::path::Path::new(&task).exists());
