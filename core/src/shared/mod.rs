@@ -34,7 +34,7 @@ mod value;
 mod wait;
 
 pub use array::{Array, ArrayGuard};
-pub use barrier::Barrier;
+pub use barrier::{Barrier, BrokenBarrierError};
 pub use condition::{Condition, ConditionGuard};
 pub use event::Event;
 pub use lock::{Lock, LockGuard};

@@ -84,6 +84,11 @@ impl std::hash::Hasher for IdHasher {
 type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh task id, for handles that fail before reaching a scheduler.
+pub(crate) fn next_task_id() -> u64 {
+    NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed)
+}
 static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
 
 /// How long a request sent ahead may wait behind another before an idle
