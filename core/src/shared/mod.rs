@@ -2,7 +2,7 @@
 //! values and arrays, and synchronization primitives.
 //!
 //! Each object lives in its own shared-memory segment (a memfd, see
-//! `segment.rs`) and is used through a cheap `Clone` handle that is also
+//! `segment/`) and is used through a cheap `Clone` handle that is also
 //! `Serialize + Deserialize`: pass it to a task or a process as an argument
 //! and the other process uses the same object. Nothing has a name in the file
 //! system, so nothing is left behind when the program ends, however it ends.

@@ -1,6 +1,6 @@
 //! [`pipe`] and [`Connection`]: a typed duplex channel between two ends
 //! (Python's `multiprocessing.Pipe`), built as two shared byte rings
-//! (`ring.rs`) in one segment, one per direction.
+//! (`ring/`) in one segment, one per direction.
 //!
 //! # Knowing when the other end is gone
 //!
@@ -8,7 +8,7 @@
 //! hold a handle to it, as `(pid, start time)` registered when the handle is
 //! made in (or received by) a process and removed when that handle is
 //! dropped. A handle in flight (serialized, not yet received) stays
-//! registered in its sender by the keep-alive of `segment.rs`.
+//! registered in its sender by the keep-alive of `segment/`.
 //!
 //! The other end is *gone* when its `closed` flag is set, or when none of its
 //! holders is alive (no such process, a zombie, or a reused pid). `close`

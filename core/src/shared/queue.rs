@@ -1,6 +1,6 @@
 //! [`Queue`], [`SimpleQueue`] and [`JoinableQueue`]: multi-producer,
 //! multi-consumer queues of any serde type between processes, on one shared
-//! byte ring (`ring.rs`, protocol in `README.md`).
+//! byte ring (`ring/`, protocol in `README.md`).
 //!
 //! Items are encoded with postcard into a per-thread buffer, then copied into
 //! the ring under the producer lock; a consumer decodes straight from the
@@ -14,7 +14,7 @@
 //! 1 GiB − 8 bytes encoded.
 //!
 //! Neither memory nor address space is taken up front. The data area starts
-//! at 64 KiB and doubles, in place, when a put does not fit (`ring.rs`), so
+//! at 64 KiB and doubles, in place, when a put does not fit (`ring/`), so
 //! each process that uses a queue maps a window as large as the most the
 //! queue has held, not 1 GiB: many queues fit under a `ulimit -v`. Memory is
 //! used only as bytes are written, and for large areas consumed chunks are
