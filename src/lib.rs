@@ -56,7 +56,8 @@ pub mod prelude {
         ReturnWhen, StartMethod, Task, TaskError, TaskHandle, TaskId, TaskOptions, TransportKind,
     };
     pub use mproc_core::{
-        pipe, Array, Barrier, BoundedSemaphore, BrokenBarrierError, Condition, Connection, Event,
-        JoinableQueue, Lock, Queue, QueueError, RLock, Semaphore, SimpleQueue, Value,
+        pipe, Array, Barrier, BoundedSemaphore, BrokenBarrierError, Bytes, Condition, Connection,
+        Event, JoinableQueue, Lock, Queue, QueueError, RLock, Semaphore, SharedBytes, SimpleQueue,
+        Value,
     };
 }

@@ -28,9 +28,10 @@ pub use identity::{cpu_count, current_process, is_worker, parent_process, Proces
 pub use process::{active_children, Process, ProcessHandle};
 pub use registry::{registered_tasks, Task};
 pub use shared::{
-    pipe, Array, ArrayGuard, Barrier, BoundedSemaphore, BrokenBarrierError, Condition,
+    pipe, Array, ArrayGuard, Barrier, BoundedSemaphore, BrokenBarrierError, Bytes, Condition,
     ConditionGuard, Connection, Event, JoinableQueue, Lock, LockGuard, Pod, Queue, RLock,
-    RLockGuard, Semaphore, SemaphoreGuard, SimpleQueue, Value, ValueGuard, PIPE_BYTES, QUEUE_BYTES,
+    RLockGuard, Semaphore, SemaphoreGuard, SharedBytes, SimpleQueue, Value, ValueGuard, PIPE_BYTES,
+    QUEUE_BYTES,
 };
 pub use spawn::{get_start_method, set_start_method, StartMethod};
 

@@ -19,6 +19,7 @@
 
 mod array;
 mod barrier;
+mod bytes;
 mod condition;
 mod event;
 mod lock;
@@ -35,6 +36,7 @@ mod wait;
 
 pub use array::{Array, ArrayGuard};
 pub use barrier::{Barrier, BrokenBarrierError};
+pub use bytes::{Bytes, SharedBytes};
 pub use condition::{Condition, ConditionGuard};
 pub use event::Event;
 pub use lock::{Lock, LockGuard};

@@ -101,6 +101,7 @@ pub(crate) enum Kind {
     Array,
     Queue,
     Pipe,
+    Bytes,
 }
 
 impl Kind {
@@ -117,6 +118,7 @@ impl Kind {
             Kind::Array => "Array",
             Kind::Queue => "Queue",
             Kind::Pipe => "Connection",
+            Kind::Bytes => "SharedBytes",
         }
     }
 }
