@@ -38,7 +38,11 @@ fn verify(b: SharedBytes, want: u64) {
 fn shared_bytes_cross_by_handle_and_leave_nothing() {
     let files = mproc_files();
     run(async {
-        for method in [StartMethod::Spawn, StartMethod::Forkserver, StartMethod::Fork] {
+        for method in [
+            StartMethod::Spawn,
+            StartMethod::Forkserver,
+            StartMethod::Fork,
+        ] {
             let ex = Executor::builder()
                 .max_workers(2)
                 .start_method(method)
@@ -79,7 +83,12 @@ fn shared_bytes_cross_by_handle_and_leave_nothing() {
             while open_fds() > fds && std::time::Instant::now() < end {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            assert!(open_fds() <= fds, "{method}: {} fds, {} before", open_fds(), fds);
+            assert!(
+                open_fds() <= fds,
+                "{method}: {} fds, {} before",
+                open_fds(),
+                fds
+            );
         }
     });
     assert_eq!(mproc_files(), files, "nothing in /dev/shm or the temp dir");

@@ -368,7 +368,10 @@ fn shutdown_drains_then_asks_workers_to_exit() {
             },
         );
     }
-    core.join_blocking();
+    assert!(
+        core.wait_blocking(|st| st.live == 0, Some(Duration::from_secs(5))),
+        "workers asked to exit were not counted gone"
+    );
     fake::stop(&core, &launcher);
 }
 
