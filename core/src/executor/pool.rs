@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use futures::executor::BlockingStream;
+use futures::{StreamExt, TryStreamExt};
 
 use super::callbacks::{CallbackThread, Callbacks, Decode};
 use super::completion::Completion;
@@ -232,7 +232,9 @@ impl Pool {
         }
         let _ = task;
         let stream = MapStream::new::<T, _>(self.core.clone(), items.into_iter(), opts, true);
-        futures::executor::block_on_stream(stream).collect()
+        // One blocking wait for the whole map (stopping at the first
+        // error): a wait per item would build an executor per item.
+        futures::executor::block_on(stream.try_collect())
     }
 
     /// `map` for functions of several arguments, given as tuples (kept for
@@ -328,9 +330,7 @@ impl Pool {
     {
         let _ = task;
         let stream = MapStream::new::<T, _>(self.core.clone(), iter.into_iter(), opts, ordered);
-        Imap {
-            inner: futures::executor::block_on_stream(stream),
-        }
+        Imap { inner: stream }
     }
 
     /// Accepts no more work; what was submitted still runs, then the workers
@@ -369,7 +369,7 @@ fn failed(e: TaskError) -> Arc<Completion> {
 
 /// The lazy results of [`Pool::imap`] / [`Pool::imap_unordered`].
 pub struct Imap<T> {
-    inner: BlockingStream<MapStream<T>>,
+    inner: MapStream<T>,
 }
 
 impl<T> std::fmt::Debug for Imap<T> {
@@ -381,7 +381,9 @@ impl<T> std::fmt::Debug for Imap<T> {
 impl<T> Iterator for Imap<T> {
     type Item = Result<T, TaskError>;
     fn next(&mut self) -> Option<Self::Item> {
-        self.inner.next()
+        // `block_on` parks this thread on a thread-local waker; the
+        // `futures` blocking iterator would build a whole executor per item.
+        futures::executor::block_on(self.inner.next())
     }
 }
 
