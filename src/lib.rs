@@ -51,9 +51,9 @@ pub mod prelude {
     };
     pub use mproc_core::{
         as_completed, cpu_count, current_process, parent_process, wait, AsCompleted, AsyncResult,
-        Error, ErrorKind, Executor, ExecutorBuilder, ExitInfo, MapOptions, MapStream, Pool,
-        PoolBuilder, ProcessInfo, ReturnWhen, StartMethod, Task, TaskError, TaskHandle, TaskId,
-        TaskOptions, TransportKind,
+        Error, ErrorKind, Executor, ExecutorBuilder, ExitInfo, Failure, MapOptions, MapStream,
+        Pool, PoolBuilder, ProcessInfo, ReturnWhen, StartMethod, Task, TaskError, TaskHandle,
+        TaskId, TaskOptions, TransportKind,
     };
     pub use mproc_core::{
         pipe, Array, Barrier, BoundedSemaphore, Condition, Connection, Event, JoinableQueue, Lock,
