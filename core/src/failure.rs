@@ -37,7 +37,7 @@ use crate::error::{Error, ErrorKind};
 ///
 /// #[mproc::task]
 /// fn read_len(path: String) -> Result<usize, Failure> {
-///     Ok(std::fs::read(&path)?.len())          // io::Error -> Failure
+///     Ok(std::fs::read(&path)?.len())              // io::Error -> Failure
 /// }
 ///
 /// #[mproc::task]
@@ -48,20 +48,19 @@ use crate::error::{Error, ErrorKind};
 ///     Ok(s.trim().parse()?)                        // ParseIntError -> Failure
 /// }
 ///
-/// #[tokio::main]
-/// async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-///     let executor = Executor::new(2).await?;
-///     // The outer `?` is mproc's own failure (TaskError), the inner the task's.
-///     match executor.submit(read_len, "/no/such/file".to_string()).await? {
+/// fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+///     let pool = Pool::new(2)?;
+///     // The outer `?` is for mproc's own failures (TaskError), the inner
+///     // result is the task's.
+///     match pool.apply(read_len, "/no/such/file".to_string())? {
 ///         Ok(n) => println!("{n} bytes"),
 ///         Err(e) => {
 ///             assert_eq!(e.io_kind(), Some(std::io::ErrorKind::NotFound));
-///             println!("{} ({})", e, e.type_name());
+///             println!("{e} ({})", e.type_name());
 ///         }
 ///     }
-///     let n = executor.submit(parse, "42".to_string()).await??; // both at once
+///     let n = pool.apply(parse, "42".to_string())??; // both at once
 ///     assert_eq!(n, 42);
-///     executor.shutdown().await;
 ///     Ok(())
 /// }
 /// ```
