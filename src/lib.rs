@@ -12,6 +12,12 @@
 //! * Workers boot with no setup call: any binary, example, bench or test that
 //!   links mproc can start them, and user code in `main` never runs in a
 //!   worker.
+//! * A task raises by returning `Result<T, Failure>` and using `?` on any
+//!   error; [`Failure`] has the table "Errors and panics in tasks" (what the
+//!   caller gets for an error, a panic, a crash, a timeout).
+//! * Coming from Python: `docs/porting.md` in the repository maps every name
+//!   of `multiprocessing` and `concurrent.futures` to mproc's, with each
+//!   difference in behaviour.
 //!
 //! ```no_run
 //! use mproc::prelude::*;
