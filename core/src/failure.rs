@@ -157,10 +157,28 @@ impl Failure {
 
 impl<E: StdError + 'static> From<E> for Failure {
     fn from(e: E) -> Self {
-        let dyn_e: &(dyn StdError + 'static) = &e;
+        Failure::from_chain(&e, std::any::type_name::<E>())
+    }
+}
+
+impl Failure {
+    /// A failure from a boxed error, such as a library's
+    /// `Result<T, Box<dyn Error + Send + Sync>>`: `Box<dyn Error>` is not
+    /// itself an `Error`, so `?` cannot convert it; `map_err(Failure::from_boxed)`
+    /// keeps its message, chain and io kind. Its type name is the box's.
+    pub fn from_boxed(e: Box<dyn StdError + Send + Sync + 'static>) -> Self {
+        Failure::from_chain(
+            &*e,
+            std::any::type_name::<Box<dyn StdError + Send + Sync>>(),
+        )
+    }
+
+    /// Walks `e` and its sources into a chain of messages, noting the kind
+    /// of the first `io::Error` met.
+    fn from_chain(e: &(dyn StdError + 'static), type_name: &str) -> Self {
         let mut io_kind = None;
         let mut messages = Vec::new();
-        let mut cur = Some(dyn_e);
+        let mut cur = Some(e);
         while let Some(err) = cur {
             if io_kind.is_none() {
                 if let Some(io) = err.downcast_ref::<io::Error>() {
@@ -170,19 +188,16 @@ impl<E: StdError + 'static> From<E> for Failure {
             messages.push(err.to_string());
             cur = err.source();
         }
-        let head = messages
-            .into_iter()
-            .rev()
-            .fold(None, |source, message| {
-                Some(Link {
-                    message,
-                    source: source.map(Box::new),
-                })
-            })
-            .expect("an error has a message");
+        let mut head: Option<Link> = None;
+        for message in messages.into_iter().rev() {
+            head = Some(Link {
+                message,
+                source: head.map(Box::new),
+            });
+        }
         Failure {
-            head,
-            type_name: std::any::type_name::<E>().to_string(),
+            head: head.expect("an error has a message"),
+            type_name: type_name.to_string(),
             io_kind,
         }
     }
@@ -384,6 +399,15 @@ mod tests {
             assert_eq!(io_kind_from_name(&format!("{k:?}")), k);
         }
         assert_eq!(io_kind_from_name("NoSuchKind"), io::ErrorKind::Other);
+    }
+
+    #[test]
+    fn a_boxed_error_keeps_its_chain() {
+        let boxed: Box<dyn StdError + Send + Sync> =
+            Box::new(Outer(io::Error::new(io::ErrorKind::TimedOut, "slow disk")));
+        let f = Failure::from_boxed(boxed);
+        assert_eq!(format!("{f:#}"), "cannot read config: slow disk");
+        assert_eq!(f.io_kind(), Some(io::ErrorKind::TimedOut));
     }
 
     #[test]
