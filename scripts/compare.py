@@ -57,8 +57,8 @@ def run_capture(cmd, timeout=None):
 
 def build_runner():
     """Builds benches/compare.rs in release mode; returns the binary's path."""
-    log("building the Rust runner (cargo bench --bench compare --no-run) ...")
-    cmd = ["cargo", "bench", "--bench", "compare", "--no-run", "--message-format=json-render-diagnostics"]
+    log("building the Rust runner (cargo bench -p mproc-benches --bench compare --no-run) ...")
+    cmd = ["cargo", "bench", "-p", "mproc-benches", "--bench", "compare", "--no-run", "--message-format=json-render-diagnostics"]
     p = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     if p.returncode != 0:
         sys.exit("compare: the build failed")

@@ -12,6 +12,12 @@
 //! * Workers boot with no setup call: any binary, example, bench or test that
 //!   links mproc can start them, and user code in `main` never runs in a
 //!   worker.
+//! * A task raises by returning `Result<T, Failure>` and using `?` on any
+//!   error; [`Failure`] has the table "Errors and panics in tasks" (what the
+//!   caller gets for an error, a panic, a crash, a timeout).
+//! * Coming from Python: `docs/porting.md` in the repository maps every name
+//!   of `multiprocessing` and `concurrent.futures` to mproc's, with each
+//!   difference in behaviour.
 //!
 //! ```no_run
 //! use mproc::prelude::*;
@@ -52,8 +58,9 @@ pub mod prelude {
     pub use mproc_core::{
         as_completed, as_completed_keyed, cpu_count, current_process, parent_process, wait,
         wait_timeout, AsCompleted, AsCompletedKeyed, AsyncResult, Callbacks, Error, ErrorKind,
-        Executor, ExecutorBuilder, ExitInfo, MapOptions, MapStream, Pool, PoolBuilder, ProcessInfo,
-        ReturnWhen, StartMethod, Task, TaskError, TaskHandle, TaskId, TaskOptions, TransportKind,
+        Executor, ExecutorBuilder, ExitInfo, Failure, MapOptions, MapStream, Pool, PoolBuilder,
+        ProcessInfo, ReturnWhen, StartMethod, Task, TaskError, TaskHandle, TaskId, TaskOptions,
+        TransportKind,
     };
     pub use mproc_core::{
         pipe, Array, Barrier, BoundedSemaphore, BrokenBarrierError, Bytes, Condition, Connection,

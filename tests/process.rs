@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{gone, wait_gone, LIMIT};
+use common::{gone, run_self, wait_gone, LIMIT};
 use mproc::prelude::*;
 
 /// A scratch file that is removed when dropped.
@@ -52,6 +52,7 @@ fn exit_with(code: i32) {
     std::process::exit(code)
 }
 
+/// Panics; see `a_panicking_target_exits_1_and_prints_its_message`.
 #[mproc::task]
 fn boom() {
     panic!("boom from the target")
@@ -121,7 +122,6 @@ fn exit_codes_follow_python(m: StartMethod) {
     let cases: Vec<(ProcessHandle, i32)> = vec![
         (start(Process::new(exit_with, 3), m), 3),
         (start(Process::new(exit_with, 0), m), 0),
-        (start(Process::new(boom, ()), m), 1),
         (start(Process::new(abort_now, ()), m), -libc::SIGABRT),
     ];
     for (p, want) in cases {
@@ -334,4 +334,35 @@ fn fork_is_safe_while_other_threads_hold_stdout_and_allocate() {
 #[mproc::task]
 fn say(s: String) {
     println!("{s} {}", std::process::id());
+}
+
+/// A target that panics exits with code 1 and prints its message on stderr
+/// (API.md §5). The panic runs in a helper test process whose stderr is
+/// captured and checked here, so the expected panic does not print into the
+/// test run's output.
+#[test]
+fn a_panicking_target_exits_1_and_prints_its_message() {
+    for method in ["spawn", "forkserver", "fork"] {
+        let out = run_self("helper_panicking_target", &[("MPROC_TEST_METHOD", method)]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{method}: helper failed:\n{stderr}");
+        assert!(
+            stderr.contains("boom from the target"),
+            "{method}: the panic message is not on stderr:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "helper process for a_panicking_target_exits_1_and_prints_its_message"]
+fn helper_panicking_target() {
+    let m = match std::env::var("MPROC_TEST_METHOD").as_deref() {
+        Ok("spawn") => StartMethod::Spawn,
+        Ok("forkserver") => StartMethod::Forkserver,
+        Ok("fork") => StartMethod::Fork,
+        _ => return, // run by `--ignored` without the parent test: nothing to do
+    };
+    let p = start(Process::new(boom, ()), m);
+    assert!(p.join_timeout(LIMIT).unwrap());
+    assert_eq!(p.exitcode(), Some(1));
 }

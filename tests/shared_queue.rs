@@ -1,16 +1,15 @@
 //! `Queue`, `SimpleQueue`, `JoinableQueue` (API.md §6, §9): semantics in one
-//! process, property tests of per-producer order and loss-freedom under
-//! concurrent producers and consumers, and the same across worker processes.
+//! process and across worker processes. The property tests of per-producer
+//! order and loss-freedom under concurrent threads are in mproc-core's
+//! `tests/queue_props.rs`, so that proptest is not built for the examples.
 
 mod common;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::run;
 use mproc::prelude::*;
-use proptest::prelude::*;
 
 const SHORT: Duration = Duration::from_millis(20);
 const LONG: Duration = Duration::from_secs(20);
@@ -377,51 +376,4 @@ fn producers_and_consumers_across_processes() {
         assert_eq!(sq.get_timeout(LONG).unwrap(), "Data from worker");
         ex.shutdown().await;
     });
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
-
-    /// Concurrent producers and consumers (threads on one shared ring):
-    /// every item arrives exactly once, and each consumer sees each
-    /// producer's items in the order they were put.
-    #[test]
-    fn no_loss_and_per_producer_order(
-        producers in 1u32..4,
-        consumers in 1usize..4,
-        n in 0u32..300,
-        cap in prop::option::of(1usize..8),
-        ring in 0u8..3,
-    ) {
-        let q: Queue<(u32, u32)> = match ring {
-            0 => Queue::__with_data_bytes(4096, cap).unwrap(),
-            1 => Queue::__with_growth(4096, 64 << 10, cap).unwrap(),
-            _ => match cap { Some(c) => Queue::bounded(c).unwrap(), None => Queue::new().unwrap() },
-        };
-        let total = producers as usize * n as usize;
-        let taken = AtomicUsize::new(0);
-        let seen: Vec<Vec<(u32, u32)>> = std::thread::scope(|s| {
-            for p in 0..producers {
-                let q = q.clone();
-                s.spawn(move || for i in 0..n { q.put_timeout((p, i), LONG).unwrap() });
-            }
-            let hs: Vec<_> = (0..consumers).map(|_| {
-                let (q, taken) = (q.clone(), &taken);
-                s.spawn(move || {
-                    let mut got = Vec::new();
-                    let end = Instant::now() + LONG;
-                    while taken.load(Ordering::SeqCst) < total && Instant::now() < end {
-                        if let Ok(x) = q.get_timeout(Duration::from_millis(5)) {
-                            taken.fetch_add(1, Ordering::SeqCst);
-                            got.push(x);
-                        }
-                    }
-                    got
-                })
-            }).collect();
-            hs.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        check(&seen, producers, n);
-        prop_assert!(q.is_empty());
-    }
 }

@@ -92,7 +92,9 @@ pub enum ErrorKind {
     Disconnected,
     /// An operating-system error.
     Io,
-    /// A task failed; the source is a [`TaskError`].
+    /// A task failed: the error came from a [`TaskError`] (see
+    /// [`Error::task_error`]) or from a task's own
+    /// [`Failure`](crate::Failure).
     Task,
     /// A queue operation failed.
     Queue,

@@ -8,6 +8,7 @@ mod child;
 mod children;
 mod error;
 mod executor;
+mod failure;
 mod identity;
 mod outbox;
 mod process;
@@ -24,6 +25,7 @@ pub use executor::{
     AsyncResult, Callbacks, Executor, ExecutorBuilder, Imap, MapOptions, MapStream, Pool,
     PoolBuilder, ReturnWhen, TaskHandle, TaskId, TaskOptions, TransportKind,
 };
+pub use failure::Failure;
 pub use identity::{cpu_count, current_process, is_worker, parent_process, ProcessInfo};
 pub use process::{active_children, Process, ProcessHandle};
 pub use registry::{registered_tasks, Task};

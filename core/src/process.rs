@@ -92,10 +92,9 @@ pub fn active_children() -> Vec<ProcessInfo> {
 ///
 /// # Examples
 /// ```no_run
-/// # extern crate mproc_core as mproc;
 /// use mproc::{current_process, Process};
 ///
-/// #[mproc_macros::task] // `#[mproc::task]` through the facade crate
+/// #[mproc::task]
 /// fn greet(who: String) {
 ///     println!("hello {who} from {}", current_process().name());
 /// }

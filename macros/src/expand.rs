@@ -28,21 +28,106 @@ use crate::valid;
 
 /// The whole attribute: parse, check, generate.
 ///
-/// On any error the compile errors are followed by the item exactly as it was
-/// written, so that the rest of the crate still sees a function by that name
-/// and does not report errors that only follow from this one.
+/// On an error the compile errors come first, then:
+/// - for a free function that parsed (whatever rule it broke), a stand-in
+///   for the task ([`stand_in`]): the same names, with types that are the
+///   compiler's "error" type, so a call site (`submit(count_chars, "x")`,
+///   `count_chars("x")`) reports nothing more;
+/// - otherwise (not a function, a `self` receiver inside an `impl`), the item
+///   exactly as it was written;
+/// - for a valid function with bad attribute arguments, the task itself,
+///   expanded against `::mproc`.
 pub(crate) fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     let args = Args::parse(attr);
-    let task = Task::parse(item.clone()).and_then(|task| valid::validate(&task).map(|()| task));
-    match (args, task) {
-        (Ok(args), Ok(task)) => expand(&task, &args),
-        (args, task) => {
-            let mut tokens = TokenStream::new();
-            for error in [args.err(), task.err()].into_iter().flatten() {
-                tokens.extend(error.into_compile_error());
-            }
+    let (task, task_error) = match Task::parse(item.clone()) {
+        Ok(task) => {
+            let error = valid::validate(&task).err();
+            (Some(task), error)
+        }
+        Err(error) => (None, Some(error)),
+    };
+    let (args, args_error) = match args {
+        Ok(args) => (args, None),
+        Err(error) => (Args { krate: None }, Some(error)),
+    };
+    let task_is_valid = task.is_some() && task_error.is_none();
+    let mut errors = [args_error, task_error].into_iter().flatten();
+    let Some(mut error) = errors.next() else {
+        // Both `None` only when the task parsed and passed every rule.
+        return task.map_or(item, |task| expand(&task, &args));
+    };
+    errors.for_each(|e| error.combine(e));
+    match task {
+        Some(task) if task_is_valid => {
+            let mut tokens = error.into_compile_error();
+            tokens.extend(expand(&task, &args));
+            tokens
+        }
+        Some(task) if task.receivers.is_empty() => stand_in(&task, &args, error),
+        _ => {
+            let mut tokens = error.into_compile_error();
             tokens.extend(item);
             tokens
+        }
+    }
+}
+
+/// What a rejected free function becomes: the function, hidden, and a unit
+/// struct of its name implementing `Task` and `Deref` with a type that holds
+/// the first error (`[(); { compile_error!(..) }]`: an array whose length is
+/// an error). The compiler reports no mismatch involving such a type, so
+/// code using the task is not reported a second time. (`compile_error!` in
+/// type position would not do: it stands for `()`.)
+fn stand_in(task: &Task, args: &Args, error: syn::Error) -> TokenStream {
+    let krate: Path = args.krate.clone().unwrap_or_else(|| parse_quote!(::mproc));
+    let private = quote!(#krate::__private);
+    let item = &task.item;
+    let name = task.name();
+    let hidden = format_ident!("__mproc_task_{}", name.unraw(), span = name.span());
+    let Attrs { docs, cfgs, rest } = Attrs::sort(&item.attrs);
+    let vis = &item.vis;
+
+    let mut renamed = item.clone();
+    renamed.attrs = rest.into_iter().cloned().collect();
+    renamed.vis = Visibility::Inherited;
+    renamed.sig.ident = hidden;
+
+    let mut errors = error.into_iter();
+    let first = errors
+        .next()
+        .expect("a syn::Error holds at least one message")
+        .into_compile_error();
+    let rest_errors = errors.map(syn::Error::into_compile_error);
+
+    quote! {
+        #(#rest_errors)*
+
+        #[doc(hidden)]
+        #[allow(non_snake_case, dead_code)]
+        #renamed
+
+        #(#docs)*
+        #(#cfgs)*
+        #[allow(non_camel_case_types)]
+        #[derive(::core::clone::Clone, ::core::marker::Copy, ::core::fmt::Debug)]
+        #vis struct #name;
+
+        #(#cfgs)*
+        impl ::core::ops::Deref for #name {
+            type Target = <#name as #krate::Task>::Args;
+            fn deref(&self) -> &Self::Target {
+                ::core::unreachable!()
+            }
+        }
+
+        #(#cfgs)*
+        impl #krate::Task for #name {
+            type Args = [(); { #first }];
+            type Output = Self::Args;
+            const NAME: &'static str = "";
+            fn __call(_: Self::Args) -> #private::TaskCall<Self::Output> {
+                ::core::unreachable!()
+            }
         }
     }
 }

@@ -119,8 +119,11 @@ use proc_macro::TokenStream;
 ///
 /// # Rules, checked at compile time
 ///
-/// Each violation is a compile error pointing at the offending token; the
-/// function is then emitted unchanged so no other errors follow from it.
+/// Each violation is a compile error pointing at the offending token, and
+/// the only one: the name still stands for a (hidden, erroneous) task, so
+/// call sites such as `executor.submit(count_chars, "x")` report nothing
+/// more. A plain `fn` or a closure passed where a task is expected is an
+/// error that says to add `#[mproc::task]`.
 ///
 /// - Every argument type and the return type must be
 ///   `Serialize + DeserializeOwned + Send + 'static`; the error points at

@@ -78,6 +78,9 @@ pub(crate) fn worker_main(os_parent: u32) -> ! {
     };
     match run_worker(UnixChannel::from_fd(sock)) {
         Ok(code) => exit_child(code),
+        // The parent has the initializer's error and reports it; a line here
+        // would only repeat it, in a worse place (a test's output).
+        Err(ChildError::Initializer) => exit_child(70),
         Err(e) => {
             eprintln!("mproc worker {}: {e}", std::process::id());
             exit_child(70)

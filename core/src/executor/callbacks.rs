@@ -40,10 +40,9 @@ pub(crate) type Decode<T> = Arc<dyn Fn(Vec<Outcome>) -> Result<T, TaskError> + S
 ///
 /// # Examples
 /// ```no_run
-/// # extern crate mproc_core as mproc;
 /// use mproc::{Callbacks, Pool};
 ///
-/// #[mproc_macros::task] // `#[mproc::task]` through the facade crate
+/// #[mproc::task]
 /// fn square(x: u64) -> u64 { x * x }
 ///
 /// # fn main() -> Result<(), mproc::Error> {

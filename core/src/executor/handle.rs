@@ -47,11 +47,10 @@ impl fmt::Display for TaskId {
 /// idiom, here with [`mproc::as_completed_keyed`](super::as_completed_keyed)
 /// (or a `HashMap<TaskHandle<_>, _>`):
 /// ```no_run
-/// # extern crate mproc_core as mproc;
 /// use futures::StreamExt;
 /// use mproc::{as_completed_keyed, Executor};
 ///
-/// #[mproc_macros::task] // `#[mproc::task]` through the facade crate
+/// #[mproc::task]
 /// fn load(url: String) -> usize { url.len() }
 ///
 /// # async fn demo() -> Result<(), mproc::Error> {

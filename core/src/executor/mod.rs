@@ -183,11 +183,9 @@ impl Drop for Owner {
 ///
 /// # Examples
 /// ```no_run
-/// # extern crate mproc_core as mproc;
-/// use futures::TryStreamExt;
-/// use mproc::Executor;
+/// use mproc::prelude::*;
 ///
-/// #[mproc_macros::task] // `#[mproc::task]` through the facade crate
+/// #[mproc::task]
 /// fn square(x: u64) -> u64 { x * x }
 ///
 /// # async fn demo() -> Result<(), mproc::Error> {

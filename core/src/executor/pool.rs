@@ -99,10 +99,9 @@ impl PoolBuilder {
 ///
 /// # Examples
 /// ```no_run
-/// # extern crate mproc_core as mproc;
 /// use mproc::Pool;
 ///
-/// #[mproc_macros::task] // `#[mproc::task]` through the facade crate
+/// #[mproc::task]
 /// fn square(x: u64) -> u64 { x * x }
 ///
 /// # fn main() -> Result<(), mproc::Error> {

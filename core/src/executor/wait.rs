@@ -112,12 +112,11 @@ impl<T> std::fmt::Debug for AsCompleted<T> {
 ///
 /// # Examples
 /// ```no_run
-/// # extern crate mproc_core as mproc;
 /// use std::time::Duration;
 /// use futures::StreamExt;
 /// use mproc::{as_completed, Executor};
 ///
-/// #[mproc_macros::task] // `#[mproc::task]` through the facade crate
+/// #[mproc::task]
 /// fn square(x: u64) -> u64 { x * x }
 ///
 /// # async fn demo() -> Result<(), mproc::Error> {
@@ -261,11 +260,10 @@ pub async fn wait<T>(
 ///
 /// # Examples
 /// ```no_run
-/// # extern crate mproc_core as mproc;
 /// use std::time::Duration;
 /// use mproc::{wait_timeout, Executor, ReturnWhen};
 ///
-/// #[mproc_macros::task] // `#[mproc::task]` through the facade crate
+/// #[mproc::task]
 /// fn square(x: u64) -> u64 { x * x }
 ///
 /// # async fn demo() -> Result<(), mproc::Error> {

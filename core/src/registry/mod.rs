@@ -24,9 +24,19 @@ pub(crate) use invoke::BatchRun;
 
 /// A function that can run in a worker process.
 ///
-/// Implemented by `#[mproc::task]`; a manual implementation is possible (its
+/// Implemented by `#[mproc::task]`: a plain `fn` or a closure is not a
+/// task, and passing one to `submit`, `map` or `Process::new` is a compile
+/// error that says to add the attribute. A closure cannot become one: a
+/// worker is another process and finds the code to run by name.
+///
+/// A manual implementation is possible (its
 /// [`NAME`](Task::NAME) is then unknown to workers unless it is registered,
 /// and calls fail with [`TaskError::UnknownTask`](crate::TaskError::UnknownTask)).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an mproc task",
+    label = "not an mproc task",
+    note = "annotate the function with `#[mproc::task]`; closures cannot cross processes"
+)]
 pub trait Task: Copy + Send + Sync + 'static {
     /// The arguments: the single argument itself, a tuple for several, `()`
     /// for none.

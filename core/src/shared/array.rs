@@ -33,13 +33,13 @@ unsafe impl SharedState for State {}
 ///
 /// # Examples
 /// ```
-/// let arr = mproc_core::Array::from_slice(&[1.0f64, 2.0, 3.0, 4.0])?;
+/// let arr = mproc::Array::from_slice(&[1.0f64, 2.0, 3.0, 4.0])?;
 /// for x in arr.get_lock().iter_mut() {
 ///     *x *= 2.0;
 /// }
 /// assert_eq!(arr.to_vec(), [2.0, 4.0, 6.0, 8.0]);
 /// assert_eq!(arr.get(3), 8.0);
-/// # Ok::<(), mproc_core::Error>(())
+/// # Ok::<(), mproc::Error>(())
 /// ```
 pub struct Array<T: Pod> {
     seg: Arc<Segment>,

@@ -119,7 +119,6 @@ impl std::error::Error for BrokenBarrierError {}
 ///
 /// # Examples
 /// ```
-/// # extern crate mproc_core as mproc;
 /// let b = mproc::Barrier::new(1)?;
 /// assert_eq!(b.wait(), 0);
 /// b.abort();

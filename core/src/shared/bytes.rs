@@ -43,7 +43,7 @@ const DATA: usize = HEADER_SIZE + 64;
 ///
 /// # Examples
 /// ```
-/// use mproc_core::SharedBytes;
+/// use mproc::SharedBytes;
 ///
 /// let table = SharedBytes::from_vec(vec![7u8; 1 << 20])?;
 /// let copy = table.clone(); // another handle, not another copy
@@ -57,7 +57,7 @@ const DATA: usize = HEADER_SIZE + 64;
 ///     }
 /// })?;
 /// assert_eq!(squares[3], 9);
-/// # Ok::<(), mproc_core::Error>(())
+/// # Ok::<(), mproc::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct SharedBytes {
@@ -169,7 +169,7 @@ super::handle_serde!(SharedBytes, Kind::Bytes);
 ///
 /// # Examples
 /// ```
-/// use mproc_core::Bytes;
+/// use mproc::Bytes;
 ///
 /// let b = Bytes::from(vec![1u8, 2, 3]);
 /// assert_eq!(b.len(), 3);

@@ -60,12 +60,12 @@ unsafe impl SharedState for State {}
 ///
 /// # Examples
 /// ```
-/// let c = mproc_core::Condition::new()?;
+/// let c = mproc::Condition::new()?;
 /// let g = c.acquire();
 /// let (g, notified) = c.wait_timeout(g, std::time::Duration::from_millis(1));
 /// assert!(!notified);
 /// drop(g);
-/// # Ok::<(), mproc_core::Error>(())
+/// # Ok::<(), mproc::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Condition {
@@ -308,7 +308,6 @@ impl Condition {
     ///
     /// # Examples
     /// ```
-    /// # extern crate mproc_core as mproc;
     /// use std::time::Duration;
     /// let cond = mproc::Condition::new()?;
     /// let g = cond.acquire();

@@ -26,12 +26,12 @@ unsafe impl SharedState for State {}
 ///
 /// # Examples
 /// ```
-/// let ev = mproc_core::Event::new()?;
+/// let ev = mproc::Event::new()?;
 /// assert!(!ev.wait_timeout(std::time::Duration::from_millis(1)));
 /// ev.set();
 /// ev.wait();
 /// assert!(ev.is_set());
-/// # Ok::<(), mproc_core::Error>(())
+/// # Ok::<(), mproc::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Event {

@@ -20,13 +20,13 @@ use crate::error::Error;
 ///
 /// # Examples
 /// ```
-/// let lock = mproc_core::Lock::new()?;
+/// let lock = mproc::Lock::new()?;
 /// {
 ///     let _g = lock.acquire();
 ///     assert!(lock.try_acquire().is_none());
 /// }
 /// assert!(lock.try_acquire().is_some());
-/// # Ok::<(), mproc_core::Error>(())
+/// # Ok::<(), mproc::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Lock {

@@ -237,13 +237,13 @@ impl<T> fmt::Debug for Connection<T> {
 ///
 /// # Examples
 /// ```
-/// let (a, b) = mproc_core::pipe::<String>()?;
+/// let (a, b) = mproc::pipe::<String>()?;
 /// a.send(&"hello".to_string())?;
 /// assert!(b.poll(Some(std::time::Duration::from_secs(1)))?);
 /// assert_eq!(b.recv()?, "hello");
 /// a.close();
-/// assert_eq!(b.recv().unwrap_err().kind(), mproc_core::ErrorKind::Disconnected);
-/// # Ok::<(), mproc_core::Error>(())
+/// assert_eq!(b.recv().unwrap_err().kind(), mproc::ErrorKind::Disconnected);
+/// # Ok::<(), mproc::Error>(())
 /// ```
 ///
 /// # Errors

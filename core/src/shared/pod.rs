@@ -11,7 +11,7 @@ mod sealed {
 /// are refused at compile time.
 ///
 /// ```compile_fail
-/// let v = mproc_core::Value::new(String::new()); // String is not Pod
+/// let v = mproc::Value::new(String::new()); // String is not Pod
 /// ```
 pub trait Pod: Copy + Send + Sync + 'static + sealed::Sealed {}
 

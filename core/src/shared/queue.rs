@@ -381,11 +381,11 @@ macro_rules! queue_api {
 ///
 /// # Examples
 /// ```
-/// let q: mproc_core::Queue<String> = mproc_core::Queue::new()?;
+/// let q: mproc::Queue<String> = mproc::Queue::new()?;
 /// q.put("Data from worker".to_string())?;
 /// assert_eq!(q.get()?, "Data from worker");
-/// assert_eq!(q.try_get(), Err(mproc_core::QueueError::Empty));
-/// # Ok::<(), mproc_core::Error>(())
+/// assert_eq!(q.try_get(), Err(mproc::QueueError::Empty));
+/// # Ok::<(), mproc::Error>(())
 /// ```
 pub struct Queue<T> {
     core: Core<T>,

@@ -35,11 +35,11 @@ unsafe impl SharedState for State {}
 ///
 /// # Examples
 /// ```
-/// let l = mproc_core::RLock::new()?;
+/// let l = mproc::RLock::new()?;
 /// let a = l.acquire();
 /// let b = l.acquire(); // the same thread may take it again
 /// drop((b, a));
-/// # Ok::<(), mproc_core::Error>(())
+/// # Ok::<(), mproc::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct RLock {

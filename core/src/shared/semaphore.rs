@@ -245,13 +245,13 @@ macro_rules! semaphore_api {
 ///
 /// # Examples
 /// ```
-/// let s = mproc_core::Semaphore::new(2)?;
+/// let s = mproc::Semaphore::new(2)?;
 /// let a = s.acquire();
 /// let _b = s.acquire();
 /// assert!(s.try_acquire().is_none());
 /// drop(a);
 /// assert_eq!(s.value(), 1);
-/// # Ok::<(), mproc_core::Error>(())
+/// # Ok::<(), mproc::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Semaphore {

@@ -25,11 +25,11 @@ use crate::error::Error;
 ///
 /// # Examples
 /// ```
-/// let counter = mproc_core::Value::new(0i32)?;
+/// let counter = mproc::Value::new(0i32)?;
 /// *counter.get_lock() += 1;
 /// counter.store(counter.load() + 1);
 /// assert_eq!(counter.load(), 2);
-/// # Ok::<(), mproc_core::Error>(())
+/// # Ok::<(), mproc::Error>(())
 /// ```
 pub struct Value<T: Pod> {
     seg: Arc<Segment>,

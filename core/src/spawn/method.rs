@@ -80,7 +80,7 @@ fn method_code(m: StartMethod) -> u8 {
     }
 }
 
-/// Sets the start method used by every [`Process`], executor and pool that
+/// Sets the start method used by every [`Process`](crate::Process), executor and pool that
 /// does not choose one itself. Like Python's `set_start_method`, it may be
 /// called once per program.
 ///

@@ -3,7 +3,7 @@
 //! accepts (`tests/ui-pass/*.rs`, built and run).
 //!
 //! After a deliberate change of a message, regenerate the expected output
-//! with `TRYBUILD=overwrite cargo test --test ui` and review the diff.
+//! with `TRYBUILD=overwrite cargo test -p mproc-ui-tests` and review the diff.
 
 #[test]
 fn ui() {
