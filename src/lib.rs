@@ -59,4 +59,5 @@ pub mod prelude {
         pipe, Array, Barrier, BoundedSemaphore, Condition, Connection, Event, JoinableQueue, Lock,
         Queue, QueueError, RLock, Semaphore, SimpleQueue, Value,
     };
+    pub use mproc_core::{DictProxy, ListProxy, Manager, QueueProxy, ValueProxy};
 }

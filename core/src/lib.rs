@@ -9,6 +9,7 @@ mod children;
 mod error;
 mod executor;
 mod identity;
+mod manager;
 mod outbox;
 mod process;
 mod protocol;
@@ -24,6 +25,7 @@ pub use executor::{
     MapStream, Pool, PoolBuilder, ReturnWhen, TaskHandle, TaskId, TaskOptions, TransportKind,
 };
 pub use identity::{cpu_count, current_process, is_worker, parent_process, ProcessInfo};
+pub use manager::{DictProxy, ListProxy, Manager, QueueProxy, ValueProxy};
 pub use process::{active_children, Process, ProcessHandle};
 pub use registry::{registered_tasks, Task};
 pub use shared::{
