@@ -190,3 +190,88 @@ fn a_proxy_of_a_killed_server_fails_promptly() {
     drop(m);
     assert!(gone(pid));
 }
+
+const ROLE: &str = "MPROC_TEST_MANAGER_VICTIM";
+
+/// Runs only when re-executed by `the_server_dies_with_a_killed_program`:
+/// starts managers with each start method, prints their servers' pids and
+/// waits to be killed.
+#[test]
+#[ignore = "helper process for the_server_dies_with_a_killed_program"]
+fn manager_victim() {
+    if std::env::var_os(ROLE).is_none() {
+        return;
+    }
+    let ms: Vec<Manager> = [
+        StartMethod::Spawn,
+        StartMethod::Fork,
+        StartMethod::Forkserver,
+    ]
+    .into_iter()
+    .map(|m| Manager::start_with(m).unwrap())
+    .collect();
+    for m in &ms {
+        let d: DictProxy<u8, u8> = m.dict().unwrap();
+        d.insert(1, 1).unwrap();
+    }
+    let pids: Vec<String> = ms
+        .iter()
+        .map(|m| m.server_pid().unwrap().to_string())
+        .collect();
+    println!("PIDS {}", pids.join(" "));
+    std::thread::sleep(LIMIT);
+}
+
+#[test]
+fn the_server_dies_with_a_killed_program() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let before = mproc_files();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "manager_victim",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ROLE, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some((_, rest)) = line.split_once("PIDS ") {
+                let pids: Vec<u32> = rest
+                    .split_whitespace()
+                    .map(|p| p.parse().unwrap())
+                    .collect();
+                let _ = tx.send(pids);
+            }
+        }
+    });
+    let pids = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the victim did not report its servers: {e}");
+        }
+    };
+    assert_eq!(pids.len(), 3);
+    assert!(pids.iter().all(|p| !gone(*p)));
+    for p in &pids {
+        let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap();
+        assert!(!comm.starts_with("mproc-"), "server named {comm:?}");
+    }
+    child.kill().unwrap(); // SIGKILL: no destructor runs
+    child.wait().unwrap();
+    assert!(
+        wait_gone(&pids, Duration::from_secs(2)),
+        "a manager's server outlived its killed program"
+    );
+    assert_eq!(mproc_files(), before);
+}
