@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::{wait_gone, LIMIT};
 use hmac::{Hmac, Mac};
 use mproc::prelude::*;
+use mproc::{ClientTls, ServerTls};
 use sha2::Sha256;
 
 const KEY: &[u8] = b"correct horse battery staple";
@@ -183,4 +184,57 @@ fn no_key_garbage_and_oversized_frames_are_cut_off_alone() {
     d.insert("after".into(), 2).unwrap();
     assert_eq!(d.get(&"after".into()).unwrap(), Some(2));
     still_serves(addr);
+}
+
+#[mproc::task]
+fn tls_client(addr: String, tls: ClientTls) -> u32 {
+    let m = Manager::connect_tls(addr.as_str(), KEY, tls).unwrap();
+    let d: DictProxy<String, u32> = m.dict_named("shared").unwrap();
+    d.insert("from a child".into(), 42).unwrap();
+    42
+}
+
+#[test]
+fn tls_on_both_sides_with_a_generated_certificate() {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = ck.cert.der().to_vec();
+    let server_tls = ServerTls::new(vec![cert.clone()], ck.signing_key.serialize_der());
+    let m = Manager::serve_tls("127.0.0.1:0", KEY, server_tls).unwrap();
+    let addr = m.address();
+    let trust = ClientTls::new(cert, "localhost");
+
+    let c = Manager::connect_tls(addr, KEY, trust.clone()).unwrap();
+    let d: DictProxy<String, u32> = c.dict_named("shared").unwrap();
+    d.insert("over tls".into(), 1).unwrap();
+    // A proxy of a TLS manager passed to another process uses TLS there.
+    let p = Process::new(tls_client, (addr.to_string(), trust.clone()))
+        .start()
+        .unwrap();
+    assert!(p.join_timeout(LIMIT).unwrap());
+    assert_eq!(p.exitcode(), Some(0));
+    assert_eq!(d.get(&"from a child".into()).unwrap(), Some(42));
+    assert_eq!(d.len().unwrap(), 2);
+
+    // The wrong key inside TLS is still refused. Plain TCP gets nowhere:
+    // each side waits for the other until the 10 s auth deadline ends it.
+    assert_eq!(
+        Manager::connect_tls(addr, b"guess", trust)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Auth
+    );
+    assert!(Manager::connect(addr, KEY).is_err());
+    // A certificate we do not trust is refused.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let distrust = ClientTls::new(other.cert.der().to_vec(), "localhost");
+    assert_eq!(
+        Manager::connect_tls(addr, KEY, distrust)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Auth
+    );
+    assert_eq!(d.len().unwrap(), 2);
+    let pid = m.server_pid().unwrap();
+    drop(m);
+    assert!(wait_gone(&[pid], Duration::from_secs(5)));
 }

@@ -17,6 +17,7 @@ mod registry;
 mod shared;
 mod spawn;
 mod sys;
+mod tls;
 mod trace;
 
 pub use error::{Error, ErrorKind, ExitInfo, QueueError, TaskError};
@@ -34,6 +35,7 @@ pub use shared::{
     SemaphoreGuard, SimpleQueue, Value, ValueGuard, PIPE_BYTES, QUEUE_BYTES,
 };
 pub use spawn::{get_start_method, set_start_method, StartMethod};
+pub use tls::{ClientTls, ServerTls};
 
 /// Items the `#[task]` macro expands to. Not public API.
 #[doc(hidden)]

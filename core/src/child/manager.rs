@@ -13,8 +13,9 @@
 //!   file-system entry, so nothing can be left in the temp dir even when the
 //!   server is SIGKILLed; any local process may connect, so, like every
 //!   listener here, it requires the key's handshake first.
-//! * A TCP socket when the parent asked for one (`Manager::serve`),
-//!   optionally with TLS.
+//! * A TCP socket when the parent asked for one (`Manager::serve`), with
+//!   TLS when asked (`Manager::serve_tls`, see `tls.rs`); the key's
+//!   handshake then runs inside the TLS session.
 //!
 //! Each accepted connection gets its own thread. Until it authenticated
 //! (`protocol::auth`) its frames are capped at a few hundred bytes and it
@@ -84,16 +85,19 @@ struct Server {
     store: Store,
     key: Vec<u8>,
     live: AtomicUsize,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 fn listen(msg: &StartManager) -> Result<ManagerReady, String> {
-    if msg.tls.is_some() {
-        return Err("TLS is not supported by this build".into());
-    }
+    let tls = match &msg.tls {
+        Some(t) => Some(t.config().map_err(|e| e.to_string())?),
+        None => None,
+    };
     let server = Arc::new(Server {
         store: Store::default(),
         key: msg.authkey.clone(),
         live: AtomicUsize::new(0),
+        tls,
     });
     let name = format!(
         "mproc-mgr-{}-{:016x}",
@@ -175,13 +179,30 @@ impl Server {
                     self.serve(&mut s);
                 }
             }
-            Conn::Tcp(mut s) => {
+            Conn::Tcp(s) => {
                 let _ = s.set_read_timeout(deadline);
                 let _ = s.set_write_timeout(deadline);
-                if auth::server(&mut s, &self.key).is_ok() {
-                    let _ = s.set_read_timeout(None);
-                    let _ = s.set_write_timeout(None);
-                    self.serve(&mut s);
+                match &self.tls {
+                    None => {
+                        let mut s = s;
+                        if auth::server(&mut s, &self.key).is_ok() {
+                            let _ = s.set_read_timeout(None);
+                            let _ = s.set_write_timeout(None);
+                            self.serve(&mut s);
+                        }
+                    }
+                    // The TLS handshake runs within the same deadline, on
+                    // the first read of the key's handshake.
+                    Some(cfg) => {
+                        let Ok(mut s) = crate::tls::accept(cfg, s) else {
+                            return;
+                        };
+                        if auth::server(&mut s, &self.key).is_ok() {
+                            let _ = s.sock.set_read_timeout(None);
+                            let _ = s.sock.set_write_timeout(None);
+                            self.serve(&mut s);
+                        }
+                    }
                 }
             }
         }

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, ErrorKind};
 use crate::protocol::auth::{self, AuthError, AUTH_DEADLINE};
 use crate::protocol::manager::{frame, read_msg, ReadError, Reply, Request};
+use crate::tls::{ClientStream, ClientTls, TlsError};
 use mproc_transport::DEFAULT_MAX_FRAME;
 
 /// Idle connections kept per manager and process.
@@ -35,6 +36,8 @@ pub(crate) enum Addr {
     Local(String),
     /// A TCP address.
     Tcp(SocketAddr),
+    /// A TCP address served with TLS, and what to trust there.
+    Tls(SocketAddr, ClientTls),
 }
 
 /// One connection to a server, authenticated.
@@ -42,6 +45,7 @@ pub(crate) enum Addr {
 pub(crate) enum Stream {
     Unix(UnixStream),
     Tcp(TcpStream),
+    Tls(Box<ClientStream>),
 }
 
 impl Read for Stream {
@@ -49,6 +53,7 @@ impl Read for Stream {
         match self {
             Stream::Unix(s) => s.read(buf),
             Stream::Tcp(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -58,10 +63,14 @@ impl Write for Stream {
         match self {
             Stream::Unix(s) => s.write(buf),
             Stream::Tcp(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        match self {
+            Stream::Tls(s) => s.flush(),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -70,6 +79,7 @@ impl Stream {
         match self {
             Stream::Unix(s) => s.set_read_timeout(t).and(s.set_write_timeout(t)),
             Stream::Tcp(s) => s.set_read_timeout(t).and(s.set_write_timeout(t)),
+            Stream::Tls(s) => s.sock.set_read_timeout(t).and(s.sock.set_write_timeout(t)),
         }
     }
 }
@@ -135,10 +145,12 @@ impl Remote {
                 let a = UnixAddr::from_abstract_name(name.as_bytes()).map_err(disconnected)?;
                 Stream::Unix(UnixStream::connect_addr(&a).map_err(disconnected)?)
             }
-            Addr::Tcp(a) => {
-                let s = TcpStream::connect_timeout(a, AUTH_DEADLINE).map_err(disconnected)?;
-                let _ = s.set_nodelay(true);
-                Stream::Tcp(s)
+            Addr::Tcp(a) => Stream::Tcp(tcp(a)?),
+            Addr::Tls(a, tls) => {
+                let s = tcp(a)?;
+                s.set_read_timeout(Some(AUTH_DEADLINE))?;
+                s.set_write_timeout(Some(AUTH_DEADLINE))?;
+                Stream::Tls(Box::new(tls.connect(s).map_err(tls_error)?))
             }
         };
         s.set_timeout(Some(AUTH_DEADLINE))?;
@@ -180,7 +192,9 @@ impl Remote {
         let bytes = frame(req, DEFAULT_MAX_FRAME)
             .map_err(|e| Error::with_source(ErrorKind::Protocol, "cannot send the request", e))?;
         let mut s = self.take()?;
-        s.write_all(&bytes).map_err(disconnected)?;
+        s.write_all(&bytes)
+            .and_then(|()| s.flush())
+            .map_err(disconnected)?;
         let reply: Reply = read_msg(&mut s, DEFAULT_MAX_FRAME).map_err(|e| match e {
             ReadError::Io(e) => disconnected(e),
             e => Error::with_source(ErrorKind::Protocol, "bad reply from the manager", e),
@@ -190,6 +204,21 @@ impl Remote {
             Reply::Failed(m) => Err(Error::new(ErrorKind::Protocol, m)),
             r => Ok(r),
         }
+    }
+}
+
+fn tcp(a: &SocketAddr) -> Result<TcpStream, Error> {
+    let s = TcpStream::connect_timeout(a, AUTH_DEADLINE).map_err(disconnected)?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+/// A TLS failure: the server's certificate is not trusted (`Auth`), or the
+/// connection broke (`Disconnected`).
+fn tls_error(e: TlsError) -> Error {
+    match e {
+        TlsError::Io(io) if io.kind() != std::io::ErrorKind::InvalidData => disconnected(io),
+        e => Error::transparent(ErrorKind::Auth, e),
     }
 }
 

@@ -40,6 +40,7 @@ use crate::protocol::manager::{
 };
 use crate::protocol::{ToParent, MAGIC, PROTOCOL_VERSION};
 use crate::spawn::{get_start_method, StartMethod};
+use crate::tls::{ClientTls, ServerTls};
 
 /// How long a starting server may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -127,17 +128,24 @@ impl Manager {
     /// does not resolve; [`ErrorKind::Spawn`] when the server cannot start
     /// or bind.
     pub fn serve(addr: impl ToSocketAddrs, authkey: &[u8]) -> Result<Manager, Error> {
-        if authkey.is_empty() {
-            return Err(Error::new(
-                ErrorKind::Auth,
-                "the authentication key is empty",
-            ));
-        }
-        let addr = addr
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| Error::new(ErrorKind::Io, "the address resolves to nothing"))?;
+        let addr = resolve(addr, authkey)?;
         Self::launch(get_start_method(), authkey.to_vec(), Some(addr), None)
+    }
+
+    /// [`serve`](Self::serve) with TLS on the TCP listener: clients must
+    /// use [`connect_tls`](Self::connect_tls). The key's handshake runs
+    /// inside the TLS session.
+    ///
+    /// # Errors
+    /// As [`serve`](Self::serve); [`ErrorKind::Spawn`] also when the
+    /// certificate or key is refused.
+    pub fn serve_tls(
+        addr: impl ToSocketAddrs,
+        authkey: &[u8],
+        tls: ServerTls,
+    ) -> Result<Manager, Error> {
+        let addr = resolve(addr, authkey)?;
+        Self::launch(get_start_method(), authkey.to_vec(), Some(addr), Some(tls))
     }
 
     /// Connects to a manager served at `addr` by another program (or
@@ -148,17 +156,27 @@ impl Manager {
     /// [`ErrorKind::Auth`] for a wrong or empty key;
     /// [`ErrorKind::Disconnected`] when nothing serves at `addr`.
     pub fn connect(addr: impl ToSocketAddrs, authkey: &[u8]) -> Result<Manager, Error> {
-        if authkey.is_empty() {
-            return Err(Error::new(
-                ErrorKind::Auth,
-                "the authentication key is empty",
-            ));
-        }
-        let addr = addr
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| Error::new(ErrorKind::Io, "the address resolves to nothing"))?;
-        let remote = Remote::get(Addr::Tcp(addr), authkey);
+        let addr = resolve(addr, authkey)?;
+        Self::connect_to(Addr::Tcp(addr), addr, authkey)
+    }
+
+    /// [`connect`](Self::connect) to a manager served with
+    /// [`serve_tls`](Self::serve_tls), trusting what `tls` names.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect); [`ErrorKind::Auth`] also when the
+    /// server's certificate is not trusted.
+    pub fn connect_tls(
+        addr: impl ToSocketAddrs,
+        authkey: &[u8],
+        tls: ClientTls,
+    ) -> Result<Manager, Error> {
+        let addr = resolve(addr, authkey)?;
+        Self::connect_to(Addr::Tls(addr, tls), addr, authkey)
+    }
+
+    fn connect_to(to: Addr, addr: SocketAddr, authkey: &[u8]) -> Result<Manager, Error> {
+        let remote = Remote::get(to, authkey);
         // Authenticate now, so a wrong key is reported here.
         drop(remote.connect()?);
         Ok(Manager {
@@ -172,7 +190,7 @@ impl Manager {
         method: StartMethod,
         authkey: Vec<u8>,
         tcp: Option<SocketAddr>,
-        tls: Option<(Vec<Vec<u8>>, Vec<u8>)>,
+        tls: Option<ServerTls>,
     ) -> Result<Manager, Error> {
         static N: AtomicU64 = AtomicU64::new(0);
         let msg = StartManager {
@@ -366,6 +384,19 @@ impl Manager {
         self.create(ObjKind::Value, None, std::any::type_name::<T>(), Some(init))
             .map(ValueProxy::from_handle)
     }
+}
+
+/// The first address of `addr`, after checking that `authkey` is not empty.
+fn resolve(addr: impl ToSocketAddrs, authkey: &[u8]) -> Result<SocketAddr, Error> {
+    if authkey.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Auth,
+            "the authentication key is empty",
+        ));
+    }
+    addr.to_socket_addrs()?
+        .next()
+        .ok_or_else(|| Error::new(ErrorKind::Io, "the address resolves to nothing"))
 }
 
 impl Drop for Manager {

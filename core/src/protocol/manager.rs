@@ -33,8 +33,8 @@ pub(crate) struct StartManager {
     pub(crate) authkey: Vec<u8>,
     /// A TCP address to listen on as well, as the user gave it.
     pub(crate) tcp: Option<String>,
-    /// A certificate chain and private key (DER) to serve TCP with TLS.
-    pub(crate) tls: Option<(Vec<Vec<u8>>, Vec<u8>)>,
+    /// The certificate and key to serve TCP with TLS.
+    pub(crate) tls: Option<crate::tls::ServerTls>,
 }
 
 impl std::fmt::Debug for StartManager {
