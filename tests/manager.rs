@@ -177,8 +177,12 @@ fn a_proxy_of_a_killed_server_fails_promptly() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
+    // A signal is delivered asynchronously: wait until the server is gone
+    // (a zombie counts), then every call must fail at once.
+    assert!(wait_gone(&[pid], Duration::from_secs(5)));
     let t = Instant::now();
     assert_eq!(d.get(&1).unwrap_err().kind(), ErrorKind::Disconnected);
+    assert_eq!(d.insert(2, 2).unwrap_err().kind(), ErrorKind::Disconnected);
     assert_eq!(q.put(1).unwrap_err().kind(), ErrorKind::Disconnected);
     assert!(t.elapsed() < Duration::from_secs(2));
     let (tx, rx) = std::sync::mpsc::channel();

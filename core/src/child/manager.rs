@@ -33,6 +33,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -46,6 +47,7 @@ use crate::protocol::manager::{
     frame, read_msg, ManagerReady, ObjKind, ReadError, Reply, Request, StartManager,
 };
 use crate::protocol::{auth, decode, PROTOCOL_VERSION};
+use crate::shared::bytemap::{ByteTable, TableKind};
 
 /// Connections served at once; more are closed at accept.
 const MAX_CONNECTIONS: usize = 1024;
@@ -60,7 +62,12 @@ pub(crate) fn run_server(chan: &dyn ByteStream) -> Result<i32, ChildError> {
     }
     crate::sys::set_thread_name(&msg.name);
     crate::sys::set_process_name(&msg.name);
-    let ready = match listen(&msg) {
+    // Held by this thread, which lives as long as the server.
+    let alive = crate::sys::view::hold_alive().map_err(|cause| ChildError::Transport {
+        what: "liveness page",
+        cause,
+    })?;
+    let ready = match listen(&msg, alive) {
         Ok(r) => r,
         Err(reason) => ManagerReady::Failed { reason },
     };
@@ -86,9 +93,11 @@ struct Server {
     key: Vec<u8>,
     live: AtomicUsize,
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// The liveness page local clients map (see `sys::view`).
+    alive: OwnedFd,
 }
 
-fn listen(msg: &StartManager) -> Result<ManagerReady, String> {
+fn listen(msg: &StartManager, alive: OwnedFd) -> Result<ManagerReady, String> {
     let tls = match &msg.tls {
         Some(t) => Some(t.config().map_err(|e| e.to_string())?),
         None => None,
@@ -98,6 +107,7 @@ fn listen(msg: &StartManager) -> Result<ManagerReady, String> {
         key: msg.authkey.clone(),
         live: AtomicUsize::new(0),
         tls,
+        alive,
     });
     let name = format!(
         "mproc-mgr-{}-{:016x}",
@@ -176,7 +186,8 @@ impl Server {
                 if auth::server(&mut s, &self.key).is_ok() {
                     let _ = s.set_read_timeout(None);
                     let _ = s.set_write_timeout(None);
-                    self.serve(&mut s);
+                    let fds = s.try_clone().ok();
+                    self.serve(&mut s, fds.as_ref());
                 }
             }
             Conn::Tcp(s) => {
@@ -188,7 +199,7 @@ impl Server {
                         if auth::server(&mut s, &self.key).is_ok() {
                             let _ = s.set_read_timeout(None);
                             let _ = s.set_write_timeout(None);
-                            self.serve(&mut s);
+                            self.serve(&mut s, None);
                         }
                     }
                     // The TLS handshake runs within the same deadline, on
@@ -200,7 +211,7 @@ impl Server {
                         if auth::server(&mut s, &self.key).is_ok() {
                             let _ = s.sock.set_read_timeout(None);
                             let _ = s.sock.set_write_timeout(None);
-                            self.serve(&mut s);
+                            self.serve(&mut s, None);
                         }
                     }
                 }
@@ -208,8 +219,9 @@ impl Server {
         }
     }
 
-    /// Answers requests until the peer closes or misbehaves.
-    fn serve(&self, s: &mut (impl Read + Write)) {
+    /// Answers requests until the peer closes or misbehaves. `local` is the
+    /// Unix connection itself, on which `Attach` hands out descriptors.
+    fn serve(&self, s: &mut (impl Read + Write), local: Option<&UnixStream>) {
         loop {
             let req: Request = match read_msg(s, DEFAULT_MAX_FRAME) {
                 Ok(r) => r,
@@ -219,6 +231,12 @@ impl Server {
                     return
                 }
             };
+            if let Request::Attach { id } = req {
+                if !self.attach(id, local) {
+                    return;
+                }
+                continue;
+            }
             let reply = self.store.handle(req);
             let bytes = match frame(&reply, DEFAULT_MAX_FRAME) {
                 Ok(b) => b,
@@ -232,6 +250,25 @@ impl Server {
             }
         }
     }
+
+    /// Sends the table of object `id` and the liveness page (one byte `1`
+    /// with both descriptors), or the byte `0` when there is no such table
+    /// or the connection is not local. False when the connection broke.
+    fn attach(&self, id: u64, local: Option<&UnixStream>) -> bool {
+        let Some(sock) = local else {
+            // Not answerable on TCP: a remote client never asks.
+            return false;
+        };
+        let obj = self.store.get(id);
+        let fds = match obj.as_deref().map(|o| &o.data) {
+            Some(Data::Dict(t) | Data::List(t)) => {
+                vec![t.fd.as_raw_fd(), self.alive.as_raw_fd()]
+            }
+            _ => Vec::new(),
+        };
+        let byte = u8::from(!fds.is_empty());
+        crate::sys::send_fds(&sock.as_fd(), byte, &fds).is_ok()
+    }
 }
 
 // ----- the store ---------------------------------------------------------------
@@ -242,8 +279,8 @@ struct Obj {
 }
 
 enum Data {
-    Dict(Mutex<HashMap<Vec<u8>, Vec<u8>>>),
-    List(Mutex<Vec<Vec<u8>>>),
+    Dict(Table),
+    List(Table),
     Queue(Mutex<VecDeque<Vec<u8>>>, Condvar),
     Value(Mutex<Vec<u8>>),
 }
@@ -290,8 +327,14 @@ impl Store {
             };
         }
         let data = match kind {
-            ObjKind::Dict => Data::Dict(Mutex::default()),
-            ObjKind::List => Data::List(Mutex::default()),
+            ObjKind::Dict => match Table::new(TableKind::Dict) {
+                Ok(t) => Data::Dict(t),
+                Err(e) => return failed(format!("cannot create a dict: {e}")),
+            },
+            ObjKind::List => match Table::new(TableKind::List) {
+                Ok(t) => Data::List(t),
+                Err(e) => return failed(format!("cannot create a list: {e}")),
+            },
             ObjKind::Queue => Data::Queue(Mutex::default(), Condvar::new()),
             ObjKind::Value => match init {
                 Some(v) => Data::Value(Mutex::new(v)),
@@ -332,56 +375,52 @@ impl Store {
             | Request::ValueGet { id }
             | Request::ValueSet { id, .. }
             | Request::Len { id }
-            | Request::Clear { id } => *id,
+            | Request::Clear { id }
+            | Request::Attach { id } => *id,
         };
         let Some(obj) = self.get(id) else {
             return failed(format!("no object {id} on this manager"));
         };
         match (&obj.data, req) {
-            (Data::Dict(m), Request::DictInsert { key, value, .. }) => {
-                Reply::Maybe(lock(m).insert(key, value))
-            }
-            (Data::Dict(m), Request::DictGet { key, .. }) => {
-                Reply::Maybe(lock(m).get(&key).cloned())
-            }
-            (Data::Dict(m), Request::DictRemove { key, .. }) => Reply::Maybe(lock(m).remove(&key)),
-            (Data::Dict(m), Request::DictContains { key, .. }) => {
-                Reply::Bool(lock(m).contains_key(&key))
-            }
-            (Data::Dict(m), Request::DictItems { .. }) => Reply::Pairs(
-                lock(m)
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ),
-            (Data::Dict(m), Request::Len { .. }) => Reply::Len(lock(m).len() as u64),
-            (Data::Dict(m), Request::Clear { .. }) => {
-                lock(m).clear();
-                Reply::Done
-            }
-            (Data::List(l), Request::ListPush { item, .. }) => {
-                lock(l).push(item);
-                Reply::Done
-            }
-            (Data::List(l), Request::ListGet { index, .. }) => {
-                Reply::Maybe(lock(l).get(index as usize).cloned())
-            }
-            (Data::List(l), Request::ListSet { index, item, .. }) => {
-                match lock(l).get_mut(index as usize) {
-                    Some(slot) => {
-                        *slot = item;
-                        Reply::Done
-                    }
-                    None => failed(format!("list index {index} out of range")),
+            (Data::Dict(t), Request::DictInsert { key, value, .. }) => {
+                match t.t.with(|l| l.insert(&key, &value)) {
+                    Ok(old) => Reply::Maybe(old),
+                    Err(e) => failed(e.to_string()),
                 }
             }
-            (Data::List(l), Request::ListPop { .. }) => Reply::Maybe(lock(l).pop()),
-            (Data::List(l), Request::ListItems { .. }) => Reply::Items(lock(l).clone()),
-            (Data::List(l), Request::Len { .. }) => Reply::Len(lock(l).len() as u64),
-            (Data::List(l), Request::Clear { .. }) => {
-                lock(l).clear();
+            (Data::Dict(t), Request::DictGet { key, .. }) => {
+                Reply::Maybe(t.t.with(|l| l.get_value(&key)))
+            }
+            (Data::Dict(t), Request::DictRemove { key, .. }) => {
+                Reply::Maybe(t.t.with(|l| l.remove(&key)))
+            }
+            (Data::Dict(t), Request::DictContains { key, .. }) => {
+                Reply::Bool(t.t.with(|l| l.get_value(&key).is_some()))
+            }
+            (Data::Dict(t), Request::DictItems { .. }) => Reply::Pairs(t.t.with(|l| l.pairs())),
+            (Data::Dict(t) | Data::List(t), Request::Len { .. }) => {
+                Reply::Len(t.t.with(|l| l.len()) as u64)
+            }
+            (Data::Dict(t) | Data::List(t), Request::Clear { .. }) => {
+                t.t.with(|l| l.clear());
                 Reply::Done
             }
+            (Data::List(t), Request::ListPush { item, .. }) => match t.t.with(|l| l.push(&item)) {
+                Ok(()) => Reply::Done,
+                Err(e) => failed(e.to_string()),
+            },
+            (Data::List(t), Request::ListGet { index, .. }) => {
+                Reply::Maybe(t.t.with(|l| l.item(index as usize)))
+            }
+            (Data::List(t), Request::ListSet { index, item, .. }) => {
+                match t.t.with(|l| l.set_item(index as usize, &item)) {
+                    Ok(true) => Reply::Done,
+                    Ok(false) => failed(format!("list index {index} out of range")),
+                    Err(e) => failed(e.to_string()),
+                }
+            }
+            (Data::List(t), Request::ListPop { .. }) => Reply::Maybe(t.t.with(|l| l.pop())),
+            (Data::List(t), Request::ListItems { .. }) => Reply::Items(t.t.with(|l| l.items())),
             (Data::Queue(q, cv), Request::QueuePut { item, .. }) => {
                 lock(q).push_back(item);
                 cv.notify_one();
@@ -405,6 +444,19 @@ impl Store {
                 kind_of(data)
             )),
         }
+    }
+}
+
+/// A dict's or list's table and the memfd to hand to local clients.
+struct Table {
+    t: ByteTable,
+    fd: OwnedFd,
+}
+
+impl Table {
+    fn new(kind: TableKind) -> std::io::Result<Table> {
+        let (t, fd) = ByteTable::create(kind)?;
+        Ok(Table { t, fd })
     }
 }
 

@@ -23,8 +23,32 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, ErrorKind};
 use crate::protocol::auth::{self, AuthError, AUTH_DEADLINE};
 use crate::protocol::manager::{frame, read_msg, ReadError, Reply, Request};
+use crate::shared::bytemap::{ByteTable, TableKind};
+use crate::sys::view::View;
 use crate::tls::{ClientStream, ClientTls, TlsError};
 use mproc_transport::DEFAULT_MAX_FRAME;
+
+/// A dict's or list's table mapped into this process, with the server's
+/// liveness page: the local fast path (see `shared::bytemap`).
+#[derive(Debug)]
+pub(crate) struct Attached {
+    pub(crate) table: ByteTable,
+    alive: View,
+}
+
+impl Attached {
+    /// `Disconnected` once the server has ended, however it ended.
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        if self.alive.alive() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::Disconnected,
+                "the manager's server is gone",
+            ))
+        }
+    }
+}
 
 /// Idle connections kept per manager and process.
 const IDLE_KEPT: usize = 8;
@@ -176,6 +200,29 @@ impl Remote {
             }
         }
         self.connect()
+    }
+
+    /// Maps the table of object `id` from a local server; `None` for a
+    /// remote server, or when the server refuses (the caller then sends
+    /// requests).
+    pub(crate) fn attach(&self, id: u64, kind: TableKind) -> Option<Arc<Attached>> {
+        if !matches!(self.addr, Addr::Local(_)) {
+            return None;
+        }
+        let s = self.take().ok()?;
+        let Stream::Unix(u) = &s else { return None };
+        let bytes = frame(&Request::Attach { id }, 64).ok()?;
+        (&*u).write_all(&bytes).ok()?;
+        let (byte, fds) = crate::sys::recv_byte_fds(u).ok()??;
+        self.give_back(s);
+        let [table, alive] = <[_; 2]>::try_from(fds).ok()?;
+        if byte != 1 {
+            return None;
+        }
+        Some(Arc::new(Attached {
+            table: ByteTable::open(&table, kind).ok()?,
+            alive: View::map(&alive).ok()?,
+        }))
     }
 
     fn give_back(&self, s: Stream) {

@@ -285,10 +285,7 @@ impl Manager {
             type_tag: type_tag.to_string(),
             init,
         })? {
-            Reply::Created { id } => Ok(Handle {
-                remote: self.remote.clone(),
-                id,
-            }),
+            Reply::Created { id } => Ok(Handle::new(self.remote.clone(), id)),
             r => Err(Error::new(
                 ErrorKind::Protocol,
                 format!("unexpected reply from the manager: {r:?}"),

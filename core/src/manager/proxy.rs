@@ -11,21 +11,49 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::client::{Addr, Remote};
+use super::client::{Addr, Attached, Remote};
 use crate::error::{Error, ErrorKind, QueueError};
 use crate::protocol::manager::{Reply, Request};
+use crate::shared::bytemap::{Full, Locked, TableKind};
 
 /// An object on a server: the untyped part of every proxy.
 #[derive(Clone)]
 pub(crate) struct Handle {
     pub(crate) remote: Arc<Remote>,
     pub(crate) id: u64,
+    /// The table mapped here, once looked for (dicts and lists of a local
+    /// server).
+    pub(crate) local: OnceLock<Option<Arc<Attached>>>,
+}
+
+impl Handle {
+    pub(crate) fn new(remote: Arc<Remote>, id: u64) -> Handle {
+        Handle {
+            remote,
+            id,
+            local: OnceLock::new(),
+        }
+    }
+
+    /// Runs `f` on the table in place when this process could map it:
+    /// `None` means "send a request instead".
+    fn local<R>(
+        &self,
+        kind: TableKind,
+        f: impl FnOnce(&mut Locked<'_>) -> R,
+    ) -> Option<Result<R, Error>> {
+        let a = self
+            .local
+            .get_or_init(|| self.remote.attach(self.id, kind))
+            .as_deref()?;
+        Some(a.check().map(|()| a.table.with(f)))
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -50,10 +78,7 @@ impl Serialize for Handle {
 impl<'de> Deserialize<'de> for Handle {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = HandleWire::deserialize(d)?;
-        Ok(Handle {
-            remote: Remote::get(w.addr, &w.key),
-            id: w.id,
-        })
+        Ok(Handle::new(Remote::get(w.addr, &w.key), w.id))
     }
 }
 
@@ -70,6 +95,14 @@ fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, Error> {
             e,
         )
     })
+}
+
+fn full(e: Full) -> Error {
+    Error::with_source(ErrorKind::Protocol, "cannot store the entry", e)
+}
+
+fn dec_opt<T: DeserializeOwned>(b: Option<Vec<u8>>) -> Result<Option<T>, Error> {
+    b.map(|b| dec(&b)).transpose()
 }
 
 fn unexpected(r: Reply) -> Error {
@@ -107,7 +140,7 @@ impl Handle {
 }
 
 macro_rules! proxy_common {
-    ($ty:ident < $($p:ident),+ >, $what:literal) => {
+    ($ty:ident < $($p:ident),+ >, $what:literal, $kind:expr) => {
         impl<$($p),+> Clone for $ty<$($p),+> {
             fn clone(&self) -> Self {
                 $ty { h: self.h.clone(), _t: PhantomData }
@@ -145,6 +178,11 @@ macro_rules! proxy_common {
             /// # Errors
             /// [`ErrorKind::Disconnected`] when the manager's server is gone.
             pub fn len(&self) -> Result<usize, Error> {
+                if let Some(kind) = $kind {
+                    if let Some(r) = self.h.local(kind, |l| l.len()) {
+                        return r;
+                    }
+                }
                 self.h.len()
             }
 
@@ -153,7 +191,7 @@ macro_rules! proxy_common {
             /// # Errors
             /// As [`len`](Self::len).
             pub fn is_empty(&self) -> Result<bool, Error> {
-                Ok(self.h.len()? == 0)
+                Ok(self.len()? == 0)
             }
 
             #[doc = concat!("Removes all ", $what, ".")]
@@ -161,6 +199,11 @@ macro_rules! proxy_common {
             /// # Errors
             /// As [`len`](Self::len).
             pub fn clear(&self) -> Result<(), Error> {
+                if let Some(kind) = $kind {
+                    if let Some(r) = self.h.local(kind, |l| l.clear()) {
+                        return r;
+                    }
+                }
                 self.h.done(Request::Clear { id: self.h.id })
             }
         }
@@ -190,7 +233,7 @@ pub struct DictProxy<K, V> {
     _t: PhantomData<fn() -> (K, V)>,
 }
 
-proxy_common!(DictProxy<K, V>, "entries");
+proxy_common!(DictProxy<K, V>, "entries", Some(TableKind::Dict));
 
 impl<K, V> DictProxy<K, V>
 where
@@ -203,10 +246,14 @@ where
     /// [`ErrorKind::Disconnected`] when the server is gone;
     /// [`ErrorKind::Protocol`] when a key or value cannot be encoded.
     pub fn insert(&self, key: K, value: V) -> Result<Option<V>, Error> {
+        let (key, value) = (enc(&key)?, enc(&value)?);
+        if let Some(r) = self.h.local(TableKind::Dict, |l| l.insert(&key, &value)) {
+            return dec_opt(r?.map_err(full)?);
+        }
         self.h.maybe(Request::DictInsert {
             id: self.h.id,
-            key: enc(&key)?,
-            value: enc(&value)?,
+            key,
+            value,
         })
     }
 
@@ -215,10 +262,11 @@ where
     /// # Errors
     /// As [`insert`](Self::insert).
     pub fn get(&self, key: &K) -> Result<Option<V>, Error> {
-        self.h.maybe(Request::DictGet {
-            id: self.h.id,
-            key: enc(key)?,
-        })
+        let key = enc(key)?;
+        if let Some(r) = self.h.local(TableKind::Dict, |l| l.get_value(&key)) {
+            return dec_opt(r?);
+        }
+        self.h.maybe(Request::DictGet { id: self.h.id, key })
     }
 
     /// Removes `key`; returns its value, if it had one.
@@ -226,10 +274,11 @@ where
     /// # Errors
     /// As [`insert`](Self::insert).
     pub fn remove(&self, key: &K) -> Result<Option<V>, Error> {
-        self.h.maybe(Request::DictRemove {
-            id: self.h.id,
-            key: enc(key)?,
-        })
+        let key = enc(key)?;
+        if let Some(r) = self.h.local(TableKind::Dict, |l| l.remove(&key)) {
+            return dec_opt(r?);
+        }
+        self.h.maybe(Request::DictRemove { id: self.h.id, key })
     }
 
     /// Whether `key` is present.
@@ -237,10 +286,14 @@ where
     /// # Errors
     /// As [`insert`](Self::insert).
     pub fn contains_key(&self, key: &K) -> Result<bool, Error> {
-        match self.h.call(Request::DictContains {
-            id: self.h.id,
-            key: enc(key)?,
-        })? {
+        let key = enc(key)?;
+        if let Some(r) = self
+            .h
+            .local(TableKind::Dict, |l| l.get_value(&key).is_some())
+        {
+            return r;
+        }
+        match self.h.call(Request::DictContains { id: self.h.id, key })? {
             Reply::Bool(b) => Ok(b),
             r => Err(unexpected(r)),
         }
@@ -251,7 +304,11 @@ where
     /// # Errors
     /// As [`insert`](Self::insert).
     pub fn to_hashmap(&self) -> Result<HashMap<K, V>, Error> {
-        match self.h.call(Request::DictItems { id: self.h.id })? {
+        let pairs = match self.h.local(TableKind::Dict, |l| l.pairs()) {
+            Some(r) => Reply::Pairs(r?),
+            None => self.h.call(Request::DictItems { id: self.h.id })?,
+        };
+        match pairs {
             Reply::Pairs(p) => p.iter().map(|(k, v)| Ok((dec(k)?, dec(v)?))).collect(),
             r => Err(unexpected(r)),
         }
@@ -277,7 +334,7 @@ pub struct ListProxy<T> {
     _t: PhantomData<fn() -> T>,
 }
 
-proxy_common!(ListProxy<T>, "items");
+proxy_common!(ListProxy<T>, "items", Some(TableKind::List));
 
 impl<T: Serialize + DeserializeOwned + Send> ListProxy<T> {
     /// Appends `item` (Python's `append`).
@@ -285,9 +342,13 @@ impl<T: Serialize + DeserializeOwned + Send> ListProxy<T> {
     /// # Errors
     /// [`ErrorKind::Disconnected`] when the server is gone.
     pub fn push(&self, item: T) -> Result<(), Error> {
+        let item = enc(&item)?;
+        if let Some(r) = self.h.local(TableKind::List, |l| l.push(&item)) {
+            return r?.map_err(full);
+        }
         self.h.done(Request::ListPush {
             id: self.h.id,
-            item: enc(&item)?,
+            item,
         })
     }
 
@@ -296,6 +357,9 @@ impl<T: Serialize + DeserializeOwned + Send> ListProxy<T> {
     /// # Errors
     /// As [`push`](Self::push).
     pub fn get(&self, index: usize) -> Result<Option<T>, Error> {
+        if let Some(r) = self.h.local(TableKind::List, |l| l.item(index)) {
+            return dec_opt(r?);
+        }
         self.h.maybe(Request::ListGet {
             id: self.h.id,
             index: index as u64,
@@ -308,10 +372,20 @@ impl<T: Serialize + DeserializeOwned + Send> ListProxy<T> {
     /// [`ErrorKind::Protocol`] when `index` is out of range; otherwise as
     /// [`push`](Self::push).
     pub fn set(&self, index: usize, item: T) -> Result<(), Error> {
+        let item = enc(&item)?;
+        if let Some(r) = self.h.local(TableKind::List, |l| l.set_item(index, &item)) {
+            return match r?.map_err(full)? {
+                true => Ok(()),
+                false => Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!("list index {index} out of range"),
+                )),
+            };
+        }
         self.h.done(Request::ListSet {
             id: self.h.id,
             index: index as u64,
-            item: enc(&item)?,
+            item,
         })
     }
 
@@ -320,6 +394,9 @@ impl<T: Serialize + DeserializeOwned + Send> ListProxy<T> {
     /// # Errors
     /// As [`push`](Self::push).
     pub fn pop(&self) -> Result<Option<T>, Error> {
+        if let Some(r) = self.h.local(TableKind::List, |l| l.pop()) {
+            return dec_opt(r?);
+        }
         self.h.maybe(Request::ListPop { id: self.h.id })
     }
 
@@ -328,7 +405,11 @@ impl<T: Serialize + DeserializeOwned + Send> ListProxy<T> {
     /// # Errors
     /// As [`push`](Self::push).
     pub fn to_vec(&self) -> Result<Vec<T>, Error> {
-        match self.h.call(Request::ListItems { id: self.h.id })? {
+        let items = match self.h.local(TableKind::List, |l| l.items()) {
+            Some(r) => Reply::Items(r?),
+            None => self.h.call(Request::ListItems { id: self.h.id })?,
+        };
+        match items {
             Reply::Items(items) => items.iter().map(|b| dec(b)).collect(),
             r => Err(unexpected(r)),
         }
@@ -343,7 +424,7 @@ pub struct QueueProxy<T> {
     _t: PhantomData<fn() -> T>,
 }
 
-proxy_common!(QueueProxy<T>, "queued items");
+proxy_common!(QueueProxy<T>, "queued items", None::<TableKind>);
 
 impl<T: Serialize + DeserializeOwned + Send> QueueProxy<T> {
     /// Adds `item` at the back.

@@ -144,6 +144,12 @@ pub(crate) enum Request {
     Clear {
         id: u64,
     },
+    /// Local connections only: the answer is not a [`Reply`] but one byte
+    /// carrying (SCM_RIGHTS) the memfd of the dict's or list's table and
+    /// the server's liveness page — `1` with both, `0` without.
+    Attach {
+        id: u64,
+    },
 }
 
 /// The server → a proxy.

@@ -7,6 +7,7 @@ pub(crate) mod futex;
 mod linux;
 mod process;
 pub(crate) mod shm;
+pub(crate) mod view;
 
 pub(crate) use linux::*;
 pub(crate) use process::*;
