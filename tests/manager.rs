@@ -279,3 +279,14 @@ fn the_server_dies_with_a_killed_program() {
     );
     assert_eq!(mproc_files(), before);
 }
+
+#[test]
+fn manager_and_proxies_are_send_and_sync() {
+    fn check<T: Send + Sync + Clone + serde::Serialize + serde::de::DeserializeOwned>() {}
+    check::<DictProxy<String, Vec<u8>>>();
+    check::<ListProxy<String>>();
+    check::<QueueProxy<u64>>();
+    check::<ValueProxy<String>>();
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Manager>();
+}

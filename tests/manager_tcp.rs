@@ -181,6 +181,16 @@ fn no_key_garbage_and_oversized_frames_are_cut_off_alone() {
     s.write_all(&u32::MAX.to_le_bytes()).unwrap();
     assert!(closed_by_server(&mut s));
 
+    // Silence after connecting: cut off at the 10 s auth deadline.
+    let mut s = raw(addr);
+    let t = std::time::Instant::now();
+    assert!(closed_by_server(&mut s));
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(14),
+        "{waited:?}"
+    );
+
     d.insert("after".into(), 2).unwrap();
     assert_eq!(d.get(&"after".into()).unwrap(), Some(2));
     still_serves(addr);
