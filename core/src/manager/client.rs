@@ -128,9 +128,25 @@ impl std::fmt::Debug for Remote {
 
 static REMOTES: Mutex<Vec<Weak<Remote>>> = Mutex::new(Vec::new());
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// Takes `m`, giving up after [`LOCK_PATIENCE`]: these locks are held for
+/// a few instructions, so a lock that stays taken was inherited through
+/// `fork` from a thread that does not exist here, and the caller goes on
+/// without the cache.
+fn lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    let end = std::time::Instant::now() + LOCK_PATIENCE;
+    loop {
+        match m.try_lock() {
+            Ok(g) => return Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < end => {
+                std::thread::yield_now()
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        }
+    }
 }
+
+const LOCK_PATIENCE: Duration = Duration::from_millis(200);
 
 /// Errors of a connection that broke: the server is gone.
 pub(crate) fn disconnected(e: impl std::error::Error + Send + Sync + 'static) -> Error {
@@ -140,7 +156,16 @@ pub(crate) fn disconnected(e: impl std::error::Error + Send + Sync + 'static) ->
 impl Remote {
     /// This process's `Remote` for `addr` and `key`.
     pub(crate) fn get(addr: Addr, key: &[u8]) -> Arc<Remote> {
-        let mut all = lock(&REMOTES);
+        let fresh = |addr, key: &[u8]| {
+            Arc::new(Remote {
+                addr,
+                key: key.to_vec(),
+                idle: Mutex::new((std::process::id(), Vec::new())),
+            })
+        };
+        let Some(mut all) = lock(&REMOTES) else {
+            return fresh(addr, key);
+        };
         all.retain(|w| w.strong_count() > 0);
         if let Some(r) = all
             .iter()
@@ -149,11 +174,7 @@ impl Remote {
         {
             return r;
         }
-        let r = Arc::new(Remote {
-            addr,
-            key: key.to_vec(),
-            idle: Mutex::new((std::process::id(), Vec::new())),
-        });
+        let r = fresh(addr, key);
         all.push(Arc::downgrade(&r));
         r
     }
@@ -186,8 +207,7 @@ impl Remote {
 
     fn take(&self) -> Result<Stream, Error> {
         let me = std::process::id();
-        {
-            let mut idle = lock(&self.idle);
+        if let Some(mut idle) = lock(&self.idle) {
             if idle.0 != me {
                 // Inherited through fork: these descriptors are not ours.
                 for s in std::mem::take(&mut idle.1) {
@@ -226,9 +246,10 @@ impl Remote {
     }
 
     fn give_back(&self, s: Stream) {
-        let mut idle = lock(&self.idle);
-        if idle.0 == std::process::id() && idle.1.len() < IDLE_KEPT {
-            idle.1.push(s);
+        if let Some(mut idle) = lock(&self.idle) {
+            if idle.0 == std::process::id() && idle.1.len() < IDLE_KEPT {
+                idle.1.push(s);
+            }
         }
     }
 
