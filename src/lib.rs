@@ -50,14 +50,14 @@ pub mod prelude {
         active_children, get_start_method, set_start_method, Process, ProcessHandle,
     };
     pub use mproc_core::{
-        as_completed, cpu_count, current_process, parent_process, wait, AsCompleted, AsyncResult,
-        Error, ErrorKind, Executor, ExecutorBuilder, ExitInfo, MapOptions, MapStream, Pool,
-        PoolBuilder, ProcessInfo, ReturnWhen, StartMethod, Task, TaskError, TaskHandle, TaskId,
-        TaskOptions, TransportKind,
+        as_completed, as_completed_keyed, cpu_count, current_process, parent_process, wait,
+        wait_timeout, AsCompleted, AsCompletedKeyed, AsyncResult, Callbacks, Error, ErrorKind,
+        Executor, ExecutorBuilder, ExitInfo, MapOptions, MapStream, Pool, PoolBuilder, ProcessInfo,
+        ReturnWhen, StartMethod, Task, TaskError, TaskHandle, TaskId, TaskOptions, TransportKind,
     };
     pub use mproc_core::{
-        pipe, Array, Barrier, BoundedSemaphore, Condition, Connection, Event, JoinableQueue, Lock,
-        Queue, QueueError, RLock, Semaphore, SimpleQueue, Value,
+        pipe, Array, Barrier, BoundedSemaphore, BrokenBarrierError, Condition, Connection, Event,
+        JoinableQueue, Lock, Queue, QueueError, RLock, Semaphore, SimpleQueue, Value,
     };
     pub use mproc_core::{DictProxy, ListProxy, Manager, QueueProxy, ValueProxy};
 }

@@ -174,6 +174,33 @@ fn dropping_a_map_early_cancels_what_it_had_queued() {
 }
 
 #[test]
+fn dropping_an_imap_early_cancels_what_it_had_queued() {
+    let pool = Pool::new(2).unwrap();
+    let runs = Value::new(0u64).unwrap();
+    let r = runs.clone();
+    let mut it = pool.imap(
+        count_and_sleep,
+        (0..10_000u64).map(move |_| (r.clone(), 20)),
+    );
+    for _ in 0..4 {
+        assert_eq!(it.next(), Some(Ok(20)));
+    }
+    drop(it);
+    assert_eq!(pool.apply(nothing, 1), Ok(1));
+    let after_drop = runs.load();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        runs.load(),
+        after_drop,
+        "work of a dropped imap kept running"
+    );
+    assert!(
+        after_drop <= 4 + 2 * 2,
+        "{after_drop} items ran for 4 taken"
+    );
+}
+
+#[test]
 fn an_oversized_item_fails_only_itself() {
     run(async {
         let ex = Executor::builder()

@@ -220,6 +220,102 @@ fn wrap_around_and_memory_give_back_keep_data_intact() {
     assert_eq!(producer.join().unwrap(), i);
 }
 
+/// Deterministic pseudo-random numbers (xorshift), for reproducible mixes.
+fn rng(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+/// The item of sequence number `i` and length `len`: every byte depends on
+/// both, so a misplaced or torn byte shows.
+fn item(i: u32, len: usize) -> Vec<u8> {
+    (0..len).map(|k| (i as usize * 31 + k) as u8).collect()
+}
+
+#[test]
+fn growth_in_place_keeps_every_item_through_wraps_and_skips() {
+    // A 4 KiB area that may grow to 1 MiB: puts and gets interleave so the
+    // area grows while records wrap and skip markers sit in it.
+    let q: Queue<Vec<u8>> = Queue::__with_growth(4096, 1 << 20, None).unwrap();
+    let mut model = std::collections::VecDeque::new();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = 0u32;
+    let mut queued = 0usize;
+    for step in 0..20_000 {
+        let r = rng(&mut seed);
+        let burst = step % 4000 > 3000;
+        // Bursts grow the area; below half of the maximum nothing waits.
+        if queued < 512 << 10 && (burst || r % 2 == 0) {
+            let len = if r % 97 == 0 {
+                (r as usize >> 8) % (96 << 10)
+            } else {
+                (r as usize >> 8) % 600
+            };
+            q.try_put(item(next, len)).unwrap();
+            model.push_back((next, len));
+            queued += len;
+            next += 1;
+        } else if let Some((i, len)) = model.pop_front() {
+            assert_eq!(q.try_get().unwrap(), item(i, len), "item {i}");
+            queued -= len;
+        }
+    }
+    while let Some((i, len)) = model.pop_front() {
+        assert_eq!(q.try_get().unwrap(), item(i, len), "item {i}");
+    }
+    assert_eq!(q.try_get(), Err(QueueError::Empty));
+}
+
+#[test]
+fn a_full_area_at_its_maximum_waits_instead_of_growing() {
+    let q: Queue<Vec<u8>> = Queue::__with_growth(4096, 16 << 10, None).unwrap();
+    q.put(vec![1; 12 << 10]).unwrap();
+    assert_eq!(q.try_put(vec![2; 6 << 10]), Err(QueueError::Full));
+    assert_eq!(q.get().unwrap(), vec![1; 12 << 10]);
+    q.try_put(vec![2; 6 << 10]).unwrap();
+    match q.try_put(vec![3; 16 << 10]) {
+        Err(QueueError::TooLarge { size, max }) => assert!(size > max),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[mproc::task]
+fn echo_growing(from: Queue<Vec<u8>>, to: Connection<Vec<u8>>, n: u32) {
+    for _ in 0..n {
+        let v = from.get_timeout(LONG).unwrap();
+        to.send(&v).unwrap();
+    }
+}
+
+/// The queue and the pipe grow while a worker process, which mapped them
+/// small, is reading and writing: it must follow to the larger windows.
+#[test]
+fn a_queue_and_a_pipe_grow_under_another_process() {
+    run(async {
+        let ex = Executor::new(1).await.unwrap();
+        let q: Queue<Vec<u8>> = Queue::new().unwrap();
+        let (here, there) = pipe::<Vec<u8>>().unwrap();
+        let n = 40u32;
+        // Let the worker map both at their first size before they grow.
+        q.put(item(0, 10)).unwrap();
+        let echo = ex.submit(echo_growing, (q.clone(), there, n));
+        assert_eq!(here.recv().unwrap(), item(0, 10));
+        // Items from 1 KiB to 2 MiB, put faster than the worker takes them.
+        let len = |i: u32| 1usize << (10 + i % 12);
+        for i in 1..n {
+            q.put(item(i, len(i))).unwrap();
+        }
+        for i in 1..n {
+            let got = here.recv_async().await.unwrap();
+            assert_eq!(got, item(i, len(i)), "item {i}");
+        }
+        echo.await.unwrap();
+        ex.shutdown().await;
+    });
+}
+
 #[test]
 fn too_large_item_is_refused() {
     let q: Queue<Vec<u8>> = Queue::__with_data_bytes(64 << 10, None).unwrap();
@@ -295,12 +391,12 @@ proptest! {
         consumers in 1usize..4,
         n in 0u32..300,
         cap in prop::option::of(1usize..8),
-        small_ring in any::<bool>(),
+        ring in 0u8..3,
     ) {
-        let q: Queue<(u32, u32)> = if small_ring {
-            Queue::__with_data_bytes(4096, cap).unwrap()
-        } else {
-            match cap { Some(c) => Queue::bounded(c).unwrap(), None => Queue::new().unwrap() }
+        let q: Queue<(u32, u32)> = match ring {
+            0 => Queue::__with_data_bytes(4096, cap).unwrap(),
+            1 => Queue::__with_growth(4096, 64 << 10, cap).unwrap(),
+            _ => match cap { Some(c) => Queue::bounded(c).unwrap(), None => Queue::new().unwrap() },
         };
         let total = producers as usize * n as usize;
         let taken = AtomicUsize::new(0);

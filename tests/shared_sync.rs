@@ -312,9 +312,10 @@ fn barrier_across_processes() {
         }
         idx.sort();
         assert_eq!(idx, vec![0, 1, 2, 3]);
-        // Reusable, and a timeout withdraws the arrival.
+        // A timeout breaks the barrier, as in Python, until a reset.
         let b1 = Barrier::new(2).unwrap();
-        assert_eq!(b1.wait_timeout(SHORT), None);
+        assert_eq!(b1.wait_timeout(SHORT), Err(BrokenBarrierError));
+        assert!(b1.broken());
         assert_eq!(b1.n_waiting(), 0);
         ex.shutdown().await;
     });

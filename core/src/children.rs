@@ -50,6 +50,8 @@ impl ChildProc {
     /// left for its pidfd), it is killed and reaped rather than leaked.
     pub(crate) fn direct(pid: u32) -> std::io::Result<Self> {
         Self::new(pid, Kind::Direct).inspect_err(|_| {
+            // The one signal by raw pid: without a pidfd there is no other
+            // way, and the pid is still this unreaped child's own.
             let pid = nix::unistd::Pid::from_raw(pid as i32);
             let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(pid, None);

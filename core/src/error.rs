@@ -236,6 +236,10 @@ pub enum QueueError {
         /// What failed.
         message: String,
     },
+    /// The queue's buffer could not grow, or could not be mapped in this
+    /// process, for lack of address space or memory (e.g. under
+    /// `ulimit -v`).
+    OutOfMemory,
 }
 
 impl fmt::Display for QueueError {
@@ -254,6 +258,10 @@ impl fmt::Display for QueueError {
             QueueError::Encoding { message } => {
                 write!(f, "cannot encode or decode the item: {message}")
             }
+            QueueError::OutOfMemory => f.write_str(
+                "the queue's buffer cannot be grown or mapped in this process: out of address \
+                 space or memory",
+            ),
         }
     }
 }

@@ -22,17 +22,18 @@ mod trace;
 
 pub use error::{Error, ErrorKind, ExitInfo, QueueError, TaskError};
 pub use executor::{
-    as_completed, wait, AsCompleted, AsyncResult, Executor, ExecutorBuilder, Imap, MapOptions,
-    MapStream, Pool, PoolBuilder, ReturnWhen, TaskHandle, TaskId, TaskOptions, TransportKind,
+    as_completed, as_completed_keyed, wait, wait_timeout, AsCompleted, AsCompletedKeyed,
+    AsyncResult, Callbacks, Executor, ExecutorBuilder, Imap, MapOptions, MapStream, Pool,
+    PoolBuilder, ReturnWhen, TaskHandle, TaskId, TaskOptions, TransportKind,
 };
 pub use identity::{cpu_count, current_process, is_worker, parent_process, ProcessInfo};
 pub use manager::{DictProxy, ListProxy, Manager, QueueProxy, ValueProxy};
 pub use process::{active_children, Process, ProcessHandle};
 pub use registry::{registered_tasks, Task};
 pub use shared::{
-    pipe, Array, ArrayGuard, Barrier, BoundedSemaphore, Condition, ConditionGuard, Connection,
-    Event, JoinableQueue, Lock, LockGuard, Pod, Queue, RLock, RLockGuard, Semaphore,
-    SemaphoreGuard, SimpleQueue, Value, ValueGuard, PIPE_BYTES, QUEUE_BYTES,
+    pipe, Array, ArrayGuard, Barrier, BoundedSemaphore, BrokenBarrierError, Condition,
+    ConditionGuard, Connection, Event, JoinableQueue, Lock, LockGuard, Pod, Queue, RLock,
+    RLockGuard, Semaphore, SemaphoreGuard, SimpleQueue, Value, ValueGuard, PIPE_BYTES, QUEUE_BYTES,
 };
 pub use spawn::{get_start_method, set_start_method, StartMethod};
 pub use tls::{ClientTls, ServerTls};

@@ -1,3 +1,5 @@
+//! The error type of a transport.
+
 use std::io;
 
 /// What went wrong on a transport.

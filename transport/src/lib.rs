@@ -34,6 +34,15 @@ pub use pipe::PipeChannel;
 pub use shm::{ShmChannel, DEFAULT_RING_SIZE};
 pub use unix::{socketpair, UnixChannel};
 
+/// The workspace's one memfd + `mmap` owner, for `mproc-core`'s shared
+/// objects and progress counter. Hidden: this crate is the lowest layer, so
+/// the mapping code lives here once, but it is plumbing, not transport API,
+/// and may change without notice.
+#[doc(hidden)]
+pub mod shm_map {
+    pub use crate::sys::Mapping;
+}
+
 use std::io;
 
 /// A duplex byte stream between two processes.

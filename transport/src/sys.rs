@@ -1,6 +1,7 @@
 //! The transport crate's OS seam: every `unsafe` block of the crate is here,
 //! behind small safe functions.
 
+use std::ffi::CStr;
 use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -11,46 +12,86 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::memfd::{memfd_create, MFdFlags};
-use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
+use nix::sys::mman::{madvise, mmap, munmap, MapFlags, MmapAdvise, ProtFlags};
 
-/// A shared, read-write mapping of a whole memfd.
+/// A shared, read-write mapping of a memfd (or of a window of one).
+///
+/// The one owner of `memfd_create` + `mmap` + `munmap` in the workspace: the
+/// shared-memory transport's rings, `mproc-core`'s shared objects and its
+/// progress counter all map their memory through it. It is public only so
+/// that `mproc-core` can use it (re-exported, hidden, as
+/// `mproc_transport::shm_map::Mapping`); it is not part of the transport API.
+///
+/// Dropping it unmaps the memory. The memfd itself lives on while any
+/// descriptor or mapping of it exists, in any process.
 #[derive(Debug)]
-pub(crate) struct Mapping {
+pub struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
 }
 
-// SAFETY: the mapping is plain shared memory; all cross-thread access to it
-// goes through atomics or through regions the ring protocol hands to one
-// side at a time.
+// SAFETY: the mapping is plain shared memory that stays valid for the
+// lifetime of the value; every user accesses it only through atomics or
+// through regions that its own protocol hands to one side at a time
+// (documented where the access happens).
 unsafe impl Send for Mapping {}
 // SAFETY: as above.
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// Creates a zeroed memfd of `len` bytes and maps it.
-    pub(crate) fn create(name: &std::ffi::CStr, len: usize) -> io::Result<(Mapping, OwnedFd)> {
+    /// Creates a zero-filled, close-on-exec memfd of `len` bytes named
+    /// `name` (the name shows only in `/proc/<pid>/fd`) and maps all of it.
+    /// Pages are allocated on first touch.
+    ///
+    /// # Errors
+    /// The OS error of `memfd_create`, `ftruncate` or `mmap`.
+    pub fn create(name: &CStr, len: usize) -> io::Result<(Mapping, OwnedFd)> {
         let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC).map_err(io::Error::from)?;
         nix::unistd::ftruncate(&fd, len as i64).map_err(io::Error::from)?;
         let m = Self::map(&fd, len)?;
         Ok((m, fd))
     }
 
-    /// Maps `len` bytes of `fd`, shared.
-    pub(crate) fn map(fd: &impl AsFd, len: usize) -> io::Result<Mapping> {
+    /// Maps the first `len` bytes of `fd`, shared and read-write.
+    ///
+    /// # Errors
+    /// As [`map_at`](Self::map_at).
+    pub fn map(fd: &impl AsFd, len: usize) -> io::Result<Mapping> {
+        Self::map_at(fd, 0, len)
+    }
+
+    /// Maps `len` bytes of `fd` from byte `offset` (page-aligned), shared
+    /// and read-write: a window of a file that may be much larger, so that
+    /// address space follows what is used rather than the file's size.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::InvalidData`] when the file ends before
+    /// `offset + len`; [`io::ErrorKind::InvalidInput`] when `len` is 0 or
+    /// `offset` is not page-aligned; the OS error of `fstat` or `mmap`
+    /// (`ENOMEM` under an address-space limit).
+    pub fn map_at(fd: &impl AsFd, offset: usize, len: usize) -> io::Result<Mapping> {
         let size = nix::sys::stat::fstat(fd.as_fd())
             .map_err(io::Error::from)?
             .st_size;
-        if (size as u64) < len as u64 {
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| (size as u64) < end as u64)
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "shared segment is too small",
             ));
         }
+        if offset % 4096 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "mapping offset is not page-aligned",
+            ));
+        }
         let nz = NonZeroUsize::new(len)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty mapping"))?;
         // SAFETY: a fresh shared mapping chosen by the kernel; no existing
-        // memory is affected, and the size was checked against the file.
+        // memory is affected, and the range was checked against the file.
         let ptr = unsafe {
             mmap(
                 None,
@@ -58,7 +99,7 @@ impl Mapping {
                 ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
                 MapFlags::MAP_SHARED,
                 fd,
-                0,
+                offset as libc::off_t,
             )
         }
         .map_err(io::Error::from)?;
@@ -68,14 +109,38 @@ impl Mapping {
         })
     }
 
-    /// The first byte of the mapping.
-    pub(crate) fn base(&self) -> *mut u8 {
+    /// The first byte of the mapping (page-aligned).
+    pub fn base(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
 
     /// The mapping's length in bytes.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// False: an empty mapping cannot be made (here for clippy's
+    /// `len_without_is_empty`).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Gives the pages of `[offset, offset + len)` back to the kernel
+    /// (`MADV_REMOVE`); they read as zeros afterwards, in every process.
+    /// Both bounds must be page-aligned and inside the mapping.
+    ///
+    /// # Safety
+    /// No process may be reading or writing the range concurrently, and no
+    /// live data may be stored there.
+    pub unsafe fn discard(&self, offset: usize, len: usize) {
+        debug_assert!(offset % 4096 == 0 && len % 4096 == 0);
+        debug_assert!(offset.checked_add(len).is_some_and(|end| end <= self.len));
+        if len == 0 || offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return;
+        }
+        // SAFETY: the range lies inside our mapping (checked above); the
+        // caller guarantees nobody uses it, so dropping its pages is sound.
+        let _ = unsafe { madvise(self.ptr.add(offset).cast(), len, MmapAdvise::MADV_REMOVE) };
     }
 }
 

@@ -63,7 +63,7 @@ pub(crate) fn run_server(chan: &dyn ByteStream) -> Result<i32, ChildError> {
     crate::sys::set_thread_name(&msg.name);
     crate::sys::set_process_name(&msg.name);
     // Held by this thread, which lives as long as the server.
-    let alive = crate::sys::view::hold_alive().map_err(|cause| ChildError::Transport {
+    let alive = crate::sys::alive::hold_alive().map_err(|cause| ChildError::Transport {
         what: "liveness page",
         cause,
     })?;
@@ -93,7 +93,7 @@ struct Server {
     key: Vec<u8>,
     live: AtomicUsize,
     tls: Option<Arc<rustls::ServerConfig>>,
-    /// The liveness page local clients map (see `sys::view`).
+    /// The liveness page local clients map (see `sys::alive`).
     alive: OwnedFd,
 }
 

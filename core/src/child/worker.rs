@@ -42,7 +42,7 @@ use crate::registry::invoke::{self, BatchResult};
 use crate::registry::runtime::runtime;
 use crate::registry::task_thread;
 use crate::registry::{lookup, BatchRun, TaskEntry};
-use crate::sys::{self, SharedCounter};
+use crate::sys::{self, SharedPage};
 
 /// Room in a message for everything but the result items.
 const FRAME_OVERHEAD: usize = 64;
@@ -116,7 +116,7 @@ fn run_worker(chan: UnixChannel) -> Result<i32, ChildError> {
         Ok(None) | Err(_) => sys::exit_now(0),
     };
     let claims_fd = fds.next().ok_or(ChildError::Protocol("no claim table"))?;
-    let claims = SharedCounter::map(claims_fd)
+    let claims = SharedPage::map(claims_fd)
         .map(Claims::from_shared)
         .map_err(|cause| ChildError::Transport {
             what: "claim table",

@@ -9,11 +9,25 @@ use std::time::Instant;
 use crate::error::TaskError;
 use crate::protocol::batch::{first_failed, Outcome};
 
+/// Work to run once a completion resolves (a pool callback's dispatch).
+type Hook = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct Hooks(Vec<Hook>);
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} hooks", self.0.len())
+    }
+}
+
 #[derive(Debug, Default)]
 struct Slot {
+    hooks: Hooks,
     outcome: Option<Outcome>,
     resolved: bool,
-    waker: Option<Waker>,
+    /// Every task waiting: clones of a handle may be polled by several.
+    wakers: Vec<Waker>,
 }
 
 /// The rendezvous between the scheduler, which resolves a request once, and
@@ -22,6 +36,12 @@ struct Slot {
 pub(crate) struct Completion {
     slot: Mutex<Slot>,
     cond: Condvar,
+}
+
+fn register(s: &mut Slot, cx: &Context<'_>) {
+    if !s.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+        s.wakers.push(cx.waker().clone());
+    }
 }
 
 impl Completion {
@@ -37,13 +57,29 @@ impl Completion {
         }
         s.resolved = true;
         s.outcome = Some(outcome);
-        let waker = s.waker.take();
+        let wakers = std::mem::take(&mut s.wakers);
+        let hooks = std::mem::take(&mut s.hooks.0);
         drop(s);
         self.cond.notify_all();
-        if let Some(w) = waker {
+        for w in wakers {
             w.wake();
         }
+        for h in hooks {
+            h();
+        }
         true
+    }
+
+    /// Runs `hook` once resolved: at once if it is, else on the thread that
+    /// resolves it. A hook must be quick (it runs on a scheduler thread).
+    pub(crate) fn on_resolve(&self, hook: impl FnOnce() + Send + 'static) {
+        let mut s = self.slot.lock().unwrap();
+        if s.resolved {
+            drop(s);
+            hook();
+        } else {
+            s.hooks.0.push(Box::new(hook));
+        }
     }
 
     pub(crate) fn is_resolved(&self) -> bool {
@@ -56,9 +92,7 @@ impl Completion {
         if s.resolved {
             return Poll::Ready(());
         }
-        if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            s.waker = Some(cx.waker().clone());
-        }
+        register(&mut s, cx);
         Poll::Pending
     }
 
@@ -68,10 +102,27 @@ impl Completion {
         if s.resolved {
             return Poll::Ready(s.outcome.take().unwrap_or(Err(TaskError::Cancelled)));
         }
-        if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            s.waker = Some(cx.waker().clone());
-        }
+        register(&mut s, cx);
         Poll::Pending
+    }
+
+    /// The outcome once resolved: taken when `take` (the last handle),
+    /// else a copy, so that clones of a handle each get the result.
+    pub(crate) fn poll_outcome(&self, cx: &mut Context<'_>, take: bool) -> Poll<Outcome> {
+        if take {
+            return self.poll_take(cx);
+        }
+        let mut s = self.slot.lock().unwrap();
+        if s.resolved {
+            return Poll::Ready(s.outcome.clone().unwrap_or(Err(TaskError::Cancelled)));
+        }
+        register(&mut s, cx);
+        Poll::Pending
+    }
+
+    /// A copy of the outcome of a resolved completion.
+    pub(crate) fn peek(&self) -> Option<Outcome> {
+        self.slot.lock().unwrap().outcome.clone()
     }
 
     /// Blocks until resolved or `deadline`; true when resolved.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use super::completion::Completion;
-use super::sched::{Core, Running};
+use super::sched::{next_task_id, Core, Running};
 use crate::error::TaskError;
 use crate::protocol::batch::decode_one;
 
@@ -25,11 +25,52 @@ impl fmt::Display for TaskId {
     }
 }
 
-/// A submitted task: a future of its result.
+/// A submitted task: a future of its result, like Python's `Future`.
 ///
-/// The task was queued when [`submit`](super::Executor::submit) returned;
-/// awaiting the handle only waits for it, and dropping the handle does not
-/// cancel it.
+/// The task was queued when [`mproc::Executor::submit`](super::Executor::submit)
+/// returned; awaiting the handle only waits for it, and dropping the handle
+/// does not cancel it.
+///
+/// **Identity.** A handle is `Clone`: clones share the one task, and each
+/// clone resolves to the result (the encoded result is kept and decoded per
+/// clone, so `T` need not be `Clone`). Handles compare and hash by
+/// [`TaskId`], so clones are equal and a handle can key a `HashMap`, as a
+/// Python future keys a dict. [`mproc::as_completed`](super::as_completed)
+/// and [`mproc::wait`](super::wait) take each task once even if it is
+/// passed twice. (Clippy's `mutable_key_type` lint flags a
+/// `HashMap<TaskHandle<_>, _>` because a handle holds a shared result slot;
+/// hashing reads only the id, so it is a false positive — or key by
+/// [`TaskId`] instead.)
+///
+/// # Examples
+/// Python's `future_to_url = {executor.submit(load, url): url for url in urls}`
+/// idiom, here with [`mproc::as_completed_keyed`](super::as_completed_keyed)
+/// (or a `HashMap<TaskHandle<_>, _>`):
+/// ```no_run
+/// # extern crate mproc_core as mproc;
+/// use futures::StreamExt;
+/// use mproc::{as_completed_keyed, Executor};
+///
+/// #[mproc_macros::task] // `#[mproc::task]` through the facade crate
+/// fn load(url: String) -> usize { url.len() }
+///
+/// # async fn demo() -> Result<(), mproc::Error> {
+/// let executor = Executor::new(2).await?;
+/// let urls = ["a.example", "bb.example"];
+/// let jobs = urls.iter().map(|u| (*u, executor.submit(load, u.to_string())));
+/// let mut done = as_completed_keyed(jobs);
+/// while let Some((url, result)) = done.next().await {
+///     match result {
+///         Ok(n) => println!("{url} is {n} bytes"),
+///         Err(e) => println!("{url} generated an exception: {e}"),
+///     }
+/// }
+/// let h = executor.submit(load, "x".to_string());
+/// let same = h.clone();
+/// assert_eq!(h, same);
+/// assert_eq!(h.await?, same.await?); // each clone gets the result
+/// # Ok(()) }
+/// ```
 ///
 /// # Cancel safety
 /// Dropping a `TaskHandle` future before it completes loses nothing but the
@@ -38,7 +79,35 @@ pub struct TaskHandle<T> {
     pub(crate) id: TaskId,
     pub(crate) comp: Arc<Completion>,
     pub(crate) core: Option<Arc<Core>>,
+    /// Counts the clones: the last one takes the result instead of copying.
+    clones: Arc<()>,
     pub(crate) _out: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for TaskHandle<T> {
+    fn clone(&self) -> Self {
+        TaskHandle {
+            id: self.id,
+            comp: self.comp.clone(),
+            core: self.core.clone(),
+            clones: self.clones.clone(),
+            _out: PhantomData,
+        }
+    }
+}
+
+impl<T> PartialEq for TaskHandle<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl<T> Eq for TaskHandle<T> {}
+
+impl<T> std::hash::Hash for TaskHandle<T> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
 }
 
 impl<T> fmt::Debug for TaskHandle<T> {
@@ -51,15 +120,27 @@ impl<T> fmt::Debug for TaskHandle<T> {
 }
 
 impl<T> TaskHandle<T> {
-    pub(crate) fn resolved(id: TaskId, err: TaskError) -> Self {
-        let comp = Completion::new();
-        comp.resolve(Err(err));
+    pub(crate) fn new(id: TaskId, comp: Arc<Completion>, core: Option<Arc<Core>>) -> Self {
         TaskHandle {
             id,
             comp,
-            core: None,
+            core,
+            clones: Arc::new(()),
             _out: PhantomData,
         }
+    }
+
+    /// A handle already failed with `err`, under a fresh id.
+    pub(crate) fn resolved(err: TaskError) -> Self {
+        let comp = Completion::new();
+        comp.resolve(Err(err));
+        TaskHandle::new(TaskId(next_task_id()), comp, None)
+    }
+
+    /// True when no other clone of this handle exists, so the result can
+    /// be taken rather than copied.
+    fn sole(&mut self) -> bool {
+        Arc::get_mut(&mut self.clones).is_some()
     }
 
     /// The task's id.
@@ -85,12 +166,17 @@ impl<T> TaskHandle<T> {
     }
 
     /// Waits for the result from blocking code.
-    pub fn wait_blocking(self) -> Result<T, TaskError>
+    pub fn wait_blocking(mut self) -> Result<T, TaskError>
     where
         T: DeserializeOwned,
     {
         self.comp.wait_until(None);
-        decode_one(self.comp.take().unwrap_or(Err(TaskError::Cancelled)))
+        let outcome = if self.sole() {
+            self.comp.take()
+        } else {
+            self.comp.peek()
+        };
+        decode_one(outcome.unwrap_or(Err(TaskError::Cancelled)))
     }
 
     /// Waits up to `d` from blocking code; true when the task is done.
@@ -106,7 +192,8 @@ impl<T> TaskHandle<T> {
 impl<T: DeserializeOwned> Future for TaskHandle<T> {
     type Output = Result<T, TaskError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.comp.poll_take(cx).map(decode_one)
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let take = self.sole();
+        self.comp.poll_outcome(cx, take).map(decode_one)
     }
 }

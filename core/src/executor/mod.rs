@@ -1,5 +1,6 @@
 //! [`Executor`]: an async process pool, like `ProcessPoolExecutor`.
 
+mod callbacks;
 mod completion;
 mod handle;
 mod map;
@@ -7,14 +8,16 @@ mod pool;
 pub(crate) mod sched;
 mod wait;
 
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use self::callbacks::Callbacks;
 pub use self::handle::{TaskHandle, TaskId};
 pub use self::map::{MapOptions, MapStream};
 pub use self::pool::{AsyncResult, Imap, Pool, PoolBuilder};
-pub use self::wait::{as_completed, wait, AsCompleted, ReturnWhen};
+pub use self::wait::{
+    as_completed, as_completed_keyed, wait, wait_timeout, AsCompleted, AsCompletedKeyed, ReturnWhen,
+};
 
 use self::sched::{Config, Core};
 use crate::error::{Error, TaskError};
@@ -77,6 +80,11 @@ impl Default for ExecutorBuilder {
 
 impl ExecutorBuilder {
     /// The number of worker processes (default: [`cpu_count`](crate::cpu_count)).
+    ///
+    /// `max_workers(0)` starts one worker today. Once clusters exist it will
+    /// mean "node workers only" (API.md §8), so it is accepted, unlike
+    /// [`mproc::PoolBuilder::processes(0)`](crate::PoolBuilder::processes),
+    /// which is refused.
     pub fn max_workers(mut self, n: usize) -> Self {
         self.workers = Some(n);
         self
@@ -228,17 +236,12 @@ impl Executor {
         let _ = task;
         let payload = match encode_one(&args) {
             Ok(p) => p,
-            Err(e) => return TaskHandle::resolved(TaskId(0), e),
+            Err(e) => return TaskHandle::resolved(e),
         };
         let (id, comp) = self
             .core()
             .submit(T::NAME, T::IS_ASYNC, payload, opts.timeout);
-        TaskHandle {
-            id: TaskId(id),
-            comp,
-            core: Some(self.core().clone()),
-            _out: PhantomData,
-        }
+        TaskHandle::new(TaskId(id), comp, Some(self.core().clone()))
     }
 
     /// Runs `task` on every item, yielding results in input order. Items are

@@ -6,16 +6,17 @@
 //! program.
 
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::executor::BlockingStream;
 
+use super::callbacks::{CallbackThread, Callbacks, Decode};
 use super::completion::Completion;
 use super::map::{MapOptions, MapStream};
 use super::sched::Core;
 use super::{ExecutorBuilder, TransportKind};
-use crate::error::{Error, TaskError};
+use crate::error::{Error, ErrorKind, TaskError};
 use crate::protocol::batch::{decode_batch, decode_one, encode_chunk, encode_one, Outcome};
 use crate::registry::Task;
 use crate::spawn::StartMethod;
@@ -28,6 +29,7 @@ pub struct PoolBuilder {
 
 impl PoolBuilder {
     /// The number of worker processes (default: [`cpu_count`](crate::cpu_count)).
+    /// Zero is refused by [`build`](Self::build), as Python's `Pool(0)` is.
     pub fn processes(mut self, n: usize) -> Self {
         self.inner = self.inner.max_workers(n);
         self
@@ -69,13 +71,24 @@ impl PoolBuilder {
     ///
     /// # Errors
     /// [`ErrorKind::Spawn`](crate::ErrorKind::Spawn) when workers cannot be
-    /// started or their initializer fails.
+    /// started or their initializer fails, or when
+    /// [`processes(0)`](Self::processes) was asked for (a pool of no process
+    /// could never run anything; Python's `Pool(0)` raises `ValueError`).
     pub fn build(self) -> Result<Pool, Error> {
+        if self.inner.workers == Some(0) {
+            return Err(Error::new(
+                ErrorKind::Spawn,
+                "a pool needs at least one process (processes(0) was asked for)",
+            ));
+        }
         let mut cfg = self.inner.into_config()?;
         cfg.name_prefix = "PoolWorker";
         let core = Core::new(cfg);
         core.start_blocking()?;
-        Ok(Pool { core })
+        Ok(Pool {
+            core,
+            callbacks: CallbackThread::default(),
+        })
     }
 }
 
@@ -101,6 +114,7 @@ impl PoolBuilder {
 #[derive(Debug)]
 pub struct Pool {
     core: Arc<Core>,
+    callbacks: CallbackThread,
 }
 
 /// Python's rule: about four chunks per worker.
@@ -144,9 +158,49 @@ impl Pool {
             Ok(payload) => self.core.submit(T::NAME, T::IS_ASYNC, payload, None).1,
             Err(e) => failed(e),
         };
-        AsyncResult::new(vec![(comp, 1)], |mut outs| {
-            decode_one(outs.pop().expect("one part"))
-        })
+        AsyncResult::new(
+            vec![(comp, 1)],
+            Arc::new(|mut outs: Vec<Outcome>| decode_one(outs.pop().expect("one part"))),
+        )
+    }
+
+    /// [`apply_async`](Self::apply_async) with callbacks run in the parent
+    /// when the result arrives (Python's `apply_async(f, args, callback=…,
+    /// error_callback=…)`); see [`mproc::Callbacks`](Callbacks). The
+    /// result is ready once the callbacks have run.
+    pub fn apply_async_with<T: Task>(
+        &self,
+        task: T,
+        args: T::Args,
+        callbacks: Callbacks<T::Output>,
+    ) -> AsyncResult<T::Output> {
+        self.with_callbacks(self.apply_async(task, args), callbacks)
+    }
+
+    /// [`map_async`](Self::map_async) with callbacks run in the parent when
+    /// the whole result arrives (Python's `map_async(f, it, callback=…,
+    /// error_callback=…)`); see [`mproc::Callbacks`](Callbacks).
+    pub fn map_async_with<T, I>(
+        &self,
+        task: T,
+        iter: I,
+        callbacks: Callbacks<Vec<T::Output>>,
+    ) -> AsyncResult<Vec<T::Output>>
+    where
+        T: Task,
+        I: IntoIterator<Item = T::Args>,
+    {
+        self.with_callbacks(self.map_async(task, iter), callbacks)
+    }
+
+    fn with_callbacks<T: 'static>(
+        &self,
+        mut r: AsyncResult<T>,
+        callbacks: Callbacks<T>,
+    ) -> AsyncResult<T> {
+        let gate = self.callbacks.attach(&r.parts, r.decode.clone(), callbacks);
+        r.gate = Some(gate);
+        r
     }
 
     /// Runs `task` on every item and returns the results in order; the first
@@ -211,15 +265,18 @@ impl Pool {
             })
             .collect();
         let sizes: Vec<usize> = parts.iter().map(|(_, n)| *n).collect();
-        AsyncResult::new(parts, move |outs| {
-            let mut all = Vec::with_capacity(sizes.iter().sum());
-            for (o, n) in outs.into_iter().zip(&sizes) {
-                for item in decode_batch::<T::Output>(o, *n) {
-                    all.push(item?);
+        AsyncResult::new(
+            parts,
+            Arc::new(move |outs: Vec<Outcome>| {
+                let mut all = Vec::with_capacity(sizes.iter().sum());
+                for (o, n) in outs.into_iter().zip(&sizes) {
+                    for item in decode_batch::<T::Output>(o, *n) {
+                        all.push(item?);
+                    }
                 }
-            }
-            Ok(all)
-        })
+                Ok(all)
+            }),
+        )
     }
 
     /// A lazy iterator of results in input order; inputs are pulled as
@@ -287,12 +344,14 @@ impl Pool {
     pub fn join(&self) {
         self.core.close();
         self.core.join_blocking();
+        self.callbacks.stop();
     }
 
     /// Stops the workers at once; pending results resolve to
     /// [`TaskError::Shutdown`].
     pub fn terminate(&self) {
         self.core.stop_blocking(TaskError::Shutdown);
+        self.callbacks.stop();
     }
 }
 
@@ -326,12 +385,12 @@ impl<T> Iterator for Imap<T> {
     }
 }
 
-type Decode<T> = Box<dyn FnOnce(Vec<Outcome>) -> Result<T, TaskError> + Send>;
-
 /// The pending result of [`Pool::apply_async`] or [`Pool::map_async`].
 pub struct AsyncResult<T> {
     parts: Vec<(Arc<Completion>, usize)>,
-    decode: Mutex<Option<Decode<T>>>,
+    decode: Decode<T>,
+    /// Resolved once the callbacks ran (results with callbacks only).
+    gate: Option<Arc<Completion>>,
     value: OnceLock<Result<T, TaskError>>,
     _t: PhantomData<fn() -> T>,
 }
@@ -345,13 +404,11 @@ impl<T> std::fmt::Debug for AsyncResult<T> {
 }
 
 impl<T> AsyncResult<T> {
-    fn new(
-        parts: Vec<(Arc<Completion>, usize)>,
-        decode: impl FnOnce(Vec<Outcome>) -> Result<T, TaskError> + Send + 'static,
-    ) -> Self {
+    fn new(parts: Vec<(Arc<Completion>, usize)>, decode: Decode<T>) -> Self {
         AsyncResult {
             parts,
-            decode: Mutex::new(Some(Box::new(decode))),
+            decode,
+            gate: None,
             value: OnceLock::new(),
             _t: PhantomData,
         }
@@ -359,7 +416,9 @@ impl<T> AsyncResult<T> {
 
     /// True once the result is available.
     pub fn ready(&self) -> bool {
-        self.value.get().is_some() || self.parts.iter().all(|(c, _)| c.is_resolved())
+        self.value.get().is_some()
+            || (self.parts.iter().all(|(c, _)| c.is_resolved())
+                && self.gate.as_ref().is_none_or(|g| g.is_resolved()))
     }
 
     /// `Some(true)` if it finished without error, `Some(false)` if with an
@@ -376,12 +435,19 @@ impl<T> AsyncResult<T> {
         for (c, _) in &self.parts {
             c.wait_until(None);
         }
+        if let Some(g) = &self.gate {
+            g.wait_until(None);
+        }
     }
 
     /// Blocks up to `d`; true when the result is available.
     pub fn wait_timeout(&self, d: Duration) -> bool {
         let deadline = Instant::now() + d;
         self.parts.iter().all(|(c, _)| c.wait_until(Some(deadline)))
+            && self
+                .gate
+                .as_ref()
+                .is_none_or(|g| g.wait_until(Some(deadline)))
     }
 
     /// Decodes the finished result once; later calls return the cache.
@@ -392,11 +458,7 @@ impl<T> AsyncResult<T> {
                 .iter()
                 .map(|(c, _)| c.take().unwrap_or(Err(TaskError::Shutdown)))
                 .collect();
-            let decode = self.decode.lock().unwrap().take();
-            match decode {
-                Some(d) => d(outs),
-                None => Err(TaskError::Shutdown),
-            }
+            (self.decode)(outs)
         })
     }
 

@@ -24,7 +24,7 @@ use crate::error::{Error, ErrorKind};
 use crate::protocol::auth::{self, AuthError, AUTH_DEADLINE};
 use crate::protocol::manager::{frame, read_msg, ReadError, Reply, Request};
 use crate::shared::bytemap::{ByteTable, TableKind};
-use crate::sys::view::View;
+use crate::sys::alive::Alive;
 use crate::tls::{ClientStream, ClientTls, TlsError};
 use mproc_transport::DEFAULT_MAX_FRAME;
 
@@ -33,7 +33,7 @@ use mproc_transport::DEFAULT_MAX_FRAME;
 #[derive(Debug)]
 pub(crate) struct Attached {
     pub(crate) table: ByteTable,
-    alive: View,
+    alive: Alive,
 }
 
 impl Attached {
@@ -241,7 +241,7 @@ impl Remote {
         }
         Some(Arc::new(Attached {
             table: ByteTable::open(&table, kind).ok()?,
-            alive: View::map(&alive).ok()?,
+            alive: Alive::open(&alive).ok()?,
         }))
     }
 

@@ -52,6 +52,32 @@ impl Extend<u8> for ExtendVec<'_> {
     }
 }
 
+// ----- why a decode failed ----------------------------------------------
+
+thread_local! {
+    /// The cause of the last failure inside a value's own `Deserialize` on
+    /// this thread (a shared-object handle that could not be opened), which
+    /// postcard reduces to "custom error".
+    static DECODE_CAUSE: std::cell::RefCell<Option<String>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Records why a value could not be decoded, for [`decode_error_message`].
+pub(crate) fn note_decode_cause(message: String) {
+    DECODE_CAUSE.with(|c| *c.borrow_mut() = Some(message));
+}
+
+/// The message for a postcard decoding error: the cause a value noted with
+/// [`note_decode_cause`] (e.g. "the process (pid N) that sent this Queue
+/// handle has exited, …"), else postcard's own message.
+pub(crate) fn decode_error_message(e: &postcard::Error) -> String {
+    let cause = DECODE_CAUSE.with(|c| c.borrow_mut().take());
+    match (e, cause) {
+        (postcard::Error::SerdeDeCustom, Some(cause)) => cause,
+        _ => e.to_string(),
+    }
+}
+
 // ----- arguments ---------------------------------------------------------
 
 /// Encodes one argument as a batch of one.
@@ -77,7 +103,10 @@ pub(crate) fn decode_args<A: DeserializeOwned>(
     task: &str,
 ) -> Result<Vec<A>, TaskError> {
     postcard::from_bytes(input).map_err(|e| TaskError::Serialization {
-        message: format!("cannot decode the arguments of `{task}`: {e}"),
+        message: format!(
+            "cannot decode the arguments of `{task}`: {}",
+            decode_error_message(&e)
+        ),
     })
 }
 
@@ -263,7 +292,7 @@ pub(crate) fn decode_batch<T: DeserializeOwned>(
             }
             Err(e) => {
                 let e = TaskError::Serialization {
-                    message: format!("cannot decode the result: {e}"),
+                    message: format!("cannot decode the result: {}", decode_error_message(&e)),
                 };
                 (0..n).map(|_| Err(e.clone())).collect()
             }

@@ -35,7 +35,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::sys::SharedCounter;
+use crate::sys::SharedPage;
 
 /// Slots in a table: one 4 KiB page of 64-bit words.
 pub(crate) const SLOTS: u64 = 512;
@@ -92,7 +92,7 @@ fn word(seq: u64, c: Claim) -> u64 {
 #[derive(Debug)]
 enum Backing {
     /// Shared with a worker process.
-    Page(SharedCounter),
+    Page(SharedPage),
     /// In this process only (the scheduler's tests).
     #[cfg(test)]
     Local(Box<[AtomicU64]>),
@@ -108,12 +108,12 @@ impl Claims {
     /// A table in a fresh shared page, to pass to a worker process.
     pub(crate) fn create_shared() -> std::io::Result<Self> {
         Ok(Claims {
-            backing: Backing::Page(SharedCounter::create()?),
+            backing: Backing::Page(SharedPage::create()?),
         })
     }
 
     /// The table a parent passed to this worker.
-    pub(crate) fn from_shared(page: SharedCounter) -> Self {
+    pub(crate) fn from_shared(page: SharedPage) -> Self {
         Claims {
             backing: Backing::Page(page),
         }

@@ -251,7 +251,7 @@ impl<T: Pod> Drop for ArrayGuard<'_, T> {
 
 impl<T: Pod> serde::Serialize for Array<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        super::segment::serialize_handle(&self.seg, Box::new(self.clone()), s)
+        super::segment::serialize_handle(&self.seg, s)
     }
 }
 

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::robust::RawLock;
 use super::wait::Deadline;
-use crate::sys::view::View;
+use mproc_transport::shm_map::Mapping;
 
 /// A removed dict entry's index slot.
 const TOMB: u64 = u64::MAX;
@@ -78,7 +78,7 @@ pub(crate) struct Full;
 /// A mapped table. Cheap to share in an `Arc`.
 #[derive(Debug)]
 pub(crate) struct ByteTable {
-    view: View,
+    map: Mapping,
 }
 
 fn fnv(b: &[u8]) -> u64 {
@@ -97,8 +97,8 @@ fn rec_size(klen: usize, vlen: usize) -> u64 {
 impl ByteTable {
     /// A new, empty table in a fresh memfd; also returns the memfd.
     pub(crate) fn create(kind: TableKind) -> std::io::Result<(ByteTable, std::os::fd::OwnedFd)> {
-        let (view, fd) = View::create(c"mproc-manager-table", TABLE_BYTES)?;
-        let t = ByteTable { view };
+        let (map, fd) = Mapping::create(c"mproc-manager-table", TABLE_BYTES)?;
+        let t = ByteTable { map };
         let h = t.header();
         h.kind.store(kind as u64, Ordering::Relaxed);
         h.top.store(DATA, Ordering::Relaxed);
@@ -108,11 +108,15 @@ impl ByteTable {
 
     /// Maps a table another process created, checking its kind.
     pub(crate) fn open(fd: &std::os::fd::OwnedFd, kind: TableKind) -> std::io::Result<ByteTable> {
-        let view = View::map(fd)?;
-        if view.len() != TABLE_BYTES {
+        let size = nix::sys::stat::fstat(fd)
+            .map_err(std::io::Error::from)?
+            .st_size;
+        if size as u64 != TABLE_BYTES as u64 {
             return Err(std::io::Error::other("not a manager table (size)"));
         }
-        let t = ByteTable { view };
+        let t = ByteTable {
+            map: Mapping::map(fd, TABLE_BYTES)?,
+        };
         let h = t.header();
         if h.magic.load(Ordering::Acquire) != MAGIC || h.kind.load(Ordering::Relaxed) != kind as u64
         {
@@ -121,10 +125,24 @@ impl ByteTable {
         Ok(t)
     }
 
+    /// Gives back the whole pages inside `[from, to)`.
+    ///
+    /// # Safety
+    /// Nothing live may be stored there, and the caller must hold the lock.
+    unsafe fn discard(&self, from: u64, to: u64) {
+        let start = (from as usize).next_multiple_of(4096);
+        let end = (to as usize).min(TABLE_BYTES) / 4096 * 4096;
+        if end > start {
+            // SAFETY: page-aligned, inside the mapping; the caller guarantees
+            // the range is unused.
+            unsafe { self.map.discard(start, end - start) };
+        }
+    }
+
     fn header(&self) -> &Header {
         // SAFETY: the mapping is page-aligned and larger than `Header`, which
         // is repr(C), all atomics, and valid when zeroed.
-        unsafe { &*self.view.as_ptr().cast::<Header>() }
+        unsafe { &*self.map.base().cast::<Header>() }
     }
 
     /// Runs `f` with the table locked.
@@ -164,14 +182,14 @@ impl Locked<'_> {
         // SAFETY: `off` lies inside the index region, inside the mapping
         // (checked in debug builds above), 8-aligned (regions are); the index
         // is only accessed as atomics.
-        unsafe { AtomicU64::from_ptr(self.t.view.as_ptr().add(off as usize).cast()) }
+        unsafe { AtomicU64::from_ptr(self.t.map.base().add(off as usize).cast()) }
     }
 
     fn bytes(&self, off: u64, len: usize) -> &[u8] {
         debug_assert!(off as usize + len <= TABLE_BYTES);
         // SAFETY: inside the mapping (records are allocated within it); the
         // lock we hold excludes every writer.
-        unsafe { std::slice::from_raw_parts(self.t.view.as_ptr().add(off as usize), len) }
+        unsafe { std::slice::from_raw_parts(self.t.map.base().add(off as usize), len) }
     }
 
     fn write(&mut self, off: u64, src: &[u8]) {
@@ -181,7 +199,7 @@ impl Locked<'_> {
         unsafe {
             std::ptr::copy_nonoverlapping(
                 src.as_ptr(),
-                self.t.view.as_ptr().add(off as usize),
+                self.t.map.base().add(off as usize),
                 src.len(),
             )
         }
@@ -314,7 +332,7 @@ impl Locked<'_> {
         if old_top > top {
             // SAFETY: the range above `top` holds no live data any more and
             // the lock excludes every other user.
-            unsafe { self.t.view.discard(top as usize, (old_top - top) as usize) };
+            unsafe { self.t.discard(top, old_top) };
         }
         Ok(())
     }
@@ -468,7 +486,7 @@ impl Locked<'_> {
         self.set(&self.h.index, 0);
         self.set(&self.h.index_cap, 0);
         // SAFETY: nothing above DATA is live now; the lock excludes others.
-        unsafe { self.t.view.discard(DATA as usize, (top - DATA) as usize) };
+        unsafe { self.t.discard(DATA, top) };
     }
 
     // ----- list --------------------------------------------------------------

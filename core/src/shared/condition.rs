@@ -301,6 +301,39 @@ impl Condition {
         guard
     }
 
+    /// As [`wait_for`](Self::wait_for), for at most `d` in all: returns the
+    /// guard and the predicate's last value, which is false when the time ran
+    /// out first (Python's `cond.wait_for(predicate, timeout)`). The
+    /// predicate is always checked at least once, with the lock held.
+    ///
+    /// # Examples
+    /// ```
+    /// # extern crate mproc_core as mproc;
+    /// use std::time::Duration;
+    /// let cond = mproc::Condition::new()?;
+    /// let g = cond.acquire();
+    /// let (_g, ok) = cond.wait_for_timeout(g, || false, Duration::from_millis(20));
+    /// assert!(!ok);
+    /// # Ok::<(), mproc::Error>(())
+    /// ```
+    pub fn wait_for_timeout<'a>(
+        &'a self,
+        mut guard: ConditionGuard<'a>,
+        mut pred: impl FnMut() -> bool,
+        d: Duration,
+    ) -> (ConditionGuard<'a>, bool) {
+        let deadline = Deadline::after(d);
+        loop {
+            if pred() {
+                return (guard, true);
+            }
+            if deadline.passed() {
+                return (guard, false);
+            }
+            guard = self.wait_until(guard, deadline).0;
+        }
+    }
+
     /// As [`wait`](Self::wait), without blocking the async runtime's thread.
     ///
     /// # Cancel safety

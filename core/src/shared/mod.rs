@@ -2,7 +2,7 @@
 //! values and arrays, and synchronization primitives.
 //!
 //! Each object lives in its own shared-memory segment (a memfd, see
-//! `segment.rs`) and is used through a cheap `Clone` handle that is also
+//! `segment/`) and is used through a cheap `Clone` handle that is also
 //! `Serialize + Deserialize`: pass it to a task or a process as an argument
 //! and the other process uses the same object. Nothing has a name in the file
 //! system, so nothing is left behind when the program ends, however it ends.
@@ -10,10 +10,10 @@
 //! | module | what |
 //! |---|---|
 //! | `bytemap` | the dict/list table in shared memory under a Manager's dicts and lists |
-//! | `segment` | memfd segments, handle encoding through `/proc/<pid>/fd/<n>`, keep-alive of handles in flight |
+//! | `segment` | memfd segments and their growing data windows, handle encoding through `/proc/<pid>/fd/<n>`, keep-alive of handles in flight |
 //! | `robust` | the robust futex mutex every lock is built on |
 //! | `wait` | bounded futex sleeps, adaptive spinning, async bridging |
-//! | `ring` | the MPMC byte ring under queues and pipes (see `README.md`) |
+//! | `ring` | the MPMC byte ring under queues and pipes, growing in place (see `README.md`) |
 //! | `queue`, `pipe` | [`Queue`], [`SimpleQueue`], [`JoinableQueue`], [`pipe`]/[`Connection`] |
 //! | `value`, `array`, `pod` | [`Value`], [`Array`] of [`Pod`] types |
 //! | `lock`, `rlock`, `semaphore`, `event`, `condition`, `barrier` | the synchronization primitives |
@@ -36,7 +36,7 @@ mod value;
 mod wait;
 
 pub use array::{Array, ArrayGuard};
-pub use barrier::Barrier;
+pub use barrier::{Barrier, BrokenBarrierError};
 pub use condition::{Condition, ConditionGuard};
 pub use event::Event;
 pub use lock::{Lock, LockGuard};
@@ -52,7 +52,7 @@ macro_rules! handle_serde {
     ($ty:ident, $kind:expr) => {
         impl serde::Serialize for $ty {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                super::segment::serialize_handle(&self.seg, Box::new(self.seg.clone()), s)
+                super::segment::serialize_handle(&self.seg, s)
             }
         }
 

@@ -1,6 +1,6 @@
 //! [`pipe`] and [`Connection`]: a typed duplex channel between two ends
 //! (Python's `multiprocessing.Pipe`), built as two shared byte rings
-//! (`ring.rs`) in one segment, one per direction.
+//! (`ring/`) in one segment, one per direction.
 //!
 //! # Knowing when the other end is gone
 //!
@@ -8,7 +8,7 @@
 //! hold a handle to it, as `(pid, start time)` registered when the handle is
 //! made in (or received by) a process and removed when that handle is
 //! dropped. A handle in flight (serialized, not yet received) stays
-//! registered in its sender by the keep-alive of `segment.rs`.
+//! registered in its sender by the keep-alive of `segment/`.
 //!
 //! The other end is *gone* when its `closed` flag is set, or when none of its
 //! holders is alive (no such process, a zombie, or a reused pid). `close`
@@ -29,13 +29,23 @@ use serde::{Deserialize, Serialize};
 
 use super::queue::with_encoded;
 use super::ring::{Ring, RingError};
-use super::segment::{report_open_error, type_hash, Kind, Segment, SharedState, Wire, HEADER_SIZE};
+use super::segment::{
+    decode_error_message, report_open_error, type_hash, Kind, Segment, SharedState, Wire,
+    HEADER_SIZE,
+};
 use super::wait::{self, Deadline};
 use crate::error::{Error, ErrorKind};
 use crate::sys::shm;
 
-/// Bytes of encoded messages each direction can hold at once.
+/// The most bytes of encoded messages each direction can hold at once.
+///
+/// A limit, not a reservation: each direction's data area starts at 64 KiB
+/// and grows by doubling up to this size when messages do not fit, and the
+/// address space a pipe takes in each process follows its current size.
 pub const PIPE_BYTES: usize = 1 << 30;
+
+/// The first size of each direction's data area.
+const INITIAL_BYTES: usize = 64 << 10;
 
 const HOLDERS: usize = 32;
 const RING0_CTRL: usize = 2048;
@@ -64,9 +74,9 @@ const _: () = assert!(RING1_CTRL + Ring::CTRL_SIZE <= DATA0);
 /// The ring that end `idx` sends on (and the other end receives from).
 fn ring_from(idx: usize) -> Ring {
     if idx == 0 {
-        Ring::at(RING0_CTRL, DATA0, PIPE_BYTES)
+        Ring::at(RING0_CTRL, DATA0, PIPE_BYTES, 0)
     } else {
-        Ring::at(RING1_CTRL, DATA1, PIPE_BYTES)
+        Ring::at(RING1_CTRL, DATA1, PIPE_BYTES, 1)
     }
 }
 
@@ -239,11 +249,14 @@ impl<T> fmt::Debug for Connection<T> {
 /// # Errors
 /// [`ErrorKind::Io`] when no shared memory can be had.
 pub fn pipe<T: Serialize + DeserializeOwned>() -> Result<(Connection<T>, Connection<T>), Error> {
-    let seg = Segment::create(
+    let seg = Segment::create_sparse(
         Kind::Pipe,
         type_hash::<Connection<T>>(),
-        DATA1 + PIPE_BYTES - HEADER_SIZE,
+        DATA0,
+        DATA1 + PIPE_BYTES,
     )?;
+    ring_from(0).init(&seg, 0, INITIAL_BYTES);
+    ring_from(1).init(&seg, 0, INITIAL_BYTES);
     let a = EndRef::new(seg.clone(), 0)?;
     let b = EndRef::new(seg, 1)?;
     Ok((Connection::from_end(a), Connection::from_end(b)))
@@ -302,6 +315,11 @@ impl<T> Connection<T> {
                     self.tx().max_payload()
                 ),
             ),
+            RingError::NoMemory => Error::new(
+                ErrorKind::Io,
+                "the pipe's buffer cannot be grown or mapped in this process: out of address \
+                 space or memory",
+            ),
         }
     }
 
@@ -326,7 +344,7 @@ fn encode_err(e: postcard::Error) -> Error {
 fn decode_err(e: postcard::Error) -> Error {
     Error::new(
         ErrorKind::Protocol,
-        format!("cannot decode the message: {e}"),
+        format!("cannot decode the message: {}", decode_error_message(&e)),
     )
 }
 
@@ -464,7 +482,12 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
 
 impl<T> Serialize for Connection<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let wire = self.end.seg.to_wire(Box::new(self.end.clone()));
+        // Keep this end registered as held by this process until a receiver
+        // has registered itself (one kept clone per end, however many sends).
+        let end = &self.end;
+        let wire = end
+            .seg
+            .to_wire_keeping(end.idx as u8, &|| Box::new(end.clone()));
         (self.end.idx as u8, wire).serialize(s)
     }
 }

@@ -1,6 +1,6 @@
 //! [`Queue`], [`SimpleQueue`] and [`JoinableQueue`]: multi-producer,
 //! multi-consumer queues of any serde type between processes, on one shared
-//! byte ring (`ring.rs`, protocol in `README.md`).
+//! byte ring (`ring/`, protocol in `README.md`).
 //!
 //! Items are encoded with postcard into a per-thread buffer, then copied into
 //! the ring under the producer lock; a consumer decodes straight from the
@@ -8,13 +8,18 @@
 //!
 //! # Capacity
 //!
-//! Every queue has a data area of [`QUEUE_BYTES`] (1 GiB) of address space,
-//! backed by memory only as it is used: consumed chunks are given back to the
-//! kernel, so memory follows what is queued, not what passed through.
-//! `Queue::new()` is therefore "unbounded" up to 1 GiB of encoded items
-//! waiting at once (a put past that waits, like a bounded queue);
-//! `Queue::bounded(n)` also limits the number of items to `n`. One item may
-//! be at most 1 GiB − 8 bytes encoded.
+//! A queue holds up to [`QUEUE_BYTES`] (1 GiB) of encoded items waiting at
+//! once (a put past that waits, like a bounded queue); `Queue::bounded(n)`
+//! also limits the number of items to `n`. One item may be at most
+//! 1 GiB − 8 bytes encoded.
+//!
+//! Neither memory nor address space is taken up front. The data area starts
+//! at 64 KiB and doubles, in place, when a put does not fit (`ring/`), so
+//! each process that uses a queue maps a window as large as the most the
+//! queue has held, not 1 GiB: many queues fit under a `ulimit -v`. Memory is
+//! used only as bytes are written, and for large areas consumed chunks are
+//! given back to the kernel, so memory follows what is queued, not what
+//! passed through.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -26,17 +31,24 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::ring::{Ring, RingError};
-use super::segment::{type_hash, Kind, Segment, HEADER_SIZE};
+use super::segment::{decode_error_message, type_hash, Kind, Segment, HEADER_SIZE};
 use super::wait::{self, Deadline};
 use crate::error::{Error, ErrorKind, QueueError};
 
-/// Bytes of encoded items a queue can hold at once.
+/// The most bytes of encoded items a queue can hold at once.
+///
+/// A limit, not a reservation: a queue's data area starts at 64 KiB and
+/// grows by doubling up to this size when items do not fit, and the address
+/// space it takes in each process follows its current size.
 pub const QUEUE_BYTES: usize = 1 << 30;
+
+/// The first size of a queue's data area.
+const INITIAL_BYTES: usize = 64 << 10;
 
 const DATA_OFFSET: usize = 4096;
 
-fn layout(bytes: usize) -> Ring {
-    Ring::at(HEADER_SIZE, DATA_OFFSET, bytes)
+fn layout(max: usize) -> Ring {
+    Ring::at(HEADER_SIZE, DATA_OFFSET, max, 0)
 }
 
 const _: () = assert!(HEADER_SIZE + Ring::CTRL_SIZE <= DATA_OFFSET);
@@ -74,12 +86,19 @@ fn ring_err(e: RingError, size: usize, ring: &Ring) -> QueueError {
             size,
             max: ring.max_payload(),
         },
+        RingError::NoMemory => QueueError::OutOfMemory,
     }
 }
 
 fn encoding(e: postcard::Error) -> QueueError {
     QueueError::Encoding {
         message: e.to_string(),
+    }
+}
+
+fn decoding(e: postcard::Error) -> QueueError {
+    QueueError::Encoding {
+        message: decode_error_message(&e),
     }
 }
 
@@ -102,7 +121,7 @@ impl<T> Clone for Core<T> {
 
 impl<T> Core<T> {
     fn open(seg: Arc<Segment>) -> Result<Core<T>, String> {
-        let ring = Ring::open(&seg, HEADER_SIZE, DATA_OFFSET)
+        let ring = Ring::open(&seg, HEADER_SIZE, DATA_OFFSET, 0)
             .ok_or_else(|| "shared queue header is corrupt".to_string())?;
         Ok(Core {
             seg,
@@ -113,7 +132,9 @@ impl<T> Core<T> {
 }
 
 impl<T: Serialize + DeserializeOwned> Core<T> {
-    fn create(cap: Option<usize>, hash: u64, bytes: usize) -> Result<Core<T>, Error> {
+    /// A queue whose data area starts at `initial` bytes and may grow to
+    /// `max` (powers of two).
+    fn create(cap: Option<usize>, hash: u64, initial: usize, max: usize) -> Result<Core<T>, Error> {
         let cap = match cap {
             None => 0,
             Some(0) => {
@@ -124,9 +145,9 @@ impl<T: Serialize + DeserializeOwned> Core<T> {
             }
             Some(n) => u32::try_from(n).unwrap_or(u32::MAX).min(i32::MAX as u32),
         };
-        let ring = layout(bytes);
-        let seg = Segment::create(Kind::Queue, hash, DATA_OFFSET - HEADER_SIZE + bytes)?;
-        ring.init(&seg, cap);
+        let ring = layout(max);
+        let seg = Segment::create_sparse(Kind::Queue, hash, DATA_OFFSET, DATA_OFFSET + max)?;
+        ring.init(&seg, cap, initial);
         Ok(Core {
             seg,
             ring,
@@ -169,7 +190,7 @@ impl<T: Serialize + DeserializeOwned> Core<T> {
                 stall,
             )
             .map_err(|e| ring_err(e, 0, &self.ring))?
-            .map_err(encoding)
+            .map_err(decoding)
     }
 
     async fn get_async(&self) -> Result<T, QueueError> {
@@ -331,8 +352,7 @@ macro_rules! queue_api {
 
         impl<T> serde::Serialize for $ty<T> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let keep = Box::new(self.core.seg.clone());
-                super::segment::serialize_handle(&self.core.seg, keep, s)
+                super::segment::serialize_handle(&self.core.seg, s)
             }
         }
 
@@ -381,7 +401,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// had.
     pub fn new() -> Result<Queue<T>, Error> {
         Ok(Queue {
-            core: Core::create(None, type_hash::<Queue<T>>(), QUEUE_BYTES)?,
+            core: Core::create(None, type_hash::<Queue<T>>(), INITIAL_BYTES, QUEUE_BYTES)?,
         })
     }
 
@@ -393,22 +413,35 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// had.
     pub fn bounded(n: usize) -> Result<Queue<T>, Error> {
         Ok(Queue {
-            core: Core::create(Some(n), type_hash::<Queue<T>>(), QUEUE_BYTES)?,
+            core: Core::create(Some(n), type_hash::<Queue<T>>(), INITIAL_BYTES, QUEUE_BYTES)?,
         })
     }
 
     /// Test hook, not API: a queue whose data area is `bytes` (a power of
-    /// two, at least 4 KiB), to exercise wrap-around cheaply.
+    /// two, at least 4 KiB) and never grows, to exercise wrap-around cheaply.
     #[doc(hidden)]
     pub fn __with_data_bytes(bytes: usize, cap: Option<usize>) -> Result<Queue<T>, Error> {
-        if !bytes.is_power_of_two() || !(4096..=QUEUE_BYTES).contains(&bytes) {
+        Self::__with_growth(bytes, bytes, cap)
+    }
+
+    /// Test hook, not API: a queue whose data area starts at `initial`
+    /// bytes and may grow to `max` (powers of two, 4 KiB to 1 GiB), to
+    /// exercise growth cheaply.
+    #[doc(hidden)]
+    pub fn __with_growth(
+        initial: usize,
+        max: usize,
+        cap: Option<usize>,
+    ) -> Result<Queue<T>, Error> {
+        let ok = |n: usize| n.is_power_of_two() && (4096..=QUEUE_BYTES).contains(&n);
+        if !ok(initial) || !ok(max) || initial > max {
             return Err(Error::new(
                 ErrorKind::Queue,
-                "data area must be a power of two between 4 KiB and 1 GiB",
+                "data area sizes must be powers of two between 4 KiB and 1 GiB",
             ));
         }
         Ok(Queue {
-            core: Core::create(cap, type_hash::<Queue<T>>(), bytes)?,
+            core: Core::create(cap, type_hash::<Queue<T>>(), initial, max)?,
         })
     }
 }
@@ -429,7 +462,12 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     /// had.
     pub fn new() -> Result<SimpleQueue<T>, Error> {
         Ok(SimpleQueue {
-            core: Core::create(None, type_hash::<SimpleQueue<T>>(), QUEUE_BYTES)?,
+            core: Core::create(
+                None,
+                type_hash::<SimpleQueue<T>>(),
+                INITIAL_BYTES,
+                QUEUE_BYTES,
+            )?,
         })
     }
 }
@@ -455,7 +493,12 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// had.
     pub fn new() -> Result<JoinableQueue<T>, Error> {
         Ok(JoinableQueue {
-            core: Core::create(None, type_hash::<JoinableQueue<T>>(), QUEUE_BYTES)?,
+            core: Core::create(
+                None,
+                type_hash::<JoinableQueue<T>>(),
+                INITIAL_BYTES,
+                QUEUE_BYTES,
+            )?,
         })
     }
 
@@ -465,7 +508,12 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// As [`Queue::bounded`].
     pub fn bounded(n: usize) -> Result<JoinableQueue<T>, Error> {
         Ok(JoinableQueue {
-            core: Core::create(Some(n), type_hash::<JoinableQueue<T>>(), QUEUE_BYTES)?,
+            core: Core::create(
+                Some(n),
+                type_hash::<JoinableQueue<T>>(),
+                INITIAL_BYTES,
+                QUEUE_BYTES,
+            )?,
         })
     }
 }

@@ -226,7 +226,7 @@ macro_rules! semaphore_api {
 
         impl serde::Serialize for $ty {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                super::segment::serialize_handle(&self.core.seg, Box::new(self.clone()), s)
+                super::segment::serialize_handle(&self.core.seg, s)
             }
         }
 

@@ -193,7 +193,7 @@ impl<T: Pod> Drop for ValueGuard<'_, T> {
 
 impl<T: Pod> serde::Serialize for Value<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        super::segment::serialize_handle(&self.seg, Box::new(self.clone()), s)
+        super::segment::serialize_handle(&self.seg, s)
     }
 }
 

@@ -141,7 +141,14 @@ fn spawn_self(role: &str, sock: OwnedFd) -> std::io::Result<Child> {
         .stdin(Stdio::from(sock))
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit());
-    cmd.spawn()
+    // `spawn` may return before the child has exec'd, while it still carries
+    // the name of the thread that cloned it: that must be the program's, not
+    // this helper thread's `mproc-` name.
+    let own = sys::thread_name();
+    sys::set_thread_name(&program_comm().to_string_lossy());
+    let child = cmd.spawn();
+    sys::set_thread_name(&own);
+    child
 }
 
 /// The program's `/proc/self/comm`, for a forked child's main thread (which

@@ -4,14 +4,12 @@
 
 use std::ffi::CString;
 use std::io;
-use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64;
 
+use mproc_transport::shm_map::Mapping;
+
 use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
-use nix::sys::memfd::{memfd_create, MFdFlags};
-use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::sys::stat::Mode;
 
@@ -50,6 +48,13 @@ pub(crate) fn set_thread_name(name: &str) {
     }
 }
 
+/// The kernel's name for the calling thread.
+pub(crate) fn thread_name() -> String {
+    nix::sys::prctl::get_name()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Workers ignore SIGINT: a Ctrl-C reaches the whole process group, and the
 /// parent decides how its workers end.
 pub(crate) fn ignore_sigint() {
@@ -70,47 +75,24 @@ pub(crate) fn exit_now(code: i32) -> ! {
 /// and the memory goes away with the last mapping). It holds a worker's
 /// claim table (see `protocol::claims`).
 #[derive(Debug)]
-pub(crate) struct SharedCounter {
-    ptr: NonNull<AtomicU64>,
+pub(crate) struct SharedPage {
+    map: Mapping,
     fd: OwnedFd,
 }
 
-// SAFETY: the mapping is only accessed through an `AtomicU64`.
-unsafe impl Send for SharedCounter {}
-// SAFETY: as above; all access is atomic.
-unsafe impl Sync for SharedCounter {}
-
 const PAGE: usize = 4096;
 
-impl SharedCounter {
-    /// Creates a zeroed counter.
+impl SharedPage {
+    /// Creates a zeroed page.
     pub(crate) fn create() -> io::Result<Self> {
-        let fd = memfd_create(c"mproc-progress", MFdFlags::MFD_CLOEXEC).map_err(io::Error::from)?;
-        nix::unistd::ftruncate(&fd, PAGE as i64).map_err(io::Error::from)?;
-        Self::map(fd)
+        let (map, fd) = Mapping::create(c"mproc-claims", PAGE)?;
+        Ok(SharedPage { map, fd })
     }
 
-    /// Maps a counter received from the parent.
+    /// Maps a page received from the parent.
     pub(crate) fn map(fd: OwnedFd) -> io::Result<Self> {
-        let len = NonZeroUsize::new(PAGE).expect("page size is not zero");
-        // SAFETY: a fresh shared mapping of a memfd we own; the kernel picks
-        // the address, so no existing memory is affected.
-        let ptr = unsafe {
-            mmap(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                &fd,
-                0,
-            )
-        }
-        .map_err(io::Error::from)?;
-        debug_assert_eq!(ptr.as_ptr() as usize % std::mem::align_of::<AtomicU64>(), 0);
-        Ok(SharedCounter {
-            ptr: ptr.cast(),
-            fd,
-        })
+        let map = Mapping::map(&fd, PAGE)?;
+        Ok(SharedPage { map, fd })
     }
 
     /// The descriptor, to pass to the other process.
@@ -120,19 +102,13 @@ impl SharedCounter {
 
     /// The whole page as atomic words.
     pub(crate) fn words(&self) -> &[AtomicU64] {
-        const N: usize = PAGE / std::mem::size_of::<AtomicU64>();
-        // SAFETY: the mapping is `PAGE` bytes, page-aligned, zero-initialised
-        // by the kernel, and lives as long as `self`; every access to it goes
-        // through these atomics.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), N) }
-    }
-}
-
-impl Drop for SharedCounter {
-    fn drop(&mut self) {
-        // SAFETY: the mapping was created in `map` with this length and is
-        // not referenced after `self` is gone.
-        let _ = unsafe { munmap(self.ptr.cast(), PAGE) };
+        let p = self.map.base().cast::<AtomicU64>();
+        let n = self.map.len() / std::mem::size_of::<AtomicU64>();
+        debug_assert_eq!(p as usize % std::mem::align_of::<AtomicU64>(), 0);
+        // SAFETY: `map` is a live, page-aligned shared mapping of `len` bytes
+        // for as long as `self` lives, accessed only through these atomics
+        // (in every process); memfd pages start zeroed, a valid value.
+        unsafe { std::slice::from_raw_parts(p, n) }
     }
 }
 

@@ -3,11 +3,11 @@
 //! core crate except the shared-memory leaf modules of `shared/` (segment,
 //! ring, value, array), which keep theirs next to the layouts they rely on.
 
+pub(crate) mod alive;
 pub(crate) mod futex;
 mod linux;
 mod process;
 pub(crate) mod shm;
-pub(crate) mod view;
 
 pub(crate) use linux::*;
 pub(crate) use process::*;

@@ -1,128 +1,37 @@
-//! Shared-memory segments without names: a memfd mapped `MAP_SHARED`, and
+//! Shared-memory segments without names: a memfd mapped `MAP_SHARED` (the
+//! mapping type is the transport crate's, the one owner of that code), and
 //! the `/proc/<pid>/fd/<n>` path by which another process of the program tree
 //! opens the same memfd. Plus the process facts the shared objects need:
 //! a cached pid and thread id, process start times and liveness.
 
-use std::ffi::CStr;
 use std::io;
-use std::num::NonZeroUsize;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Once;
 
 use nix::fcntl::{open, OFlag};
-use nix::sys::memfd::{memfd_create, MFdFlags};
-use nix::sys::mman::{madvise, mmap, munmap, MapFlags, MmapAdvise, ProtFlags};
 use nix::sys::stat::Mode;
 
-/// One shared mapping of a whole memfd, and the descriptor that keeps the
-/// memfd reachable for other processes.
-#[derive(Debug)]
-pub(crate) struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
-    fd: OwnedFd,
-}
+pub(crate) use mproc_transport::shm_map::Mapping;
 
-// SAFETY: the mapping is plain shared memory; every access to it goes through
-// atomics or through regions whose exclusive use a shared-memory protocol
-// guarantees (documented where the access happens).
-unsafe impl Send for Mapping {}
-// SAFETY: as above.
-unsafe impl Sync for Mapping {}
-
-impl Mapping {
-    /// Creates a zero-filled memfd of `len` bytes and maps it. Pages are
-    /// allocated on first touch.
-    pub(crate) fn create(name: &CStr, len: usize) -> io::Result<Mapping> {
-        let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC).map_err(io::Error::from)?;
-        nix::unistd::ftruncate(&fd, len as i64).map_err(io::Error::from)?;
-        Self::map(fd, len)
+/// Opens the memfd that process `pid` holds as descriptor `fd`, through
+/// `/proc`, checking that its size is `len`.
+pub(crate) fn open_remote(pid: u32, fd: RawFd, len: usize) -> io::Result<OwnedFd> {
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let own = open(
+        path.as_str(),
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)?;
+    let st = nix::sys::stat::fstat(&own).map_err(io::Error::from)?;
+    if st.st_size as u64 != len as u64 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "descriptor names another object (size differs)",
+        ));
     }
-
-    /// Opens the memfd that process `pid` holds as descriptor `fd`, through
-    /// `/proc`, and maps it. The size must be `len`.
-    pub(crate) fn open_remote(pid: u32, fd: RawFd, len: usize) -> io::Result<Mapping> {
-        let path = format!("/proc/{pid}/fd/{fd}");
-        let own = open(
-            path.as_str(),
-            OFlag::O_RDWR | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(io::Error::from)?;
-        let st = nix::sys::stat::fstat(&own).map_err(io::Error::from)?;
-        if st.st_size as u64 != len as u64 {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "descriptor names another object (size differs)",
-            ));
-        }
-        Self::map(own, len)
-    }
-
-    fn map(fd: OwnedFd, len: usize) -> io::Result<Mapping> {
-        let nz = NonZeroUsize::new(len)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty segment"))?;
-        // SAFETY: a fresh shared mapping of a memfd we own; the kernel picks
-        // the address, so no existing memory is affected.
-        let ptr = unsafe {
-            mmap(
-                None,
-                nz,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                &fd,
-                0,
-            )
-        }
-        .map_err(io::Error::from)?;
-        Ok(Mapping {
-            ptr: ptr.cast(),
-            len,
-            fd,
-        })
-    }
-
-    /// The first byte of the mapping (page-aligned).
-    pub(crate) fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-
-    /// The length of the mapping in bytes.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// The descriptor of the memfd in this process.
-    pub(crate) fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-
-    /// Gives the pages of `[offset, offset + len)` back to the kernel; they
-    /// read as zeros afterwards. Both bounds must be page-aligned.
-    ///
-    /// # Safety
-    /// No process may be reading or writing the range concurrently, and no
-    /// live data may be stored there.
-    pub(crate) unsafe fn discard(&self, offset: usize, len: usize) {
-        debug_assert!(offset % 4096 == 0 && len % 4096 == 0);
-        debug_assert!(offset + len <= self.len);
-        if len == 0 {
-            return;
-        }
-        // SAFETY: the range lies inside our mapping (checked above); the
-        // caller guarantees nobody uses it, so dropping its pages is sound.
-        let _ = unsafe { madvise(self.ptr.add(offset).cast(), len, MmapAdvise::MADV_REMOVE) };
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: the mapping was created in `map` with this length, and the
-        // owner of the `Mapping` guarantees nothing references it any more.
-        let _ = unsafe { munmap(self.ptr.cast(), self.len) };
-    }
+    Ok(own)
 }
 
 /// 64 random bits from the kernel (never zero).

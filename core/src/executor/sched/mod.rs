@@ -84,6 +84,11 @@ impl std::hash::Hasher for IdHasher {
 type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh task id, for handles that fail before reaching a scheduler.
+pub(crate) fn next_task_id() -> u64 {
+    NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed)
+}
 static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
 
 /// How long a request sent ahead may wait behind another before an idle
@@ -448,10 +453,14 @@ impl Core {
     /// Resolves a job early with `err` (cancel, timeout, a dropped map).
     /// Returns false when it had finished (or, with [`Running::Spare`], was
     /// running) and keeps its own result.
-    pub(crate) fn abort(&self, id: u64, err: TaskError, running: Running) -> bool {
+    pub(crate) fn abort(self: &Arc<Self>, id: u64, err: TaskError, running: Running) -> bool {
         let mut st = self.lock();
         let mut flush = Vec::new();
         let done = self.abort_locked(&mut st, id, err, running, &mut flush);
+        // A worker being killed is replaced at once, and the work taken back
+        // from it goes elsewhere now.
+        self.top_up_workers(&mut st);
+        self.fill(&mut st, &mut flush);
         self.finish_drain(&mut st, &mut flush);
         if done {
             self.notify(&mut st);

@@ -100,23 +100,42 @@ fn work_sent_ahead_behind_a_long_task_is_taken_back_by_an_idle_worker() {
 #[test]
 fn young_work_is_not_taken_back_until_it_has_waited() {
     let (core, launcher, links) = fake::running(2, None);
-    let (long, _) = submit(&core, 0);
+    let (long, _) = submit(&core, 0); // to an idle worker
     let (b, _) = submit(&core, 1); // to the other, idle worker
-    let (c, _) = submit(&core, 2); // sent ahead behind one of them
-    let hb = holder(&links, b).unwrap().clone();
-    let hlong = holder(&links, long).unwrap().clone();
-    assert!(hlong.claims().start(seq_of(&hlong, long).unwrap()));
-    let hc = holder(&links, c).unwrap().clone();
-    if hc.key == hb.key {
-        // `c` waits behind `b`, which finishes at once: nothing to take.
-        return fake::stop(&core, &launcher);
+                                   // Windows of 2: one of these is sent ahead behind `long`, the other
+                                   // behind `b`.
+    let (c, _) = submit(&core, 2);
+    let (d, _) = submit(&core, 3);
+    let sent = Instant::now();
+    let busy = holder(&links, long).unwrap().clone();
+    let free = holder(&links, b).unwrap().clone();
+    assert_ne!(busy.key, free.key);
+    assert!(busy.claims().start(seq_of(&busy, long).unwrap()));
+    let (behind, other) = if seq_of(&busy, c).is_some() {
+        (c, d)
+    } else {
+        (d, c)
+    };
+    // The free worker finishes its two and is idle.
+    assert!(fake::run(&core, &free, b, seq_of(&free, b).unwrap(), 1));
+    assert!(fake::run(
+        &core,
+        &free,
+        other,
+        seq_of(&free, other).unwrap(),
+        2
+    ));
+    // Not taken back while it is young (checked only when this thread was
+    // quick enough to look before it could have aged)...
+    let taken_at_once = seq_of(&free, behind).is_some();
+    if sent.elapsed() < STEAL_AFTER {
+        assert!(!taken_at_once, "young work was taken back at once");
     }
-    // `c` waits behind the long task; `b`'s worker becomes idle now.
-    let started = Instant::now();
-    assert!(fake::run(&core, &hb, b, seq_of(&hb, b).unwrap(), 1));
-    // Taken back only once it has waited STEAL_AFTER (by the timer).
-    eventually("the timer takes `c` back", || seq_of(&hb, c).is_some());
-    assert!(started.elapsed() >= STEAL_AFTER / 2);
+    // ...but once it has waited STEAL_AFTER (the timer looks again).
+    eventually("the timer takes it back", || {
+        seq_of(&free, behind).is_some()
+    });
+    assert!(!busy.claims().start(seq_of(&busy, behind).unwrap()));
     fake::stop(&core, &launcher);
 }
 
@@ -451,5 +470,24 @@ fn results_in_parts_are_joined() {
     assert!(c.wait_until(None));
     let v: Vec<Result<u64, TaskError>> = crate::protocol::batch::decode_batch(c.take().unwrap(), 3);
     assert_eq!(v, vec![Ok(10), Ok(20), Ok(30)]);
+    fake::stop(&core, &launcher);
+}
+
+#[test]
+fn a_worker_still_starting_when_draining_begins_is_asked_to_exit_once_up() {
+    let launcher = Arc::new(fake::FakeLauncher::default());
+    let core = Core::with_launcher(fake::config(2, None), launcher.clone());
+    core.begin_start();
+    assert!(launcher.wait_pending(2));
+    let first = launcher.ready_all(&core);
+    assert_eq!(first.len(), 2);
+    // One worker dies and its replacement is still starting when the pool
+    // is closed: it must still be told to exit once it is up.
+    fake::exit(&core, &first[0], KILLED);
+    assert!(launcher.wait_pending(1));
+    core.close();
+    let late = launcher.ready_all(&core).pop().unwrap();
+    assert!(late.sent().contains(&Sent::Shutdown), "{:?}", late.sent());
+    assert!(first[1].sent().contains(&Sent::Shutdown));
     fake::stop(&core, &launcher);
 }

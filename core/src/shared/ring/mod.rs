@@ -1,22 +1,31 @@
 //! The byte ring under [`Queue`](super::Queue) and
 //! [`Connection`](super::Connection): variable-size records in a power-of-two
 //! data area of a shared segment, many producers and many consumers in any
-//! processes. The protocol and its memory orderings are described in
-//! `README.md` beside this file.
+//! processes. The data area starts small and doubles, in place, when a record
+//! does not fit, up to a maximum. The protocol, its memory orderings and the
+//! growth step are described in `../README.md`.
+
+mod grow;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::robust::RawLock;
-use super::segment::{Segment, SharedState};
+use super::segment::{Segment, SharedState, VIEWS};
 use super::wait::{self, Deadline};
 use crate::sys::futex;
 
 /// Record header: the payload length (`u32`), padded to 8 bytes.
 const REC_HDR: usize = 8;
-/// A record header holding this value is a skip marker: the rest of the data
-/// area up to its end is unused, the next record is at offset 0.
+/// A record header holding this value is a skip marker: its second word is
+/// the number of bytes to pass over (up to what was the end of the data area
+/// when it was written; after a growth that is no longer the end).
 const SKIP: u32 = u32::MAX;
+/// The smallest data area.
+const MIN_AREA: usize = 4096;
+/// The largest data area (byte positions are `u32`s; the size must divide
+/// 2³²).
+const MAX_AREA: usize = 1 << 31;
 /// How long consumers spin for data before sleeping (learned).
 static GET_SPIN: wait::Spin = wait::Spin::new();
 /// How long producers spin for room before sleeping (learned).
@@ -36,6 +45,9 @@ pub(crate) enum RingError {
     Closed,
     /// The record can never fit.
     TooLarge,
+    /// This process cannot map the data area at its current size (an
+    /// address-space limit), or cannot grow it to fit the record.
+    NoMemory,
 }
 
 #[repr(C, align(128))]
@@ -81,8 +93,11 @@ struct Misc {
     join_waiters: AtomicU32,
     /// Item bound; 0 = bounded by bytes only.
     cap: AtomicU32,
-    /// Size of the data area (set at creation).
+    /// Size of the data area now: a power of two, changed only by a
+    /// producer holding both locks (`grow`).
     data_len: AtomicU64,
+    /// The largest the data area may grow to (set at creation).
+    max_len: AtomicU64,
 }
 
 /// The control block of one ring. Each part has its own pair of cache
@@ -118,8 +133,44 @@ fn record_size(payload: usize) -> Option<usize> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ring {
     ctrl: usize,
+    /// File offset of the data area.
     data: usize,
+    /// The largest the data area may grow to.
+    max: usize,
+    /// Which of the segment's data windows (`Segment::data_window`).
+    view: usize,
+}
+
+/// The data area as this process sees it, read under a side lock.
+#[derive(Clone, Copy)]
+struct Area {
+    base: *mut u8,
     len: usize,
+}
+
+/// Bytes a record of `rec` bytes takes at byte position `tb` of an area of
+/// `len` bytes: itself, plus a skip of the rest of the area when it would
+/// not fit before the end.
+fn need(len: usize, tb: u32, rec: usize) -> usize {
+    let contiguous = len - (tb as usize & (len - 1));
+    if rec > contiguous {
+        contiguous + rec
+    } else {
+        rec
+    }
+}
+
+/// Writes a record header: `[a, b]` (payload length and 0, or `SKIP` and
+/// the bytes to pass over).
+///
+/// # Safety
+/// `pos` must be 8-aligned with 8 bytes before the end of `area`, and the
+/// caller must have exclusive use of those bytes.
+unsafe fn write_header(area: Area, pos: usize, a: u32, b: u32) {
+    debug_assert!(pos % 8 == 0 && pos + REC_HDR <= area.len);
+    // SAFETY: forwarded contract; the data area is page-aligned so `pos`
+    // 8-aligned means the pair of u32s is aligned.
+    unsafe { area.base.add(pos).cast::<[u32; 2]>().write([a, b]) };
 }
 
 /// Releases a ring lock on drop, so a panicking decoder cannot leave it held.
@@ -135,38 +186,71 @@ impl Ring {
     /// Size of the control block.
     pub(crate) const CTRL_SIZE: usize = std::mem::size_of::<RingCtrl>();
 
-    /// A ring with its control block at `ctrl` (128-aligned) and `len` bytes
-    /// of data at `data` (page-aligned); `len` is a power of two ≤ 2³¹.
-    pub(crate) fn at(ctrl: usize, data: usize, len: usize) -> Ring {
-        assert!(len.is_power_of_two() && (4096..=1 << 31).contains(&len));
-        assert!(ctrl % 128 == 0 && data % 4096 == 0);
-        Ring { ctrl, data, len }
+    /// A ring with its control block at `ctrl` (128-aligned) and a data area
+    /// at file offset `data` (page-aligned, past the segment's head) that may
+    /// grow to `max` bytes, a power of two ≤ 2³¹; `view` names its window.
+    pub(crate) fn at(ctrl: usize, data: usize, max: usize, view: usize) -> Ring {
+        assert!(max.is_power_of_two() && (MIN_AREA..=MAX_AREA).contains(&max));
+        assert!(ctrl % 128 == 0 && data % 4096 == 0 && view < VIEWS);
+        Ring {
+            ctrl,
+            data,
+            max,
+            view,
+        }
     }
 
     fn c<'a>(&self, seg: &'a Segment) -> &'a RingCtrl {
         seg.state_at(self.ctrl)
     }
 
-    /// Sets the item bound (0 = none) and records the data size; call once,
-    /// before sharing.
-    pub(crate) fn init(&self, seg: &Segment, cap: u32) {
+    /// Sets the item bound (0 = none), the first size of the data area
+    /// (a power of two, at least 4 KiB and at most the maximum) and records
+    /// the maximum; call once, before sharing.
+    pub(crate) fn init(&self, seg: &Segment, cap: u32, initial: usize) {
+        assert!(initial.is_power_of_two() && (MIN_AREA..=self.max).contains(&initial));
+        assert!(self.data + self.max <= seg.file_len());
         let c = self.c(seg);
         c.misc.cap.store(cap, Ordering::Relaxed);
-        c.misc.data_len.store(self.len as u64, Ordering::Relaxed);
+        c.misc.max_len.store(self.max as u64, Ordering::Relaxed);
+        c.misc.data_len.store(initial as u64, Ordering::Release);
     }
 
-    /// The ring whose control block is at `ctrl`, with the data size its
+    /// The ring whose control block is at `ctrl`, with the maximum its
     /// creator recorded; `None` when the recorded layout does not fit `seg`.
-    pub(crate) fn open(seg: &Segment, ctrl: usize, data: usize) -> Option<Ring> {
-        let len = seg
-            .state_at::<RingCtrl>(ctrl)
-            .misc
-            .data_len
-            .load(Ordering::Relaxed) as usize;
-        let ok = len.is_power_of_two()
-            && (4096..=1 << 31).contains(&len)
-            && data.checked_add(len).is_some_and(|end| end <= seg.len());
-        ok.then(|| Ring::at(ctrl, data, len))
+    pub(crate) fn open(seg: &Segment, ctrl: usize, data: usize, view: usize) -> Option<Ring> {
+        let misc = &seg.state_at::<RingCtrl>(ctrl).misc;
+        let max = misc.max_len.load(Ordering::Relaxed) as usize;
+        let len = misc.data_len.load(Ordering::Acquire) as usize;
+        let pow2 = |n: usize| n.is_power_of_two() && (MIN_AREA..=MAX_AREA).contains(&n);
+        let ok = pow2(max)
+            && pow2(len)
+            && len <= max
+            && data % 4096 == 0
+            && data >= seg.len()
+            && data
+                .checked_add(max)
+                .is_some_and(|end| end <= seg.file_len());
+        ok.then(|| Ring::at(ctrl, data, max, view))
+    }
+
+    /// The data area now, mapped in this process. Called under a side lock,
+    /// or by readers that only need a snapshot of its size.
+    fn area(&self, seg: &Segment, c: &RingCtrl) -> Result<Area, RingError> {
+        let len = c.misc.data_len.load(Ordering::Acquire) as usize;
+        assert!(
+            len.is_power_of_two() && (MIN_AREA..=self.max).contains(&len),
+            "shared queue ring is corrupt: bad data area size"
+        );
+        let base = seg
+            .data_window(self.view, self.data, len)
+            .map_err(|_| RingError::NoMemory)?;
+        Ok(Area { base, len })
+    }
+
+    /// The current size of the data area (a snapshot).
+    fn area_len(&self, c: &RingCtrl) -> usize {
+        c.misc.data_len.load(Ordering::Acquire) as usize
     }
 
     /// The item bound, if any.
@@ -177,9 +261,10 @@ impl Ring {
         }
     }
 
-    /// The largest payload a record can carry.
+    /// The largest payload a record can carry (once the area has grown to
+    /// its maximum).
     pub(crate) fn max_payload(&self) -> usize {
-        self.len - REC_HDR
+        self.max - REC_HDR
     }
 
     /// Committed, unconsumed records (a snapshot).
@@ -211,6 +296,9 @@ impl Ring {
         hb != tb
     }
 
+    /// Room for a record of `rec` bytes in the data area at its current
+    /// size (a snapshot, for deciding whether to wait: a put grows the area
+    /// before it waits, so waiting is only for room at this size).
     fn has_room(&self, c: &RingCtrl, rec: usize) -> bool {
         let (ti, tb) = unpack(c.tail.at.load(Ordering::Relaxed));
         let (hi, hb) = unpack(c.head.at.load(Ordering::Acquire));
@@ -218,14 +306,8 @@ impl Ring {
         if cap != 0 && ti.wrapping_sub(hi) >= cap {
             return false;
         }
-        let free = self.len - tb.wrapping_sub(hb) as usize;
-        let contiguous = self.len - (tb as usize & (self.len - 1));
-        let need = if rec > contiguous {
-            contiguous + rec
-        } else {
-            rec
-        };
-        need <= free
+        let len = self.area_len(c);
+        rec <= len && need(len, tb, rec) <= len - tb.wrapping_sub(hb) as usize
     }
 
     /// Appends one record holding `payload`, waiting for room until
@@ -252,7 +334,7 @@ impl Ring {
         stall: Option<Duration>,
     ) -> Result<(), RingError> {
         let rec = record_size(payload.len())
-            .filter(|r| *r <= self.len)
+            .filter(|r| *r <= self.max)
             .ok_or(RingError::TooLarge)?;
         let c = self.c(seg);
         loop {
@@ -263,7 +345,7 @@ impl Ring {
                 return Err(RingError::Full);
             }
             let held = Held(&c.prod.lock);
-            if self.try_put_locked(seg, c, payload, rec, stall) {
+            if self.try_put_locked(seg, c, payload, rec, deadline, stall)? {
                 drop(held);
                 c.prod.tail_ev.fetch_add(1, Ordering::SeqCst);
                 if c.prod.get_waiters.load(Ordering::SeqCst) > 0 {
@@ -291,70 +373,89 @@ impl Ring {
         }
     }
 
-    /// Writes and commits one record; false when there is no room. The
-    /// caller holds the producer lock.
+    /// Writes and commits one record, growing the data area first when the
+    /// record does not fit and the area may grow; `Ok(false)` when there is
+    /// no room. The caller holds the producer lock.
     fn try_put_locked(
         &self,
         seg: &Segment,
         c: &RingCtrl,
         payload: &[u8],
         rec: usize,
+        deadline: Deadline,
         stall: Option<Duration>,
-    ) -> bool {
+    ) -> Result<bool, RingError> {
+        let mut area = self.area(seg, c)?;
         let (ti, old_tb) = unpack(c.tail.at.load(Ordering::Relaxed));
         let cap = c.misc.cap.load(Ordering::Relaxed);
-        let fits = |h: u64| {
+        let fits = |h: u64, area: &Area| {
             let (hi, hb) = unpack(h);
-            let free = self.len - old_tb.wrapping_sub(hb) as usize;
-            let contiguous = self.len - (old_tb as usize & (self.len - 1));
-            let need = if rec > contiguous {
-                contiguous + rec
-            } else {
-                rec
-            };
-            (cap == 0 || ti.wrapping_sub(hi) < cap) && need <= free
+            let free = area.len - old_tb.wrapping_sub(hb) as usize;
+            (cap == 0 || ti.wrapping_sub(hi) < cap)
+                && rec <= area.len
+                && need(area.len, old_tb, rec) <= free
         };
         // The cached head was read under this lock by some producer, so its
         // `Acquire` still orders the consumers' reads before our writes.
         let mut h = c.prod.head_cache.load(Ordering::Relaxed);
-        if !fits(h) {
+        if !fits(h, &area) {
             h = c.head.at.load(Ordering::Acquire);
             c.prod.head_cache.store(h, Ordering::Relaxed);
         }
-        let (hi, hb) = unpack(h);
+        let (hi, _) = unpack(h);
         if cap != 0 && ti.wrapping_sub(hi) >= cap {
-            return false;
+            return Ok(false);
         }
+        if !fits(h, &area) {
+            match self.grow(seg, c, area, old_tb, rec, deadline) {
+                Ok(Some((grown, head))) => {
+                    area = grown;
+                    h = head;
+                }
+                // Cannot grow enough now (at the maximum, or a consumer
+                // kept its lock): wait for consumers, then try again.
+                Ok(None) => return Ok(false),
+                // This process cannot map a larger area: wait for room at
+                // this size, unless the record can never fit at it.
+                Err(RingError::NoMemory) if rec <= area.len => return Ok(false),
+                Err(e) => return Err(e),
+            }
+            if !fits(h, &area) {
+                return Ok(false);
+            }
+        }
+        let (_, hb) = unpack(h);
+        let len = area.len;
         let mut tb = old_tb;
-        let mut free = self.len - tb.wrapping_sub(hb) as usize;
-        let mut pos = tb as usize & (self.len - 1);
-        let contiguous = self.len - pos;
+        let mut free = len - tb.wrapping_sub(hb) as usize;
+        let mut pos = tb as usize & (len - 1);
+        let contiguous = len - pos;
         if rec > contiguous {
             if free < contiguous {
-                return false;
+                return Ok(false);
             }
             // SAFETY: `pos` is 8-aligned and at least 8 bytes remain before
             // the end of the data area; the bytes are free (behind `head` by
             // a whole lap), and only the lock-holding producer writes there.
-            unsafe { self.write_header(seg, pos, SKIP) };
+            unsafe { write_header(area, pos, SKIP, contiguous as u32) };
             tb = tb.wrapping_add(contiguous as u32);
             c.tail.at.store(pack(ti, tb), Ordering::Release);
             free -= contiguous;
             pos = 0;
         }
         if rec > free {
-            return false;
+            return Ok(false);
         }
-        debug_assert!(pos + rec <= self.len);
+        debug_assert!(pos + rec <= len);
         // SAFETY: `[pos, pos + rec)` lies inside the data area (asserted) and
         // is free space: consumers read only `[head, tail)` and producers are
         // serialized by the lock we hold. It is published by the `Release`
         // store of `tail` below.
         unsafe {
-            self.write_header(seg, pos, payload.len() as u32);
+            write_header(area, pos, payload.len() as u32, 0);
             std::ptr::copy_nonoverlapping(
                 payload.as_ptr(),
-                seg.ptr_at(self.data + pos + REC_HDR),
+                area.base.add(pos + REC_HDR),
                 payload.len(),
             );
         }
@@ -367,57 +468,9 @@ impl Ring {
             .at
             .store(pack(ti.wrapping_add(1), new_tb), Ordering::Release);
         if (old_tb >> CHUNK.trailing_zeros()) != (new_tb >> CHUNK.trailing_zeros()) {
-            self.give_back(seg, c, new_tb);
+            self.give_back(seg, c, area, new_tb);
         }
-        true
-    }
-
-    /// # Safety
-    /// `pos` must be 8-aligned with 8 bytes before the end of the data area,
-    /// and the caller must have exclusive use of those bytes.
-    unsafe fn write_header(&self, seg: &Segment, pos: usize, v: u32) {
-        debug_assert!(pos % 8 == 0 && pos + REC_HDR <= self.len);
-        // SAFETY: forwarded contract; the data area is page-aligned so `pos`
-        // 8-aligned means the u32 is aligned.
-        unsafe { seg.ptr_at(self.data + pos).cast::<u32>().write(v) };
-    }
-
-    /// Gives consumed chunks back to the kernel, so a long-lived queue's
-    /// memory follows its occupancy, not its traffic. Called by the
-    /// lock-holding producer after a commit that crossed a chunk boundary.
-    fn give_back(&self, seg: &Segment, c: &RingCtrl, new_tb: u32) {
-        if self.len < 4 * CHUNK {
-            return;
-        }
-        let (_, hb) = unpack(c.head.at.load(Ordering::Acquire));
-        let target = hb & !(CHUNK as u32 - 1);
-        let mark = c.prod.punched.load(Ordering::Relaxed);
-        if (target.wrapping_sub(mark) as i32) <= 0 {
-            return;
-        }
-        let len = self.len as u32;
-        // Distances from the tail, in bytes; free space is [0, head + len).
-        let rel = |x: u32| i64::from(x.wrapping_sub(new_tb) as i32);
-        let first_aligned =
-            ((CHUNK as u32 - (new_tb & (CHUNK as u32 - 1))) & (CHUNK as u32 - 1)) as i64;
-        let lo = rel(mark.wrapping_add(len)).max(first_aligned);
-        let hi = rel(target.wrapping_add(len));
-        c.prod.punched.store(target, Ordering::Relaxed);
-        if hi <= lo {
-            return;
-        }
-        let mut start = (new_tb.wrapping_add(lo as u32) as usize) & (self.len - 1);
-        let mut left = (hi - lo) as usize;
-        while left > 0 {
-            let n = left.min(self.len - start);
-            debug_assert!(start % CHUNK == 0 && n % CHUNK == 0);
-            // SAFETY: the range lies in `[tail, head + len)`, free space no
-            // consumer reads; producers are serialized by the lock we hold;
-            // both bounds are chunk- (so page-) aligned.
-            unsafe { seg.discard(self.data + start, n) };
-            left -= n;
-            start = 0;
-        }
+        Ok(true)
     }
 
     /// Takes the oldest record and passes its payload to `decode`, waiting
@@ -449,9 +502,9 @@ impl Ring {
                 return Err(RingError::Empty);
             }
             let held = Held(&c.cons.lock);
-            let mut got = self.try_get_locked(seg, c, &mut decode, stall);
+            let mut got = self.try_get_locked(seg, c, &mut decode, stall)?;
             if got.is_none() && !deadline.passed() && GET_SPIN.until(|| self.readable(c)) {
-                got = self.try_get_locked(seg, c, &mut decode, stall);
+                got = self.try_get_locked(seg, c, &mut decode, stall)?;
             }
             if let Some(r) = got {
                 drop(held);
@@ -488,7 +541,7 @@ impl Ring {
         c: &RingCtrl,
         decode: &mut impl FnMut(&[u8]) -> R,
         stall: Option<Duration>,
-    ) -> Option<R> {
+    ) -> Result<Option<R>, RingError> {
         loop {
             let (hi, hb) = unpack(c.head.at.load(Ordering::Relaxed));
             let (_, cached) = unpack(c.cons.tail_cache.load(Ordering::Relaxed));
@@ -496,35 +549,42 @@ impl Ring {
                 let t = c.tail.at.load(Ordering::Acquire);
                 c.cons.tail_cache.store(t, Ordering::Relaxed);
                 if unpack(t).1 == hb {
-                    return None;
+                    return Ok(None);
                 }
             }
-            let pos = hb as usize & (self.len - 1);
-            debug_assert!(pos % 8 == 0 && pos + REC_HDR <= self.len);
+            // Under the consumer lock the area cannot grow (growing takes
+            // both locks), so this size and window hold until we release it.
+            let area = self.area(seg, c)?;
+            let len = area.len;
+            let pos = hb as usize & (len - 1);
+            debug_assert!(pos % 8 == 0 && pos + REC_HDR <= len);
             // SAFETY: `[head, tail)` is committed data (the `Acquire` load of
             // `tail` — ours, or the one behind `tail_cache`, made under the
             // consumer lock we now hold — synchronizes with the producer's
-            // `Release` store), every
-            // record starts 8-aligned with its header inside the area, and no
-            // producer writes there until `head` moves past it.
-            let n = unsafe { seg.ptr_at(self.data + pos).cast::<u32>().read() };
+            // `Release` store), every record starts 8-aligned with its header
+            // inside the area, and no producer writes there until `head`
+            // moves past it.
+            let [n, skip] = unsafe { area.base.add(pos).cast::<[u32; 2]>().read() };
             if n == SKIP {
-                let skip = (self.len - pos) as u32;
+                let skip = skip as usize;
+                assert!(
+                    skip >= REC_HDR && skip <= len - pos,
+                    "shared queue ring is corrupt: bad skip marker"
+                );
                 c.head
                     .at
-                    .store(pack(hi, hb.wrapping_add(skip)), Ordering::Release);
+                    .store(pack(hi, hb.wrapping_add(skip as u32)), Ordering::Release);
                 continue;
             }
             let n = n as usize;
-            let rec = record_size(n).filter(|r| pos + r <= self.len);
+            let rec = record_size(n).filter(|r| pos + r <= len);
             let rec = rec.expect("shared queue ring is corrupt: record overruns the data area");
-            debug_assert!(pos + REC_HDR + n <= self.len);
+            debug_assert!(pos + REC_HDR + n <= len);
             // SAFETY: the record lies inside the data area (checked above) in
             // committed, unconsumed space that no producer writes until
             // `head` is advanced below, after `decode` has returned.
-            let payload = unsafe {
-                std::slice::from_raw_parts(seg.ptr_at(self.data + pos + REC_HDR).cast_const(), n)
-            };
+            let payload =
+                unsafe { std::slice::from_raw_parts(area.base.add(pos + REC_HDR).cast_const(), n) };
             let r = decode(payload);
             if let Some(d) = stall {
                 // Test hook: a consumer that dies here must lose no item.
@@ -534,7 +594,7 @@ impl Ring {
                 pack(hi.wrapping_add(1), hb.wrapping_add(rec as u32)),
                 Ordering::Release,
             );
-            return Some(r);
+            return Ok(Some(r));
         }
     }
 
