@@ -280,6 +280,13 @@ const WORKLOADS: &[Workload] = &[
         note: "",
         floors: &[],
     },
+    Workload {
+        id: "W8-tcp",
+        title: "W8 through the server: the child connects over TCP loopback with the key",
+        run: Some(w8_tcp),
+        note: "",
+        floors: &[],
+    },
 ];
 
 // --- figures -----------------------------------------------------------------
@@ -540,6 +547,30 @@ fn w8(b: &Budget) -> Vec<Metric> {
     // One repetition off the clock: the first connection and page faults.
     let _ = common::w8(&manager);
     let reps = b.run(|| common::w8(&manager));
+    let n = f64::from(common::W8_COUNT);
+    vec![
+        Metric::new(
+            "dict ops",
+            "ops/s",
+            Better::Higher,
+            2.0 * n / median(reps.iter().map(|r| r.0).collect()),
+        ),
+        Metric::new(
+            "list appends",
+            "ops/s",
+            Better::Higher,
+            n / median(reps.iter().map(|r| r.1).collect()),
+        ),
+    ]
+}
+
+/// W8 with every operation a round trip to the server over TCP loopback
+/// (what a client on another host gets); no Python mirror.
+fn w8_tcp(b: &Budget) -> Vec<Metric> {
+    let key = b"w8 bench key";
+    let manager = Manager::serve("127.0.0.1:0", key).expect("manager");
+    let _ = common::w8_remote(&manager, key);
+    let reps = b.run(|| common::w8_remote(&manager, key));
     let n = f64::from(common::W8_COUNT);
     vec![
         Metric::new(
