@@ -1,4 +1,4 @@
-//! Criterion benches for workloads W2b–W2f, W3, W4s and W4l of
+//! Criterion benches for workloads W2b–W2f, W3, W4s, W4l and W8 of
 //! `WORKLOADS.md`, one group per workload (W1 and W2a are in
 //! `benches/executor.rs`). 2 warm workers throughout; pool start-up, warm-up
 //! and input preparation are outside the timed loop (`iter_custom` times only
@@ -130,11 +130,28 @@ fn echo_payloads(c: &mut Criterion) {
     rt.block_on(ex.shutdown());
 }
 
+/// W8: a child process does 10 000 dict sets + 10 000 gets, then 10 000
+/// list appends, on a running `Manager`; the child's own timings are
+/// reported (the process start is off the clock).
+fn manager(c: &mut Criterion) {
+    let m = mproc::Manager::start().expect("manager");
+    let _ = w8(&m);
+    let mut g = slow_group(c, "W8", 2 * u64::from(W8_COUNT));
+    g.bench_function("dict_set_get_2x10000", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| Duration::from_secs_f64(w8(&m).0)).sum())
+    });
+    g.throughput(Throughput::Elements(u64::from(W8_COUNT)));
+    g.bench_function("list_append_10000", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| Duration::from_secs_f64(w8(&m).1)).sum())
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     // No HTML plots: the side-by-side runner enables plotters' ab_glyph text,
     // which needs a registered font that criterion does not register.
     config = Criterion::default().without_plots();
-    targets = executor_maps, pool_maps, cpu_bound, echo_payloads
+    targets = executor_maps, pool_maps, cpu_bound, echo_payloads, manager
 }
 criterion_main!(benches);

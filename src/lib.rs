@@ -67,4 +67,5 @@ pub mod prelude {
         Event, JoinableQueue, Lock, Queue, QueueError, RLock, Semaphore, SharedBytes, SimpleQueue,
         Value,
     };
+    pub use mproc_core::{DictProxy, ListProxy, Manager, QueueProxy, ValueProxy};
 }

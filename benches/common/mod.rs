@@ -282,3 +282,82 @@ pub(crate) fn memcpy(dst: &mut [u8], src: &[u8]) -> Duration {
     black_box(&mut *dst);
     t.elapsed()
 }
+
+/// Operations of each kind in W8.
+pub(crate) const W8_COUNT: u32 = 10_000;
+
+/// W8's child: [`W8_COUNT`] dict sets then as many gets, then as many list
+/// appends; sends back the seconds each part took (as Python's mirror does).
+#[mproc::task]
+pub(crate) fn w8_child(
+    d: DictProxy<u32, u32>,
+    l: ListProxy<u32>,
+    n: u32,
+    out: Connection<(f64, f64)>,
+) {
+    let t = Instant::now();
+    for i in 0..n {
+        d.insert(i, i).expect("dict set");
+    }
+    for i in 0..n {
+        assert_eq!(d.get(&i).expect("dict get"), Some(i));
+    }
+    let t_dict = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for i in 0..n {
+        l.push(i).expect("list append");
+    }
+    let t_list = t.elapsed().as_secs_f64();
+    out.send(&(t_dict, t_list)).expect("report");
+}
+
+/// W8: one repetition on a running manager: fresh dict and list, one child
+/// `Process`; returns (dict seconds, list seconds) as the child timed them.
+pub(crate) fn w8(manager: &Manager) -> (f64, f64) {
+    let d: DictProxy<u32, u32> = manager.dict().expect("dict");
+    let l: ListProxy<u32> = manager.list().expect("list");
+    let (r, w) = pipe::<(f64, f64)>().expect("pipe");
+    let p = Process::new(w8_child, (d, l.clone(), W8_COUNT, w))
+        .start()
+        .expect("start");
+    let times = r.recv().expect("W8 child report");
+    p.join().expect("join");
+    assert_eq!(l.len().expect("len"), W8_COUNT as usize);
+    times
+}
+
+/// W8 over TCP: the child connects to a served manager with its key and
+/// works on the named dict and list, every operation a round trip.
+#[mproc::task]
+pub(crate) fn w8_remote_child(addr: String, key: Vec<u8>, n: u32, out: Connection<(f64, f64)>) {
+    let m = Manager::connect(addr.as_str(), &key).expect("connect");
+    let d: DictProxy<u32, u32> = m.dict_named("w8-dict").expect("dict");
+    let l: ListProxy<u32> = m.list_named("w8-list").expect("list");
+    d.clear().expect("clear");
+    l.clear().expect("clear");
+    let t = Instant::now();
+    for i in 0..n {
+        d.insert(i, i).expect("dict set");
+    }
+    for i in 0..n {
+        assert_eq!(d.get(&i).expect("dict get"), Some(i));
+    }
+    let t_dict = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for i in 0..n {
+        l.push(i).expect("list append");
+    }
+    let t_list = t.elapsed().as_secs_f64();
+    out.send(&(t_dict, t_list)).expect("report");
+}
+
+/// One W8 repetition through the server over TCP loopback (`manager` was
+/// made by `Manager::serve` with `key`).
+pub(crate) fn w8_remote(manager: &Manager, key: &[u8]) -> (f64, f64) {
+    let (r, w) = pipe::<(f64, f64)>().expect("pipe");
+    let args = (manager.address().to_string(), key.to_vec(), W8_COUNT, w);
+    let p = Process::new(w8_remote_child, args).start().expect("start");
+    let times = r.recv().expect("W8 child report");
+    p.join().expect("join");
+    times
+}

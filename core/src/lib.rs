@@ -10,6 +10,7 @@ mod error;
 mod executor;
 mod failure;
 mod identity;
+mod manager;
 mod outbox;
 mod process;
 mod protocol;
@@ -17,6 +18,7 @@ mod registry;
 mod shared;
 mod spawn;
 mod sys;
+mod tls;
 mod trace;
 
 pub use error::{Error, ErrorKind, ExitInfo, QueueError, TaskError};
@@ -27,6 +29,7 @@ pub use executor::{
 };
 pub use failure::Failure;
 pub use identity::{cpu_count, current_process, is_worker, parent_process, ProcessInfo};
+pub use manager::{DictProxy, ListProxy, Manager, QueueProxy, ValueProxy};
 pub use process::{active_children, Process, ProcessHandle};
 pub use registry::{registered_tasks, Task};
 pub use shared::{
@@ -36,6 +39,7 @@ pub use shared::{
     QUEUE_BYTES,
 };
 pub use spawn::{get_start_method, set_start_method, StartMethod};
+pub use tls::{ClientTls, ServerTls};
 
 /// Items the `#[task]` macro expands to. Not public API.
 #[doc(hidden)]

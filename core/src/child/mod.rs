@@ -1,5 +1,5 @@
 //! What runs in a child process mproc started: the boot hook, the worker
-//! loop, `Process` mode and the fork server.
+//! loop, `Process` mode, the Manager server and the fork server.
 //!
 //! Nothing here runs in the program's own process except the fork entry's
 //! bookkeeping; the parent side of the same conversations lives in `spawn`
@@ -8,6 +8,7 @@
 pub(crate) mod boot;
 pub(crate) mod entry;
 pub(crate) mod forkserver;
+mod manager;
 mod process;
 mod worker;
 

@@ -33,6 +33,7 @@ use crate::children::exit_child;
 use crate::error::TaskError;
 use crate::outbox::Outbox;
 use crate::protocol::claims::Claims;
+use crate::protocol::manager::MODE_MANAGER;
 use crate::protocol::{
     decode, encode_frame, Bytes, ToParent, ToWorker, TransportWire, MAGIC, MODE_PROCESS,
     MODE_WORKER, PROTOCOL_VERSION,
@@ -108,6 +109,9 @@ fn run_worker(chan: UnixChannel) -> Result<i32, ChildError> {
     let mut fds = match sys::recv_byte_fds(&*chan) {
         Ok(Some((MODE_PROCESS, fds))) if fds.is_empty() => {
             return super::process::run_child(&*chan);
+        }
+        Ok(Some((MODE_MANAGER, fds))) if fds.is_empty() => {
+            return super::manager::run_server(&*chan);
         }
         Ok(Some((MODE_WORKER, fds))) if !fds.is_empty() => fds.into_iter(),
         Ok(Some(_)) => return Err(ChildError::Protocol("bad start byte")),

@@ -27,11 +27,17 @@
 //! all is decided in the shared claim table (see [`claims`]): the parent can
 //! take back a request that has not started, and the worker skips it.
 //!
+//! A child told [`manager::MODE_MANAGER`] instead becomes a Manager server;
+//! its messages are in [`manager`], the handshake of its connections in
+//! [`auth`].
+//!
 //! This module owns every message and their encoding: [`batch`] the
 //! arguments and results inside them, [`claims`] the shared table.
 
+pub(crate) mod auth;
 pub(crate) mod batch;
 pub(crate) mod claims;
+pub(crate) mod manager;
 
 use serde::{Deserialize, Serialize};
 

@@ -9,6 +9,7 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | `bytemap` | the dict/list table in shared memory under a Manager's dicts and lists |
 //! | `segment` | memfd segments and their growing data windows, handle encoding through `/proc/<pid>/fd/<n>`, keep-alive of handles in flight |
 //! | `robust` | the robust futex mutex every lock is built on |
 //! | `wait` | bounded futex sleeps, adaptive spinning, async bridging |
@@ -19,6 +20,7 @@
 
 mod array;
 mod barrier;
+pub(crate) mod bytemap;
 mod bytes;
 mod condition;
 mod event;

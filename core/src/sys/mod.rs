@@ -3,6 +3,7 @@
 //! core crate except the shared-memory leaf modules of `shared/` (segment,
 //! ring, value, array), which keep theirs next to the layouts they rely on.
 
+pub(crate) mod alive;
 pub(crate) mod futex;
 mod linux;
 mod process;

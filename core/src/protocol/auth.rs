@@ -1,0 +1,208 @@
+//! Mutual challenge–response authentication with HMAC-SHA256, run on every
+//! connection to a Manager server before anything else is read.
+//!
+//! 1. server → client: [`Challenge`] (magic, version, 32 random bytes `ns`);
+//! 2. client → server: [`Answer`]: `HMAC(key, "mproc client" ‖ ns ‖ nc)`
+//!    and its own 32 random bytes `nc`;
+//! 3. server → client: [`Verdict::Accepted`] with `HMAC(key, "mproc
+//!    server" ‖ nc ‖ ns)`, or [`Verdict::Refused`] followed by closing.
+//!
+//! Both sides check the other's MAC in constant time (`Mac::verify_slice`),
+//! so neither learns anything from timing, and a client also knows that the
+//! server holds the key before it sends a request. Every frame of the
+//! handshake is capped at [`PREAUTH_MAX`] bytes, and the server gives a
+//! peer [`AUTH_DEADLINE`] to finish. The key itself never travels and is
+//! never logged.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use super::manager::{frame, read_msg, ReadError};
+
+/// The largest frame accepted before authentication.
+pub(crate) const PREAUTH_MAX: usize = 256;
+/// How long a peer has to authenticate.
+pub(crate) const AUTH_DEADLINE: Duration = Duration::from_secs(10);
+
+const MAGIC: [u8; 4] = *b"MPMG";
+const VERSION: u32 = 1;
+
+type HmacSha256 = Hmac<Sha256>;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Challenge {
+    magic: [u8; 4],
+    version: u32,
+    nonce: [u8; 32],
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Answer {
+    mac: [u8; 32],
+    nonce: [u8; 32],
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Verdict {
+    Accepted { mac: [u8; 32] },
+    Refused,
+}
+
+/// Why a handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AuthError {
+    /// The peer does not hold the key (or sent a wrong answer).
+    #[error("authentication refused: wrong key")]
+    Refused,
+    /// The server's proof is wrong: it does not hold our key.
+    #[error("authentication failed: the server does not hold the key")]
+    ServerUnproven,
+    /// The peer does not speak this protocol.
+    #[error("not an mproc manager handshake")]
+    NotManager,
+    /// The key is empty.
+    #[error("the authentication key is empty")]
+    EmptyKey,
+    /// The conversation broke.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Writing failed.
+    #[error("connection lost: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+fn nonce() -> [u8; 32] {
+    let mut n = [0u8; 32];
+    for chunk in n.chunks_mut(8) {
+        chunk.copy_from_slice(&crate::sys::shm::random_u64().to_le_bytes());
+    }
+    n
+}
+
+fn mac(key: &[u8], label: &[u8], a: &[u8; 32], b: &[u8; 32]) -> HmacSha256 {
+    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    m.update(label);
+    m.update(a);
+    m.update(b);
+    m
+}
+
+fn send<M: Serialize>(w: &mut impl Write, msg: &M) -> Result<(), AuthError> {
+    let bytes = frame(msg, PREAUTH_MAX).map_err(|_| AuthError::NotManager)?;
+    w.write_all(&bytes)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// The server's side; `Ok` once the peer proved it holds `key`. On a wrong
+/// answer the peer is told so before the caller closes the connection.
+pub(crate) fn server(s: &mut (impl Read + Write), key: &[u8]) -> Result<(), AuthError> {
+    if key.is_empty() {
+        return Err(AuthError::EmptyKey);
+    }
+    let ns = nonce();
+    send(
+        s,
+        &Challenge {
+            magic: MAGIC,
+            version: VERSION,
+            nonce: ns,
+        },
+    )?;
+    let answer: Answer = read_msg(s, PREAUTH_MAX)?;
+    if mac(key, b"mproc client", &ns, &answer.nonce)
+        .verify_slice(&answer.mac)
+        .is_err()
+    {
+        let _ = send(s, &Verdict::Refused);
+        return Err(AuthError::Refused);
+    }
+    let proof = mac(key, b"mproc server", &answer.nonce, &ns)
+        .finalize()
+        .into_bytes();
+    send(s, &Verdict::Accepted { mac: proof.into() })
+}
+
+/// The client's side; `Ok` once both sides proved they hold `key`.
+pub(crate) fn client(s: &mut (impl Read + Write), key: &[u8]) -> Result<(), AuthError> {
+    if key.is_empty() {
+        return Err(AuthError::EmptyKey);
+    }
+    let challenge: Challenge = read_msg(s, PREAUTH_MAX).map_err(|e| match e {
+        ReadError::Malformed(_) | ReadError::TooLarge { .. } => AuthError::NotManager,
+        e => AuthError::Read(e),
+    })?;
+    if challenge.magic != MAGIC || challenge.version != VERSION {
+        return Err(AuthError::NotManager);
+    }
+    let nc = nonce();
+    let answer = mac(key, b"mproc client", &challenge.nonce, &nc)
+        .finalize()
+        .into_bytes();
+    send(
+        s,
+        &Answer {
+            mac: answer.into(),
+            nonce: nc,
+        },
+    )?;
+    match read_msg(s, PREAUTH_MAX) {
+        Ok(Verdict::Accepted { mac: proof }) => mac(key, b"mproc server", &nc, &challenge.nonce)
+            .verify_slice(&proof)
+            .map_err(|_| AuthError::ServerUnproven),
+        Ok(Verdict::Refused) => Err(AuthError::Refused),
+        // A server that refuses may close before its verdict arrives.
+        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(AuthError::Refused)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    fn run(server_key: &'static [u8], client_key: &'static [u8]) -> (bool, Result<(), AuthError>) {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let t = std::thread::spawn(move || server(&mut a, server_key).is_ok());
+        let c = client(&mut b, client_key);
+        (t.join().unwrap(), c)
+    }
+
+    #[test]
+    fn same_key_is_accepted_both_ways() {
+        let (s, c) = run(b"secret", b"secret");
+        assert!(s);
+        assert!(c.is_ok());
+    }
+
+    #[test]
+    fn wrong_key_is_refused() {
+        let (s, c) = run(b"secret", b"guess");
+        assert!(!s);
+        assert!(matches!(c, Err(AuthError::Refused)), "{c:?}");
+    }
+
+    #[test]
+    fn an_oversized_preauth_frame_is_refused_unread() {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let t = std::thread::spawn(move || server(&mut a, b"k"));
+        let mut hello = [0u8; 64];
+        let _ = b.read(&mut hello).unwrap();
+        b.write_all(&(1u32 << 30).to_le_bytes()).unwrap();
+        let r = t.join().unwrap();
+        assert!(
+            matches!(r, Err(AuthError::Read(ReadError::TooLarge { .. }))),
+            "{r:?}"
+        );
+    }
+}
