@@ -84,6 +84,18 @@ impl Claim {
     }
 }
 
+/// Slots per 64-byte cache line.
+const PER_LINE: u64 = 8;
+
+/// The slot of request `seq`: a bijection of `seq % SLOTS` that puts
+/// consecutive requests on different cache lines, so the parent marking the
+/// next requests sent does not steal the line the worker is claiming on.
+fn slot_index(seq: u64) -> usize {
+    let lines = SLOTS / PER_LINE;
+    let s = seq % SLOTS;
+    ((s % lines) * PER_LINE + s / lines) as usize
+}
+
 fn word(seq: u64, c: Claim) -> u64 {
     debug_assert!(seq < (1 << (64 - STATE_BITS)));
     (seq << STATE_BITS) | c.code()
@@ -143,7 +155,7 @@ impl Claims {
             Backing::Local(b) => b,
         };
         debug_assert!(words.len() as u64 >= SLOTS);
-        &words[(seq % SLOTS) as usize]
+        &words[slot_index(seq)]
     }
 
     /// Where request `seq` stands.
@@ -233,6 +245,19 @@ mod tests {
             Err(Claim::Done),
             "a finished request is never doomed"
         );
+    }
+
+    #[test]
+    fn slots_are_a_permutation_with_neighbours_on_other_lines() {
+        let mut seen = vec![false; SLOTS as usize];
+        for seq in 0..SLOTS {
+            let i = slot_index(seq);
+            assert!(!seen[i], "slot {i} twice");
+            seen[i] = true;
+            let next = slot_index(seq + 1);
+            assert_ne!(i / PER_LINE as usize, next / PER_LINE as usize);
+        }
+        assert_eq!(slot_index(5), slot_index(5 + SLOTS));
     }
 
     #[test]

@@ -16,13 +16,15 @@ const MAX_WINDOW: usize = 64;
 
 impl Job {
     /// When this request, sent ahead and not started, may be taken back:
-    /// [`STEAL_AFTER`] after it was sent, plus the time its arguments take
-    /// to cross (at 1 GB/s), so a large request is not taken back while it
-    /// is still on its way.
+    /// [`STEAL_AFTER`] after it was sent, plus 8 ns per byte of arguments.
+    /// A worker claims a request only once it has read and decoded it, and
+    /// a large one takes a while to cross (a 64 MiB argument: about 0.1 s
+    /// on this VM at the rates BENCHMARKS.md gives), so it must not be
+    /// taken back, and sent again, while it is still on its way.
     fn steal_due(&self) -> Option<Instant> {
         match self.place {
             Place::Sent { at, .. } => {
-                let transfer = Duration::from_nanos(self.payload.len() as u64);
+                let transfer = Duration::from_nanos(8 * self.payload.len() as u64);
                 Some(at + STEAL_AFTER + transfer)
             }
             Place::Queued => None,

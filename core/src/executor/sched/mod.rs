@@ -92,7 +92,7 @@ pub(crate) fn next_task_id() -> u64 {
 static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
 
 /// How long a request sent ahead may wait behind another before an idle
-/// worker takes it.
+/// worker takes it (plus its transfer time; see `Job::steal_due`).
 pub(crate) const STEAL_AFTER: Duration = Duration::from_millis(1);
 /// How long starting the initial workers may take in all.
 const START_LIMIT: Duration = Duration::from_secs(60);
