@@ -69,7 +69,9 @@ pub(crate) fn run_server(chan: &dyn ByteStream) -> Result<i32, ChildError> {
     })?;
     let ready = match listen(&msg, alive) {
         Ok(r) => r,
-        Err(reason) => ManagerReady::Failed { reason },
+        Err(e) => ManagerReady::Failed {
+            reason: e.to_string(),
+        },
     };
     let failed = matches!(ready, ManagerReady::Failed { .. });
     let bytes = frame(&ready, 4096).map_err(|_| ChildError::Protocol("cannot encode ready"))?;
@@ -97,9 +99,23 @@ struct Server {
     alive: OwnedFd,
 }
 
-fn listen(msg: &StartManager, alive: OwnedFd) -> Result<ManagerReady, String> {
+/// Why the server could not start listening (sent to the program as text).
+#[derive(Debug, thiserror::Error)]
+enum ListenError {
+    #[error("bad TLS configuration: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("cannot {what}: {cause}")]
+    Io { what: String, cause: std::io::Error },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ListenError {
+    let what = what.into();
+    move |cause| ListenError::Io { what, cause }
+}
+
+fn listen(msg: &StartManager, alive: OwnedFd) -> Result<ManagerReady, ListenError> {
     let tls = match &msg.tls {
-        Some(t) => Some(t.config().map_err(|e| e.to_string())?),
+        Some(t) => Some(t.config()?),
         None => None,
     };
     let server = Arc::new(Server {
@@ -114,16 +130,14 @@ fn listen(msg: &StartManager, alive: OwnedFd) -> Result<ManagerReady, String> {
         std::process::id(),
         crate::sys::shm::random_u64()
     );
-    let addr = UnixAddr::from_abstract_name(name.as_bytes()).map_err(|e| e.to_string())?;
-    let unix = UnixListener::bind_addr(&addr).map_err(|e| format!("cannot listen: {e}"))?;
+    let addr = UnixAddr::from_abstract_name(name.as_bytes()).map_err(io_err("name the socket"))?;
+    let unix = UnixListener::bind_addr(&addr).map_err(io_err("listen"))?;
     let tcp = match &msg.tcp {
-        Some(a) => {
-            Some(TcpListener::bind(a.as_str()).map_err(|e| format!("cannot bind {a}: {e}"))?)
-        }
+        Some(a) => Some(TcpListener::bind(a.as_str()).map_err(io_err(format!("bind {a}")))?),
         None => None,
     };
     let tcp_addr = match &tcp {
-        Some(l) => Some(l.local_addr().map_err(|e| e.to_string())?),
+        Some(l) => Some(l.local_addr().map_err(io_err("read the bound address"))?),
         None => None,
     };
     let s = server.clone();
@@ -146,12 +160,12 @@ fn listen(msg: &StartManager, alive: OwnedFd) -> Result<ManagerReady, String> {
     })
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), String> {
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), ListenError> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(f)
         .map(drop)
-        .map_err(|e| format!("cannot start a thread: {e}"))
+        .map_err(io_err("start a thread"))
 }
 
 /// An accepted connection, before TLS.

@@ -120,10 +120,10 @@ impl<T> Clone for Core<T> {
 }
 
 impl<T> Core<T> {
-    fn open(seg: Arc<Segment>) -> Result<Core<T>, String> {
-        let ring = Ring::open(&seg, HEADER_SIZE, DATA_OFFSET, 0)
-            .ok_or_else(|| "shared queue header is corrupt".to_string())?;
-        Ok(Core {
+    /// The queue in a received segment; `None` when its header is corrupt.
+    fn open(seg: Arc<Segment>) -> Option<Core<T>> {
+        let ring = Ring::open(&seg, HEADER_SIZE, DATA_OFFSET, 0)?;
+        Some(Core {
             seg,
             ring,
             _t: PhantomData,
@@ -361,7 +361,9 @@ macro_rules! queue_api {
                 let seg =
                     super::segment::deserialize_handle(d, Kind::Queue, type_hash::<$ty<T>>())?;
                 Ok($ty {
-                    core: Core::open(seg).map_err(serde::de::Error::custom)?,
+                    core: Core::open(seg).ok_or_else(|| {
+                        serde::de::Error::custom("shared queue header is corrupt")
+                    })?,
                 })
             }
         }
