@@ -208,6 +208,16 @@ const WORKLOADS: &[Workload] = &[
         ],
     },
     Workload {
+        id: "W4l-shared",
+        title: "echo of the same 64 MiB as SharedBytes: made from the bytes, read in the worker, handed back, read here (Executor)",
+        run: Some(w4l_shared),
+        note: "",
+        floors: &[
+            ("round trip", "memcpy 2 x 64 MiB"),
+            ("both directions", "memcpy"),
+        ],
+    },
+    Workload {
         id: "W5-fork",
         title: "Pool(2) constructed -> first result of a no-op, start method fork",
         run: Some(w5_fork),
@@ -670,6 +680,25 @@ fn w4s(b: &Budget) -> Vec<Metric> {
             "MB/s",
             Better::Higher,
             per_s * common::W4S_SIZE as f64 / 1e6,
+        ),
+    ]
+}
+
+fn w4l_shared(b: &Budget) -> Vec<Metric> {
+    let rt = common::runtime();
+    let ex = common::executor(&rt);
+    let payload = common::w4l_payload();
+    common::w4l_shared(&rt, &ex, &payload[..1 << 20]); // warm-up
+    let reps = b.run(|| common::w4l_shared(&rt, &ex, &payload));
+    rt.block_on(ex.shutdown());
+    let round_trip = median(reps.iter().map(secs).collect());
+    vec![
+        Metric::new("round trip", "s", Better::Lower, round_trip),
+        Metric::new(
+            "both directions",
+            "GB/s",
+            Better::Higher,
+            2.0 * common::W4L_SIZE as f64 / round_trip / 1e9,
         ),
     ]
 }

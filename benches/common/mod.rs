@@ -275,6 +275,31 @@ pub(crate) fn w4l(rt: &tokio::runtime::Runtime, ex: &Executor, payload: ByteBuf)
     dt
 }
 
+/// Reads every byte of a shared buffer in the worker (so the pages are
+/// really touched there) and hands the same buffer back by handle.
+#[mproc::task]
+pub(crate) fn echo_shared(x: mproc::SharedBytes) -> (mproc::SharedBytes, u64) {
+    let sum = x.iter().fold(0u64, |a, &b| a.wrapping_add(u64::from(b)));
+    (x, sum)
+}
+
+/// W4l-shared: the same 64 MiB as W4l, put into a `SharedBytes` (one copy,
+/// on the clock), read through in a worker, handed back and read through
+/// here. Returns the round trip.
+pub(crate) fn w4l_shared(rt: &tokio::runtime::Runtime, ex: &Executor, payload: &[u8]) -> Duration {
+    let len = payload.len();
+    let (dt, back, sum) = rt.block_on(async {
+        let t = Instant::now();
+        let shared = mproc::SharedBytes::from_slice(payload).expect("shared buffer");
+        let (back, sum) = ex.submit(echo_shared, shared).await.expect("echo");
+        let here = back.iter().fold(0u64, |a, &b| a.wrapping_add(u64::from(b)));
+        (t.elapsed(), back, (sum, here))
+    });
+    assert_eq!(back.len(), len);
+    assert_eq!(sum.0, sum.1);
+    dt
+}
+
 /// One in-process copy of `src` into `dst` (already faulted in), timed.
 pub(crate) fn memcpy(dst: &mut [u8], src: &[u8]) -> Duration {
     let t = Instant::now();
