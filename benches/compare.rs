@@ -218,6 +218,13 @@ const WORKLOADS: &[Workload] = &[
         ],
     },
     Workload {
+        id: "M1",
+        title: "parent RSS growth: map over an endless iterator consumed slowly (200 000 items), and 1 000 000 tasks submitted and awaited in batches of 10 000 (Executor)",
+        run: Some(m1),
+        note: "",
+        floors: &[],
+    },
+    Workload {
         id: "W5-fork",
         title: "Pool(2) constructed -> first result of a no-op, start method fork",
         run: Some(w5_fork),
@@ -681,6 +688,57 @@ fn w4s(b: &Budget) -> Vec<Metric> {
             Better::Higher,
             per_s * common::W4S_SIZE as f64 / 1e6,
         ),
+    ]
+}
+
+/// The resident set size of this process, in MiB.
+fn rss_mib() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0.0);
+    pages * 4096.0 / (1 << 20) as f64
+}
+
+fn m1(_b: &Budget) -> Vec<Metric> {
+    use mproc::prelude::StreamExt;
+    let rt = common::runtime();
+    let ex = common::executor(&rt);
+    // A map over an endless iterator, consumed slowly: in-flight work stays
+    // bounded, so memory does too.
+    let base = rss_mib();
+    let mut peak_map = base;
+    rt.block_on(async {
+        let mut stream = ex.map(common::square, 0u64..);
+        for i in 0..200_000u64 {
+            let r = stream.next().await.expect("endless").expect("square");
+            assert_eq!(r, i * i);
+            if i % 1000 == 0 {
+                tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+                peak_map = peak_map.max(rss_mib());
+            }
+        }
+    });
+    // A million tasks, submitted and awaited in batches.
+    let base2 = rss_mib();
+    let mut peak_tasks = base2;
+    rt.block_on(async {
+        for batch in 0..100u64 {
+            let handles: Vec<_> = (0..10_000u64)
+                .map(|i| ex.submit(common::square, batch * 10_000 + i))
+                .collect();
+            for h in handles {
+                h.await.expect("square");
+            }
+            peak_tasks = peak_tasks.max(rss_mib());
+        }
+    });
+    rt.block_on(ex.shutdown());
+    vec![
+        Metric::new("slow endless map", "MiB", Better::Lower, peak_map - base),
+        Metric::new("1 M tasks", "MiB", Better::Lower, peak_tasks - base2),
     ]
 }
 
