@@ -557,13 +557,8 @@ fn w7(b: &Budget) -> Vec<Metric> {
     )]
 }
 
-/// W8: a child does 10 000 dict sets + 10 000 gets, then 10 000 list
-/// appends, on a running `Manager`; the child times itself.
-fn w8(b: &Budget) -> Vec<Metric> {
-    let manager = Manager::start().expect("manager");
-    // One repetition off the clock: the first connection and page faults.
-    let _ = common::w8(&manager);
-    let reps = b.run(|| common::w8(&manager));
+/// W8's figures from (dict seconds, list seconds) per repetition.
+fn w8_metrics(reps: &[(f64, f64)]) -> Vec<Metric> {
     let n = f64::from(common::W8_COUNT);
     vec![
         Metric::new(
@@ -581,6 +576,16 @@ fn w8(b: &Budget) -> Vec<Metric> {
     ]
 }
 
+/// W8: a child does 10 000 dict sets + 10 000 gets, then 10 000 list
+/// appends, on a running `Manager`; the child times itself.
+fn w8(b: &Budget) -> Vec<Metric> {
+    let manager = Manager::start().expect("manager");
+    // One repetition off the clock: the first connection and page faults.
+    let _ = common::w8(&manager);
+    let reps = b.run(|| common::w8(&manager));
+    w8_metrics(&reps)
+}
+
 /// W8 with every operation a round trip to the server over TCP loopback
 /// (what a client on another host gets); no Python mirror.
 fn w8_tcp(b: &Budget) -> Vec<Metric> {
@@ -588,21 +593,7 @@ fn w8_tcp(b: &Budget) -> Vec<Metric> {
     let manager = Manager::serve("127.0.0.1:0", key).expect("manager");
     let _ = common::w8_remote(&manager, key);
     let reps = b.run(|| common::w8_remote(&manager, key));
-    let n = f64::from(common::W8_COUNT);
-    vec![
-        Metric::new(
-            "dict ops",
-            "ops/s",
-            Better::Higher,
-            2.0 * n / median(reps.iter().map(|r| r.0).collect()),
-        ),
-        Metric::new(
-            "list appends",
-            "ops/s",
-            Better::Higher,
-            n / median(reps.iter().map(|r| r.1).collect()),
-        ),
-    ]
+    w8_metrics(&reps)
 }
 
 fn w1(b: &Budget) -> Vec<Metric> {

@@ -228,43 +228,8 @@ fn manager_victim() {
 
 #[test]
 fn the_server_dies_with_a_killed_program() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     let before = mproc_files();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "manager_victim",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE, "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some((_, rest)) = line.split_once("PIDS ") {
-                let pids: Vec<u32> = rest
-                    .split_whitespace()
-                    .map(|p| p.parse().unwrap())
-                    .collect();
-                let _ = tx.send(pids);
-            }
-        }
-    });
-    let pids = match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the victim did not report its servers: {e}");
-        }
-    };
+    let (mut child, pids) = common::start_victim("manager_victim", ROLE, "1");
     assert_eq!(pids.len(), 3);
     assert!(pids.iter().all(|p| !gone(*p)));
     for p in &pids {

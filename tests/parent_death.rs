@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{gone, wait_gone};
@@ -40,40 +38,7 @@ fn victim() {
 
 #[test]
 fn workers_die_with_a_killed_parent() {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "victim",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ROLE, "victim")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some((_, rest)) = line.split_once("PIDS ") {
-                let _ = tx.send(
-                    rest.split_whitespace()
-                        .map(|p| p.parse::<u32>().unwrap())
-                        .collect::<Vec<_>>(),
-                );
-            }
-        }
-    });
-    let pids = match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("victim did not report its workers: {e}");
-        }
-    };
+    let (mut child, pids) = common::start_victim("victim", ROLE, "victim");
     assert_eq!(pids.len(), 2);
     assert!(pids.iter().all(|p| !gone(*p)));
     child.kill().unwrap(); // SIGKILL: no destructor, no exit handler runs

@@ -124,3 +124,50 @@ pub(crate) fn run_self(name: &str, env: &[(&str, &str)]) -> std::process::Output
 pub(crate) fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
+
+/// Starts test `name` of this binary as a *victim* helper (`#[ignore]`d,
+/// run with `role_var=role`) and waits (up to 30 s) for the line
+/// `PIDS p1 p2 …` it prints; returns the child and those pids. The child is
+/// killed and reaped if it never reports.
+pub(crate) fn start_victim(
+    name: &str,
+    role_var: &str,
+    role: &str,
+) -> (std::process::Child, Vec<u32>) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            name,
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(role_var, role)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some((_, rest)) = line.split_once("PIDS ") {
+                let pids: Vec<u32> = rest
+                    .split_whitespace()
+                    .map(|p| p.parse().unwrap())
+                    .collect();
+                let _ = tx.send(pids);
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(pids) => (child, pids),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("helper {name} did not report its pids: {e}");
+        }
+    }
+}

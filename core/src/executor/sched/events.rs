@@ -121,9 +121,14 @@ impl Core {
                 }
                 Event::Part { id, count, items } => {
                     if let Some(job) = st.jobs.get_mut(&id) {
-                        let parts = job.parts.get_or_insert_with(|| (0, Vec::new()));
-                        parts.0 += u64::from(count);
-                        parts.1.extend_from_slice(&items);
+                        match &mut job.parts {
+                            // The first part's buffer is kept as it is.
+                            None => job.parts = Some((u64::from(count), items)),
+                            Some(parts) => {
+                                parts.0 += u64::from(count);
+                                parts.1.extend_from_slice(&items);
+                            }
+                        }
                     }
                     continue;
                 }
