@@ -39,14 +39,15 @@ pub(crate) fn payload_text(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-fn panicked(p: Box<dyn std::any::Any + Send>) -> TaskError {
+pub(crate) fn panicked(p: Box<dyn std::any::Any + Send>) -> TaskError {
     task_thread::caught();
     TaskError::Panicked {
         message: payload_text(&*p),
     }
 }
 
-fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, TaskError> {
+/// Runs user code with its thread marked and its panic caught.
+pub(crate) fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, TaskError> {
     let was = IN_TASK.with(|flag| flag.replace(true));
     let r = catch_unwind(AssertUnwindSafe(f)).map_err(panicked);
     IN_TASK.with(|flag| flag.set(was));

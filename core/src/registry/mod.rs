@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub(crate) mod actors;
 pub(crate) mod invoke;
 pub(crate) mod runtime;
 pub(crate) mod task_thread;
@@ -134,6 +135,11 @@ fn registry() -> &'static Registry {
             feed(if e.is_async { "async" } else { "sync" });
             feed((e.args_type)());
             feed((e.output_type)());
+        }
+        for e in actors::sorted() {
+            feed(e.name);
+            feed((e.args_type)());
+            e.methods.iter().for_each(|m| feed(m));
         }
         let by_name = entries.into_iter().map(|e| (e.name, e)).collect();
         Registry {
