@@ -4,6 +4,7 @@
 //!
 //! Users depend on the facade crate `mproc`, which re-exports this crate.
 
+mod address;
 mod child;
 mod children;
 mod error;
@@ -21,6 +22,7 @@ mod sys;
 mod tls;
 mod trace;
 
+pub use address::{current_node, NodeId, WorkerId};
 pub use error::{Error, ErrorKind, ExitInfo, QueueError, TaskError};
 pub use executor::{
     as_completed, as_completed_keyed, wait, wait_timeout, AsCompleted, AsCompletedKeyed,
@@ -44,6 +46,10 @@ pub use tls::{ClientTls, ServerTls};
 /// Items the `#[task]` macro expands to. Not public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::registry::actors::{
+        decode_args, encode_reply, unknown_method, ActorEntry, ActorObject, ActorType, MethodFuture,
+        ACTORS,
+    };
     pub use crate::registry::{assert_wire, TaskCall, TaskEntry, TASKS};
     pub use linkme;
 }
