@@ -62,6 +62,7 @@ pub mod prelude {
         ProcessInfo, ReturnWhen, StartMethod, Task, TaskError, TaskHandle, TaskId, TaskOptions,
         TransportKind,
     };
+    pub use mproc_core::{current_node, ActorOptions, ActorRef, NodeId, WorkerId};
     pub use mproc_core::{
         pipe, Array, Barrier, BoundedSemaphore, BrokenBarrierError, Bytes, Condition, Connection,
         Event, JoinableQueue, Lock, Queue, QueueError, RLock, Semaphore, SharedBytes, SimpleQueue,

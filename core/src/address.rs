@@ -22,10 +22,6 @@ impl NodeId {
     pub fn get(self) -> u32 {
         self.0
     }
-
-    pub(crate) fn new(n: u32) -> NodeId {
-        NodeId(n)
-    }
 }
 
 impl fmt::Display for NodeId {
@@ -90,10 +86,9 @@ impl WorkerId {
         self.node
     }
 
-    /// The same id on another node (an actor placed on a node).
-    pub(crate) fn on_node(mut self, node: NodeId) -> WorkerId {
-        self.node = node;
-        self
+    /// The number that tells it from its siblings.
+    pub(crate) fn serial(&self) -> u64 {
+        self.serial
     }
 }
 

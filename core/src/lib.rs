@@ -4,6 +4,7 @@
 //!
 //! Users depend on the facade crate `mproc`, which re-exports this crate.
 
+mod actor;
 mod address;
 mod child;
 mod children;
@@ -22,6 +23,7 @@ mod sys;
 mod tls;
 mod trace;
 
+pub use actor::{Actor, ActorCall, ActorOptions, ActorRef};
 pub use address::{current_node, NodeId, WorkerId};
 pub use error::{Error, ErrorKind, ExitInfo, QueueError, TaskError};
 pub use executor::{
@@ -46,9 +48,10 @@ pub use tls::{ClientTls, ServerTls};
 /// Items the `#[task]` macro expands to. Not public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::actor::{spawn_actor, ActorClient, RawActorRef};
     pub use crate::registry::actors::{
-        decode_args, encode_reply, unknown_method, ActorEntry, ActorObject, ActorType, MethodFuture,
-        ACTORS,
+        decode_args, encode_reply, unknown_method, ActorEntry, ActorObject, ActorType,
+        MethodFuture, ACTORS,
     };
     pub use crate::registry::{assert_wire, TaskCall, TaskEntry, TASKS};
     pub use linkme;

@@ -1,10 +1,11 @@
 //! What runs in a child process mproc started: the boot hook, the worker
-//! loop, `Process` mode, the Manager server and the fork server.
+//! loop, `Process` mode, the Manager server, actors and the fork server.
 //!
 //! Nothing here runs in the program's own process except the fork entry's
 //! bookkeeping; the parent side of the same conversations lives in `spawn`
 //! and the executor's process link.
 
+mod actor;
 pub(crate) mod boot;
 pub(crate) mod entry;
 pub(crate) mod forkserver;

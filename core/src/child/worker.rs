@@ -32,6 +32,7 @@ use super::ChildError;
 use crate::children::exit_child;
 use crate::error::TaskError;
 use crate::outbox::Outbox;
+use crate::protocol::actor::MODE_ACTOR;
 use crate::protocol::claims::Claims;
 use crate::protocol::manager::MODE_MANAGER;
 use crate::protocol::{
@@ -112,6 +113,10 @@ fn run_worker(chan: UnixChannel) -> Result<i32, ChildError> {
         }
         Ok(Some((MODE_MANAGER, fds))) if fds.is_empty() => {
             return super::manager::run_server(&*chan);
+        }
+        Ok(Some((MODE_ACTOR, fds))) if fds.len() == 1 => {
+            let listener = fds.into_iter().next().expect("one descriptor");
+            return super::actor::run_actor(chan, listener);
         }
         Ok(Some((MODE_WORKER, fds))) if !fds.is_empty() => fds.into_iter(),
         Ok(Some(_)) => return Err(ChildError::Protocol("bad start byte")),

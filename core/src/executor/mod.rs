@@ -142,7 +142,10 @@ impl ExecutorBuilder {
         let core = Core::new(cfg);
         core.start().await?;
         Ok(Executor {
-            owner: Arc::new(Owner { core }),
+            owner: Arc::new(Owner {
+                core,
+                attached: std::sync::Mutex::new(Vec::new()),
+            }),
         })
     }
 
@@ -165,13 +168,31 @@ impl ExecutorBuilder {
     }
 }
 
+/// Something that lives as long as an executor and stops with it: an
+/// actor's supervisor.
+pub(crate) trait Attachment: Send + Sync + std::fmt::Debug {
+    /// Stops it for good; may block for a few seconds.
+    fn shutdown(&self);
+}
+
 #[derive(Debug)]
 struct Owner {
     core: Arc<Core>,
+    attached: std::sync::Mutex<Vec<Arc<dyn Attachment>>>,
+}
+
+impl Owner {
+    fn stop_attached(&self) {
+        let all = std::mem::take(&mut *self.attached.lock().unwrap_or_else(|p| p.into_inner()));
+        for a in all {
+            a.shutdown();
+        }
+    }
 }
 
 impl Drop for Owner {
     fn drop(&mut self) {
+        self.stop_attached();
         self.core.stop_blocking(TaskError::Cancelled);
     }
 }
@@ -293,13 +314,34 @@ impl Executor {
     /// Runs everything already submitted, then stops the workers. Later
     /// submissions resolve to [`TaskError::Shutdown`].
     pub async fn shutdown(&self) {
+        self.owner.stop_attached();
         self.core().shutdown().await;
     }
 
     /// Resolves queued and running tasks to [`TaskError::Cancelled`] and stops
     /// the workers at once.
     pub async fn shutdown_now(&self) {
+        self.owner.stop_attached();
         self.core().stop_now(TaskError::Cancelled).await;
+    }
+
+    /// Ties `a` to this executor: it stops when the executor does.
+    pub(crate) fn attach(&self, a: Arc<dyn Attachment>) {
+        self.owner
+            .attached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(a);
+    }
+
+    /// The start method of the executor's processes.
+    pub(crate) fn start_method(&self) -> crate::spawn::StartMethod {
+        self.core().config().start_method
+    }
+
+    /// The largest message the executor accepts.
+    pub(crate) fn max_frame(&self) -> usize {
+        self.core().config().max_frame
     }
 
     /// The number of workers the executor keeps running.

@@ -29,11 +29,12 @@
 //!
 //! A child told [`manager::MODE_MANAGER`] instead becomes a Manager server;
 //! its messages are in [`manager`], the handshake of its connections in
-//! [`auth`].
+//! [`auth`]. One told [`actor::MODE_ACTOR`] becomes an actor; see [`actor`].
 //!
 //! This module owns every message and their encoding: [`batch`] the
 //! arguments and results inside them, [`claims`] the shared table.
 
+pub(crate) mod actor;
 pub(crate) mod auth;
 pub(crate) mod batch;
 pub(crate) mod claims;
@@ -44,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::TaskError;
 
 /// Bumped whenever a message changes shape.
-pub(crate) const PROTOCOL_VERSION: u32 = 4;
+pub(crate) const PROTOCOL_VERSION: u32 = 5;
 /// First bytes of every hello.
 pub(crate) const MAGIC: [u8; 4] = *b"MPRC";
 
@@ -157,6 +158,9 @@ pub(crate) enum ToParent<'a> {
         #[serde(borrow)]
         message: &'a str,
     },
+    /// An actor is exiting because a caller asked it to stop (see
+    /// [`actor`]).
+    Stopping,
     Log {
         level: u8,
         #[serde(borrow)]

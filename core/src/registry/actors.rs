@@ -9,8 +9,11 @@
 use std::any::type_name;
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::OnceLock;
+
+use futures::FutureExt;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -123,6 +126,27 @@ pub fn unknown_method(actor: &str, method: u32) -> TaskError {
     TaskError::UnknownTask {
         name: format!("{actor}#method{method}"),
     }
+}
+
+/// Runs one actor method on the calling thread, its panic caught: a sync
+/// method finishes in the first poll; an `async` one is then driven on the
+/// process's runtime.
+pub(crate) fn run_method(fut: MethodFuture<'_>) -> Result<Vec<u8>, TaskError> {
+    let mut fut = AssertUnwindSafe(fut).catch_unwind();
+    let waker = futures::task::noop_waker();
+    let was = super::task_thread::IN_TASK.with(|flag| flag.replace(true));
+    // Inside the runtime's context, so that an `async` method may create
+    // timers and sockets in its first poll.
+    let first = {
+        let _rt = super::runtime::runtime().enter();
+        Pin::new(&mut fut).poll(&mut std::task::Context::from_waker(&waker))
+    };
+    let r = match first {
+        std::task::Poll::Ready(r) => r,
+        std::task::Poll::Pending => super::runtime::runtime().block_on(fut),
+    };
+    super::task_thread::IN_TASK.with(|flag| flag.set(was));
+    r.map_err(super::invoke::panicked).and_then(|r| r)
 }
 
 fn by_name() -> &'static HashMap<&'static str, &'static ActorEntry> {
