@@ -59,6 +59,12 @@ pub enum TaskError {
     },
     /// The executor or pool was shut down before the task could run.
     Shutdown,
+    /// The node running the task was lost (killed, cut off, or silent past
+    /// the heartbeat limit) before the task finished.
+    NodeLost {
+        /// The node that was lost.
+        node: crate::address::NodeId,
+    },
     /// No worker could be started to run the task (after retries); the
     /// message names the cause, e.g. the file-descriptor limit.
     Spawn {
@@ -78,6 +84,7 @@ impl fmt::Display for TaskError {
             TaskError::UnknownTask { name } => write!(f, "unknown task `{name}`"),
             TaskError::Shutdown => f.write_str("executor is shut down"),
             TaskError::Spawn { message } => write!(f, "no worker could be started: {message}"),
+            TaskError::NodeLost { node } => write!(f, "{node} was lost"),
         }
     }
 }

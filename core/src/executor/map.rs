@@ -16,7 +16,7 @@ use futures::Stream;
 use serde::de::DeserializeOwned;
 
 use super::completion::Completion;
-use super::sched::{Core, Running};
+use super::sched::{Core, Limits, Running};
 use crate::error::TaskError;
 use crate::protocol::batch::{decode_batch, encode_chunk};
 use crate::registry::Task;
@@ -124,7 +124,9 @@ where
                 self.submit_chunk(b);
                 return;
             }
-            Ok(payload) => self.core.submit(self.task, self.is_async, payload, None),
+            Ok(payload) => self
+                .core
+                .submit(self.task, self.is_async, payload, Limits::default()),
             Err(e) => {
                 let c = Completion::new();
                 c.resolve(Err(e));

@@ -19,7 +19,7 @@ pub use self::wait::{
     as_completed, as_completed_keyed, wait, wait_timeout, AsCompleted, AsCompletedKeyed, ReturnWhen,
 };
 
-use self::sched::{Config, Core};
+use self::sched::{Config, Core, Limits};
 use crate::error::{Error, TaskError};
 use crate::protocol::batch::encode_one;
 use crate::registry::Task;
@@ -43,6 +43,7 @@ pub enum TransportKind {
 #[derive(Debug, Clone, Default)]
 pub struct TaskOptions {
     pub(crate) timeout: Option<Duration>,
+    pub(crate) retries: u32,
 }
 
 impl TaskOptions {
@@ -50,6 +51,17 @@ impl TaskOptions {
     /// `d` after submission; a worker running it is recycled.
     pub fn timeout(mut self, d: Duration) -> Self {
         self.timeout = Some(d);
+        self
+    }
+
+    /// Runs the task again, up to `n` more times (`n + 1` runs in all),
+    /// when the worker running it dies ([`TaskError::WorkerDied`]) or the
+    /// node running it is lost ([`TaskError::NodeLost`]). A task that
+    /// panics, fails or times out is not run again. Use it for tasks that
+    /// may run twice: a task that died half-way may have done part of its
+    /// work.
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
         self
     }
 }
@@ -257,9 +269,15 @@ impl Executor {
             Ok(p) => p,
             Err(e) => return TaskHandle::resolved(e),
         };
-        let (id, comp) = self
-            .core()
-            .submit(T::NAME, T::IS_ASYNC, payload, opts.timeout);
+        let (id, comp) = self.core().submit(
+            T::NAME,
+            T::IS_ASYNC,
+            payload,
+            Limits {
+                timeout: opts.timeout,
+                retries: opts.retries,
+            },
+        );
         TaskHandle::new(TaskId(id), comp, Some(self.core().clone()))
     }
 

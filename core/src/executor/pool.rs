@@ -14,7 +14,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::callbacks::{CallbackThread, Callbacks, Decode};
 use super::completion::Completion;
 use super::map::{MapOptions, MapStream};
-use super::sched::Core;
+use super::sched::{Core, Limits};
 use super::{ExecutorBuilder, TransportKind};
 use crate::error::{Error, ErrorKind, TaskError};
 use crate::protocol::batch::{decode_batch, decode_one, encode_chunk, encode_one, Outcome};
@@ -154,7 +154,11 @@ impl Pool {
     pub fn apply_async<T: Task>(&self, task: T, args: T::Args) -> AsyncResult<T::Output> {
         let _ = task;
         let comp = match encode_one(&args) {
-            Ok(payload) => self.core.submit(T::NAME, T::IS_ASYNC, payload, None).1,
+            Ok(payload) => {
+                self.core
+                    .submit(T::NAME, T::IS_ASYNC, payload, Limits::default())
+                    .1
+            }
             Err(e) => failed(e),
         };
         AsyncResult::new(
@@ -259,7 +263,11 @@ impl Pool {
             .chunks(chunksize)
             .map(|chunk| {
                 let comp = match encode_chunk(chunk) {
-                    Ok(payload) => self.core.submit(T::NAME, T::IS_ASYNC, payload, None).1,
+                    Ok(payload) => {
+                        self.core
+                            .submit(T::NAME, T::IS_ASYNC, payload, Limits::default())
+                            .1
+                    }
                     Err(e) => failed(e),
                 };
                 (comp, chunk.len())

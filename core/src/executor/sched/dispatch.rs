@@ -39,7 +39,11 @@ impl Worker {
             .outstanding
             .front()
             .is_none_or(|(oldest, _)| self.next_seq - oldest < SLOTS);
-        self.ready && !self.retiring && !self.doomed && self.outstanding.len() < window && slot_free
+        let cap = self
+            .link
+            .as_ref()
+            .map_or(window, |l| window.min(l.max_outstanding()));
+        self.ready && !self.retiring && !self.doomed && self.outstanding.len() < cap && slot_free
     }
 }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::link::{BootError, Event, WorkerLink};
+use super::link::{BootError, Event, Gone, WorkerLink};
 use super::{
     add_flush, run_flush, Core, Phase, Place, BACKOFF_MAX, BACKOFF_MIN, MAX_BOOT_FAILURES,
 };
@@ -63,6 +63,7 @@ impl Core {
         let mut st = self.lock();
         st.workers.remove(&key);
         st.live -= 1;
+        self.launcher.released(key);
         match st.phase {
             Phase::Stopping => {}
             Phase::Starting => {
@@ -182,11 +183,18 @@ impl Core {
     }
 
     /// Worker `key`, once ready, has exited (and been reaped): what it had
-    /// not started runs elsewhere, what it had started fails.
+    /// not started runs elsewhere, what it had started fails (or runs again
+    /// under `retries`).
     pub(crate) fn worker_exited(self: &Arc<Self>, key: u64, exit: ExitInfo) {
+        self.worker_gone(key, Gone::Exited(exit));
+    }
+
+    /// Worker `key` is gone, as `why` says; see [`worker_exited`](Self::worker_exited).
+    pub(crate) fn worker_gone(self: &Arc<Self>, key: u64, why: Gone) {
         let mut st = self.lock();
         let mut flush = Vec::new();
         st.live -= 1;
+        self.launcher.released(key);
         if let Some(w) = st.workers.remove(&key) {
             let mut requeue = Vec::new();
             let mut failed = 0;
@@ -203,13 +211,24 @@ impl Core {
                 } else if never_started {
                     job.place = Place::Queued;
                     requeue.push(id);
+                } else if job.retries_left > 0 {
+                    job.retries_left -= 1;
+                    job.place = Place::Queued;
+                    job.span.in_scope(|| {
+                        tracing::info!(
+                            "{}; running the task again ({} retries left)",
+                            why.task_error(),
+                            job.retries_left
+                        )
+                    });
+                    requeue.push(id);
                 } else {
                     failed += 1;
                     if let Some(job) = st.jobs.remove(&id) {
-                        job.span.in_scope(
-                            || tracing::warn!(%exit, "worker died while running the task"),
-                        );
-                        job.comp.resolve(Err(TaskError::WorkerDied { exit }));
+                        let err = why.task_error();
+                        job.span
+                            .in_scope(|| tracing::warn!("{err} while running the task"));
+                        job.comp.resolve(Err(err));
                     }
                 }
             }
@@ -217,7 +236,12 @@ impl Core {
                 st.queue.push_front(id);
             }
             let expected = w.retiring || w.doomed || st.phase != Phase::Running;
-            if failed > 0 || !expected {
+            // A lost node is reported once, by the cluster, not per worker.
+            let exit = match why {
+                Gone::Exited(exit) if failed > 0 || !expected => Some(exit),
+                _ => None,
+            };
+            if let Some(exit) = exit {
                 let pid = w.link.as_ref().map_or(0, |l| l.pid());
                 match &w.last_words {
                     Some(words) => tracing::warn!(

@@ -20,7 +20,8 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use super::Core;
-use crate::error::TaskError;
+use crate::address::NodeId;
+use crate::error::{ExitInfo, TaskError};
 use crate::protocol::batch::Outcome;
 use crate::protocol::claims::Claims;
 use crate::protocol::{FrameError, ToWorker};
@@ -30,6 +31,13 @@ pub(crate) trait Launcher: Send + Sync + Debug {
     /// Starts worker `key`, named `name`, and reports to `core` as the module
     /// docs describe. Must not block on the worker.
     fn launch(&self, core: Arc<Core>, key: u64, name: String);
+    /// Workers it can start beyond the configured local ones (a cluster's
+    /// node slots).
+    fn extra_capacity(&self) -> usize {
+        0
+    }
+    /// Worker `key` is gone (exited, lost or never started).
+    fn released(&self, _key: u64) {}
 }
 
 /// One worker, as the scheduler sees it.
@@ -46,6 +54,31 @@ pub(crate) trait WorkerLink: Send + Sync + Debug {
     fn kill(&self);
     /// Closes the channel: the worker sees end of stream and exits.
     fn close(&self);
+    /// The most requests it may hold at once. A worker whose requests can
+    /// never be taken back (a node's: see `cluster`) gets only what it can
+    /// start at once, so nothing waits there behind a long task.
+    fn max_outstanding(&self) -> usize {
+        usize::MAX
+    }
+}
+
+/// Why a ready worker is gone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Gone {
+    /// Its process ended.
+    Exited(ExitInfo),
+    /// The node it ran on is lost.
+    NodeLost(NodeId),
+}
+
+impl Gone {
+    /// What a task it had started gets.
+    pub(crate) fn task_error(self) -> TaskError {
+        match self {
+            Gone::Exited(exit) => TaskError::WorkerDied { exit },
+            Gone::NodeLost(node) => TaskError::NodeLost { node },
+        }
+    }
 }
 
 /// What a worker answered.

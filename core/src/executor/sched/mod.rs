@@ -136,8 +136,20 @@ enum Place {
     Sent { worker: u64, seq: u64, at: Instant },
 }
 
+/// What a submitter asks of one job besides running it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Limits {
+    /// Fail it with `TimedOut` this long after submission.
+    pub(crate) timeout: Option<Duration>,
+    /// Run it again, up to this many times, when the worker (or node)
+    /// running it is lost.
+    pub(crate) retries: u32,
+}
+
 #[derive(Debug)]
 struct Job {
+    /// Runs again allowed when its worker is lost.
+    retries_left: u32,
     task: &'static str,
     payload: Vec<u8>,
     is_async: bool,
@@ -309,6 +321,10 @@ impl Core {
 
     fn begin_start(self: &Arc<Self>) {
         let mut st = self.lock();
+        if self.cfg.workers == 0 {
+            // Only a cluster's node workers: nothing local to wait for.
+            st.phase = Phase::Running;
+        }
         self.top_up_workers(&mut st);
     }
 
@@ -343,6 +359,24 @@ impl Core {
         }
     }
 
+    /// The workers to keep: the configured local ones plus what the
+    /// launcher offers elsewhere (the slots of a cluster's nodes).
+    fn capacity(&self) -> usize {
+        self.cfg.workers + self.launcher.extra_capacity()
+    }
+
+    /// The launcher can start more (or fewer) workers than before: a node
+    /// joined or was lost.
+    pub(crate) fn capacity_changed(self: &Arc<Self>) {
+        let mut st = self.lock();
+        let mut flush = Vec::new();
+        self.top_up_workers(&mut st);
+        self.fill(&mut st, &mut flush);
+        self.notify(&mut st);
+        drop(st);
+        run_flush(flush);
+    }
+
     fn active_workers(st: &State) -> usize {
         st.workers
             .values()
@@ -368,7 +402,7 @@ impl Core {
             }
             st.boot.retry_at = None;
         }
-        while Self::active_workers(st) < self.cfg.workers {
+        while Self::active_workers(st) < self.capacity() {
             let key = NEXT_WORKER.fetch_add(1, Ordering::Relaxed);
             let name = format!("{}-{key}", self.cfg.name_prefix);
             st.workers.insert(
@@ -399,7 +433,7 @@ impl Core {
         task: &'static str,
         is_async: bool,
         payload: Vec<u8>,
-        timeout: Option<Duration>,
+        limits: Limits,
     ) -> (u64, Arc<Completion>) {
         let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
         let comp = Completion::new();
@@ -423,6 +457,7 @@ impl Core {
         st.jobs.insert(
             id,
             Job {
+                retries_left: limits.retries,
                 task,
                 payload,
                 is_async,
@@ -434,7 +469,7 @@ impl Core {
             },
         );
         st.queue.push_back(id);
-        if let Some(d) = timeout {
+        if let Some(d) = limits.timeout {
             let at = Instant::now() + d;
             st.timers.push(Reverse((at, id)));
             self.timer.wake_at(self, at);

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use super::fake::{self, FakeLink, Plan, Sent, KILLED};
 use super::link::{Event, WorkerLink};
-use super::{Core, Running, STEAL_AFTER};
+use super::{Core, Limits, Running, STEAL_AFTER};
 use crate::error::{ErrorKind, TaskError};
 use crate::executor::completion::Completion;
 use crate::protocol::batch::{decode_one, encode_one, Items};
 
 fn submit(core: &Arc<Core>, x: u64) -> (u64, Arc<Completion>) {
-    core.submit("t", false, encode_one(&x).unwrap(), None)
+    core.submit("t", false, encode_one(&x).unwrap(), Limits::default())
 }
 
 fn outcome(c: &Completion) -> Result<u64, TaskError> {
@@ -253,7 +253,10 @@ fn a_timeout_of_a_task_that_has_not_started_kills_nobody() {
         "t",
         false,
         encode_one(&2u64).unwrap(),
-        Some(Duration::from_millis(20)),
+        Limits {
+            timeout: Some(Duration::from_millis(20)),
+            retries: 0,
+        },
     );
     assert!(w.claims().start(seq_of(w, a).unwrap()));
     // `b` waits behind `a` past its timeout: taken back, not killed for.
@@ -284,7 +287,7 @@ fn when_a_doomed_worker_dies_its_waiting_work_runs_elsewhere() {
 fn cancel_of_a_running_async_task_sends_cancel_and_kills_nobody() {
     let (core, launcher, links) = fake::running(1, None);
     let w = &links[0];
-    let (a, ca) = core.submit("t", true, encode_one(&1u64).unwrap(), None);
+    let (a, ca) = core.submit("t", true, encode_one(&1u64).unwrap(), Limits::default());
     assert!(w.claims().start(seq_of(w, a).unwrap()));
     assert!(core.abort(a, TaskError::Cancelled, Running::Stop));
     assert_eq!(outcome(&ca), Err(TaskError::Cancelled));
@@ -446,7 +449,7 @@ fn results_in_parts_are_joined() {
     let (core, launcher, links) = fake::running(1, None);
     let w = &links[0];
     let payload = crate::protocol::batch::encode_chunk(&[1u64, 2, 3]).unwrap();
-    let (id, c) = core.submit("t", false, payload, None);
+    let (id, c) = core.submit("t", false, payload, Limits::default());
     let seq = seq_of(w, id).unwrap();
     assert!(w.claims().start(seq) && w.claims().finish(seq));
     let mut items = Items::with_capacity(3);
@@ -518,5 +521,73 @@ fn windows_start_at_two_and_widen_for_short_tasks() {
     for (id, c) in &jobs {
         assert_eq!(outcome(c), Ok(*id));
     }
+    fake::stop(&core, &launcher);
+}
+
+const ABORTED: crate::error::ExitInfo = crate::error::ExitInfo {
+    code: None,
+    signal: Some(libc::SIGABRT),
+};
+
+#[test]
+fn a_task_whose_worker_dies_runs_again_under_retries_then_fails() {
+    let (core, launcher, links) = fake::running(1, None);
+    let limits = Limits {
+        timeout: None,
+        retries: 1,
+    };
+    let (id, c) = core.submit("t", false, encode_one(&7u64).unwrap(), limits);
+    let first = &links[0];
+    let seq = seq_of(first, id).unwrap();
+    assert!(first.claims().start(seq));
+    fake::exit(&core, first, ABORTED);
+    assert!(!c.is_resolved(), "one retry left: the task must run again");
+    // The replacement worker gets it again, starts it, and dies too.
+    let second = launcher.ready_all(&core);
+    assert_eq!(second.len(), 1);
+    let seq = seq_of(&second[0], id).expect("the task was sent again");
+    assert!(second[0].claims().start(seq));
+    fake::exit(&core, &second[0], ABORTED);
+    assert_eq!(outcome(&c), Err(TaskError::WorkerDied { exit: ABORTED }));
+    launcher.ready_all(&core);
+    fake::stop(&core, &launcher);
+}
+
+#[test]
+fn a_retried_task_that_then_succeeds_gives_its_value_once() {
+    let (core, launcher, links) = fake::running(1, None);
+    let limits = Limits {
+        timeout: None,
+        retries: 3,
+    };
+    let (id, c) = core.submit("t", false, encode_one(&7u64).unwrap(), limits);
+    let seq = seq_of(&links[0], id).unwrap();
+    assert!(links[0].claims().start(seq));
+    fake::exit(&core, &links[0], ABORTED);
+    let next = launcher.ready_all(&core);
+    let seq = seq_of(&next[0], id).unwrap();
+    assert!(fake::run(&core, &next[0], id, seq, 49));
+    assert_eq!(outcome(&c), Ok(49));
+    fake::stop(&core, &launcher);
+}
+
+#[test]
+fn a_lost_node_fails_started_work_with_node_lost_and_requeues_the_rest() {
+    use super::link::Gone;
+    use crate::address::NodeId;
+    let (core, launcher, links) = fake::running(1, None);
+    let (a, ca) = submit(&core, 1);
+    let (b, cb) = submit(&core, 2);
+    let w = &links[0];
+    assert!(w.claims().start(seq_of(w, a).unwrap()));
+    assert!(seq_of(w, b).is_some(), "b was sent ahead");
+    let node = crate::protocol::decode::<NodeId>(&[3]).unwrap();
+    core.worker_gone(w.key, Gone::NodeLost(node));
+    assert_eq!(outcome(&ca), Err(TaskError::NodeLost { node }));
+    assert!(!cb.is_resolved(), "b never started: it runs elsewhere");
+    let next = launcher.ready_all(&core);
+    let seq = seq_of(&next[0], b).expect("b was sent to the new worker");
+    assert!(fake::run(&core, &next[0], b, seq, 4));
+    assert_eq!(outcome(&cb), Ok(4));
     fake::stop(&core, &launcher);
 }
