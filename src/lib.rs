@@ -62,7 +62,9 @@ pub mod prelude {
         ProcessInfo, ReturnWhen, StartMethod, Task, TaskError, TaskHandle, TaskId, TaskOptions,
         TransportKind,
     };
-    pub use mproc_core::{current_node, ActorOptions, ActorRef, NodeId, WorkerId};
+    pub use mproc_core::{
+        current_node, ActorOptions, ActorRef, Cluster, NodeId, NodeInfo, WorkerId,
+    };
     pub use mproc_core::{
         pipe, Array, Barrier, BoundedSemaphore, BrokenBarrierError, Bytes, Condition, Connection,
         Event, JoinableQueue, Lock, Queue, QueueError, RLock, Semaphore, SharedBytes, SimpleQueue,

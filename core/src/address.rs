@@ -22,6 +22,10 @@ impl NodeId {
     pub fn get(self) -> u32 {
         self.0
     }
+
+    pub(crate) fn new(n: u32) -> NodeId {
+        NodeId(n)
+    }
 }
 
 impl fmt::Display for NodeId {

@@ -8,6 +8,7 @@ mod actor;
 mod address;
 mod child;
 mod children;
+mod cluster;
 mod error;
 mod executor;
 mod failure;
@@ -25,6 +26,7 @@ mod trace;
 
 pub use actor::{Actor, ActorCall, ActorOptions, ActorRef};
 pub use address::{current_node, NodeId, WorkerId};
+pub use cluster::{join, join_tls, Cluster, NodeInfo};
 pub use error::{Error, ErrorKind, ExitInfo, QueueError, TaskError};
 pub use executor::{
     as_completed, as_completed_keyed, wait, wait_timeout, AsCompleted, AsCompletedKeyed,

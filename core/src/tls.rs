@@ -125,3 +125,165 @@ pub(crate) fn accept(cfg: &Arc<ServerConfig>, tcp: TcpStream) -> Result<ServerSt
     let conn = ServerConnection::new(cfg.clone())?;
     Ok(rustls::StreamOwned::new(conn, tcp))
 }
+
+/// A TLS session over TCP as a [`ByteStream`](mproc_transport::ByteStream),
+/// for a cluster's long-lived connections, which one thread reads while
+/// others write.
+///
+/// The session sits behind a lock that is never held while waiting for the
+/// peer's bytes: a reader polls the socket unlocked, then takes the lock to
+/// decrypt what came. A write encrypts under the lock and writes the records
+/// out before it returns, so nothing waits in the session unsent.
+#[derive(Debug)]
+pub(crate) struct TlsChannel {
+    sock: TcpStream,
+    conn: std::sync::Mutex<rustls::Connection>,
+    /// Silence longer than this many milliseconds is an error
+    /// (`TimedOut`); 0 for none.
+    read_timeout_ms: std::sync::atomic::AtomicU64,
+}
+
+impl TlsChannel {
+    /// A client session to `tls`'s server over `tcp`; the handshake runs
+    /// now, bounded by `tcp`'s timeouts.
+    pub(crate) fn connect(tls: &ClientTls, tcp: TcpStream) -> Result<TlsChannel, TlsError> {
+        let s = tls.connect(tcp)?;
+        let (conn, sock) = (s.conn, s.sock);
+        sock.set_nonblocking(true)?;
+        Ok(TlsChannel {
+            sock,
+            conn: std::sync::Mutex::new(conn.into()),
+            read_timeout_ms: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// The server's side over `tcp`; the handshake runs now.
+    pub(crate) fn accept(
+        cfg: &Arc<ServerConfig>,
+        mut tcp: TcpStream,
+    ) -> Result<TlsChannel, TlsError> {
+        let mut conn = ServerConnection::new(cfg.clone())?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp)?;
+        }
+        tcp.set_nonblocking(true)?;
+        Ok(TlsChannel {
+            sock: tcp,
+            conn: std::sync::Mutex::new(conn.into()),
+            read_timeout_ms: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Makes reads fail with `TimedOut` after `t` of silence.
+    pub(crate) fn set_read_timeout(&self, t: Option<std::time::Duration>) {
+        let ms = t.map_or(0, |t| {
+            u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
+        self.read_timeout_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, rustls::Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes every pending record, blocking as needed.
+    fn flush_records(&self, conn: &mut rustls::Connection) -> std::io::Result<()> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        while conn.wants_write() {
+            match conn.write_tls(&mut &self.sock) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let mut fds = [PollFd::new(self.sock.as_fd(), PollFlags::POLLOUT)];
+                    match poll(&mut fds, PollTimeout::NONE) {
+                        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Decrypted bytes into `buf`: `Some(n)` (0 at the end of the
+    /// session), `None` when none are ready.
+    fn take_plain(&self, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+        use std::io::Read;
+        let mut conn = self.lock();
+        match conn.reader().read(buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Nothing decrypted yet: read what the socket has, if any.
+                match conn.read_tls(&mut &self.sock) {
+                    Ok(0) => Ok(Some(0)),
+                    Ok(_) => {
+                        conn.process_new_packets()
+                            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+                        self.flush_records(&mut conn)?;
+                        match conn.reader().read(buf) {
+                            Ok(n) => Ok(Some(n)),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+                            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(Some(0)),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(Some(0)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl mproc_transport::ByteStream for TlsChannel {
+    fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        loop {
+            // The socket is non-blocking, so this never waits under the lock
+            // for the peer.
+            if let Some(n) = self.take_plain(buf)? {
+                return Ok(n);
+            }
+            let timeout = match self
+                .read_timeout_ms
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                0 => PollTimeout::NONE,
+                ms => PollTimeout::try_from(std::time::Duration::from_millis(ms))
+                    .unwrap_or(PollTimeout::MAX),
+            };
+            let mut fds = [PollFd::new(self.sock.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, timeout) {
+                Ok(0) => return Err(std::io::ErrorKind::TimedOut.into()),
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+        self.take_plain(buf)
+    }
+
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        use std::io::Write;
+        let mut conn = self.lock();
+        let n = conn.writer().write(buf)?;
+        self.flush_records(&mut conn)?;
+        Ok(n)
+    }
+
+    fn wait_writable(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn shutdown(&self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+    }
+}

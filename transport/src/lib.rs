@@ -75,3 +75,25 @@ pub trait ByteStream: Send + Sync + std::fmt::Debug + 'static {
     /// with end-of-stream.
     fn shutdown(&self);
 }
+
+/// A [`ByteStream`] seen as `std::io::Read + Write`, for code written
+/// against those (a handshake run before a connection is handed to a
+/// frame reader).
+#[derive(Debug)]
+pub struct StreamIo<'a>(pub &'a dyn ByteStream);
+
+impl io::Read for StreamIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl io::Write for StreamIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_all(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

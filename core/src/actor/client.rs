@@ -574,11 +574,11 @@ fn connect(addr: &ActorAddr) -> Result<(UnixStream, ActorHello), Dial> {
     s.set_read_timeout(Some(DIAL_PATIENCE))
         .and_then(|()| s.set_write_timeout(Some(AUTH_DEADLINE)))
         .map_err(|_| Dial::Broken)?;
-    match auth::client(&mut s, &addr.key) {
+    match auth::client(&mut s, &addr.key, auth::Purpose::Actor) {
         Ok(()) => {}
         // The key is part of the reference: a refusal means the address now
         // belongs to something else.
-        Err(AuthError::Refused) | Err(AuthError::ServerUnproven) | Err(AuthError::NotManager) => {
+        Err(AuthError::Refused) | Err(AuthError::ServerUnproven) | Err(AuthError::NotMproc) => {
             return Err(Dial::Gone)
         }
         Err(_) => return Err(Dial::Broken),

@@ -334,7 +334,7 @@ impl Supervisor {
                 .spawn(move || {
                     let _ = conn.set_read_timeout(Some(AUTH_DEADLINE));
                     let _ = conn.set_write_timeout(Some(AUTH_DEADLINE));
-                    if auth::server(&mut conn, &key).is_ok() {
+                    if auth::server(&mut conn, &key, auth::Purpose::Actor).is_ok() {
                         let _ = conn.write_all(&bytes);
                     }
                 });

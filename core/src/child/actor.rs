@@ -262,7 +262,7 @@ impl Acceptor {
         {
             return;
         }
-        if let Err(e) = auth::server(&mut conn, &self.key) {
+        if let Err(e) = auth::server(&mut conn, &self.key, auth::Purpose::Actor) {
             tracing::debug!("actor connection refused: {e}");
             return;
         }

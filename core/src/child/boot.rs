@@ -6,7 +6,8 @@
 //! the variable, removes it (so the task's own children are not workers),
 //! runs the worker and exits. User code in `main` therefore never runs in a
 //! worker, and no setup call is needed. With [`FORKSERVER_ENV`] it becomes
-//! the fork server instead.
+//! the fork server instead, and with `MPROC_JOIN` a node of a cluster (see
+//! `cluster`).
 
 /// The environment variable that marks a worker; its value is the parent's
 /// pid.
@@ -24,8 +25,21 @@ fn mproc_worker_boot() {
         super::forkserver::serve(parent);
     }
     let Some(v) = std::env::var_os(WORKER_ENV) else {
+        if let Some(addr) = std::env::var_os(crate::cluster::JOIN_ENV) {
+            // Single-threaded here (before main): removing the variable is
+            // sound.
+            std::env::remove_var(crate::cluster::JOIN_ENV);
+            crate::cluster::node_main(addr.to_string_lossy().into_owned());
+        }
         return;
     };
+    if let Some(node) = std::env::var(crate::cluster::NODE_ENV)
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        // A node's worker: `current_node()` names the node.
+        crate::address::set_current_node(crate::address::NodeId::new(node));
+    }
     // Single-threaded here (before main): removing the variable is sound.
     std::env::remove_var(WORKER_ENV);
     let parent: u32 = v.to_str().and_then(|s| s.parse().ok()).unwrap_or(0);

@@ -197,7 +197,7 @@ impl Server {
             Conn::Unix(mut s) => {
                 let _ = s.set_read_timeout(deadline);
                 let _ = s.set_write_timeout(deadline);
-                if auth::server(&mut s, &self.key).is_ok() {
+                if auth::server(&mut s, &self.key, auth::Purpose::Manager).is_ok() {
                     let _ = s.set_read_timeout(None);
                     let _ = s.set_write_timeout(None);
                     let fds = s.try_clone().ok();
@@ -210,7 +210,7 @@ impl Server {
                 match &self.tls {
                     None => {
                         let mut s = s;
-                        if auth::server(&mut s, &self.key).is_ok() {
+                        if auth::server(&mut s, &self.key, auth::Purpose::Manager).is_ok() {
                             let _ = s.set_read_timeout(None);
                             let _ = s.set_write_timeout(None);
                             self.serve(&mut s, None);
@@ -222,7 +222,7 @@ impl Server {
                         let Ok(mut s) = crate::tls::accept(cfg, s) else {
                             return;
                         };
-                        if auth::server(&mut s, &self.key).is_ok() {
+                        if auth::server(&mut s, &self.key, auth::Purpose::Manager).is_ok() {
                             let _ = s.sock.set_read_timeout(None);
                             let _ = s.sock.set_write_timeout(None);
                             self.serve(&mut s, None);

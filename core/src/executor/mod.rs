@@ -75,6 +75,7 @@ pub struct ExecutorBuilder {
     max_tasks_per_child: Option<u64>,
     initializer: Option<(&'static str, Result<Vec<u8>, TaskError>)>,
     max_message_size: usize,
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 impl Default for ExecutorBuilder {
@@ -86,17 +87,18 @@ impl Default for ExecutorBuilder {
             max_tasks_per_child: None,
             initializer: None,
             max_message_size: mproc_transport::DEFAULT_MAX_FRAME,
+            cluster: None,
         }
     }
 }
 
 impl ExecutorBuilder {
-    /// The number of worker processes (default: [`cpu_count`](crate::cpu_count)).
+    /// The number of local worker processes (default:
+    /// [`cpu_count`](crate::cpu_count)).
     ///
-    /// `max_workers(0)` starts one worker today. Once clusters exist it will
-    /// mean "node workers only" (API.md §8), so it is accepted, unlike
-    /// [`mproc::PoolBuilder::processes(0)`](crate::PoolBuilder::processes),
-    /// which is refused.
+    /// With a [`cluster`](Self::cluster), `max_workers(0)` means node
+    /// workers only: tasks wait until a node joins. Without one it starts
+    /// one worker.
     pub fn max_workers(mut self, n: usize) -> Self {
         self.workers = Some(n);
         self
@@ -139,6 +141,20 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Also places tasks and maps on the workers of every node that joins
+    /// `cluster` (those that joined already included), besides the local
+    /// workers. A node's worker is given only what it starts at once, so no
+    /// task waits there behind another; a node that is lost fails what it
+    /// was running with [`TaskError::NodeLost`] (or runs it again under
+    /// [`TaskOptions::retries`]). The executor keeps the cluster up.
+    ///
+    /// A worker [`initializer`](Self::initializer) runs in local workers
+    /// only.
+    pub fn cluster(mut self, cluster: &crate::cluster::Cluster) -> Self {
+        self.cluster = Some(cluster.clone());
+        self
+    }
+
     /// Starts the workers and waits until every one has completed its
     /// handshake (and initializer).
     ///
@@ -150,8 +166,23 @@ impl ExecutorBuilder {
     /// that does not come up within the handshake's time limit fails the
     /// start.
     pub async fn build(self) -> Result<Executor, Error> {
+        let cluster = self.cluster.clone();
         let cfg = self.into_config()?;
-        let core = Core::new(cfg);
+        let core = match cluster {
+            None => Core::new(cfg),
+            Some(c) => {
+                let workers = cfg.workers;
+                let core = Core::with_launcher(
+                    cfg,
+                    Arc::new(crate::cluster::ClusterLauncher::new(
+                        c.shared().clone(),
+                        workers,
+                    )),
+                );
+                c.shared().add_core(&core);
+                core
+            }
+        };
         core.start().await?;
         Ok(Executor {
             owner: Arc::new(Owner {
@@ -169,7 +200,10 @@ impl ExecutorBuilder {
             Some((_, Err(e))) => return Err(Error::from(e)),
         };
         Ok(Config {
-            workers: self.workers.unwrap_or_else(crate::cpu_count).max(1),
+            workers: match (self.workers, &self.cluster) {
+                (Some(0), Some(_)) => 0,
+                (n, _) => n.unwrap_or_else(crate::cpu_count).max(1),
+            },
             max_tasks_per_child: self.max_tasks_per_child,
             initializer,
             max_frame: self.max_message_size,

@@ -200,7 +200,7 @@ impl Remote {
         };
         s.set_timeout(Some(AUTH_DEADLINE))?;
         let mut s = s;
-        auth::client(&mut s, &self.key).map_err(auth_error)?;
+        auth::client(&mut s, &self.key, auth::Purpose::Manager).map_err(auth_error)?;
         s.set_timeout(None)?;
         Ok(s)
     }

@@ -1,11 +1,18 @@
 //! Mutual challenge–response authentication with HMAC-SHA256, run on every
-//! connection to a Manager server before anything else is read.
+//! connection to a Manager server, an actor and a cluster's driver before
+//! anything else is read — one handshake for all three.
 //!
-//! 1. server → client: [`Challenge`] (magic, version, 32 random bytes `ns`);
-//! 2. client → server: [`Answer`]: `HMAC(key, "mproc client" ‖ ns ‖ nc)`
-//!    and its own 32 random bytes `nc`;
+//! 1. server → client: [`Challenge`] (magic, version, the [`Purpose`] of
+//!    the listener, 32 random bytes `ns`);
+//! 2. client → server: [`Answer`]: `HMAC(key, "mproc client" ‖ purpose ‖ ns
+//!    ‖ nc)` and its own 32 random bytes `nc`;
 //! 3. server → client: [`Verdict::Accepted`] with `HMAC(key, "mproc
-//!    server" ‖ nc ‖ ns)`, or [`Verdict::Refused`] followed by closing.
+//!    server" ‖ purpose ‖ nc ‖ ns)`, or [`Verdict::Refused`] followed by
+//!    closing.
+//!
+//! The purpose is inside both MACs, so an answer made for one kind of
+//! listener is worthless at another even where the same key is used, and a
+//! client that dials the wrong kind of server learns so at once.
 //!
 //! Both sides check the other's MAC in constant time (`Mac::verify_slice`),
 //! so neither learns anything from timing, and a client also knows that the
@@ -29,14 +36,37 @@ pub(crate) const PREAUTH_MAX: usize = 256;
 pub(crate) const AUTH_DEADLINE: Duration = Duration::from_secs(10);
 
 const MAGIC: [u8; 4] = *b"MPMG";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// What a listener is: part of the handshake, so that a proof made for
+/// one is refused by the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Purpose {
+    /// A Manager's server.
+    Manager,
+    /// An actor's address.
+    Actor,
+    /// A cluster's driver, which nodes join.
+    Cluster,
+}
+
+impl Purpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Purpose::Manager => b"manager",
+            Purpose::Actor => b"actor",
+            Purpose::Cluster => b"cluster",
+        }
+    }
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Challenge {
     magic: [u8; 4],
     version: u32,
+    purpose: Purpose,
     nonce: [u8; 32],
 }
 
@@ -62,8 +92,8 @@ pub(crate) enum AuthError {
     #[error("authentication failed: the server does not hold the key")]
     ServerUnproven,
     /// The peer does not speak this protocol.
-    #[error("not an mproc manager handshake")]
-    NotManager,
+    #[error("the peer is not an mproc server of this kind")]
+    NotMproc,
     /// The key is empty.
     #[error("the authentication key is empty")]
     EmptyKey,
@@ -83,16 +113,17 @@ fn nonce() -> [u8; 32] {
     n
 }
 
-fn mac(key: &[u8], label: &[u8], a: &[u8; 32], b: &[u8; 32]) -> HmacSha256 {
+fn mac(key: &[u8], label: &[u8], purpose: Purpose, a: &[u8; 32], b: &[u8; 32]) -> HmacSha256 {
     let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
     m.update(label);
+    m.update(purpose.label());
     m.update(a);
     m.update(b);
     m
 }
 
 fn send<M: Serialize>(w: &mut impl Write, msg: &M) -> Result<(), AuthError> {
-    let bytes = frame(msg, PREAUTH_MAX).map_err(|_| AuthError::NotManager)?;
+    let bytes = frame(msg, PREAUTH_MAX).map_err(|_| AuthError::NotMproc)?;
     w.write_all(&bytes)?;
     w.flush()?;
     Ok(())
@@ -100,7 +131,11 @@ fn send<M: Serialize>(w: &mut impl Write, msg: &M) -> Result<(), AuthError> {
 
 /// The server's side; `Ok` once the peer proved it holds `key`. On a wrong
 /// answer the peer is told so before the caller closes the connection.
-pub(crate) fn server(s: &mut (impl Read + Write), key: &[u8]) -> Result<(), AuthError> {
+pub(crate) fn server(
+    s: &mut (impl Read + Write),
+    key: &[u8],
+    purpose: Purpose,
+) -> Result<(), AuthError> {
     if key.is_empty() {
         return Err(AuthError::EmptyKey);
     }
@@ -110,37 +145,42 @@ pub(crate) fn server(s: &mut (impl Read + Write), key: &[u8]) -> Result<(), Auth
         &Challenge {
             magic: MAGIC,
             version: VERSION,
+            purpose,
             nonce: ns,
         },
     )?;
     let answer: Answer = read_msg(s, PREAUTH_MAX)?;
-    if mac(key, b"mproc client", &ns, &answer.nonce)
+    if mac(key, b"mproc client", purpose, &ns, &answer.nonce)
         .verify_slice(&answer.mac)
         .is_err()
     {
         let _ = send(s, &Verdict::Refused);
         return Err(AuthError::Refused);
     }
-    let proof = mac(key, b"mproc server", &answer.nonce, &ns)
+    let proof = mac(key, b"mproc server", purpose, &answer.nonce, &ns)
         .finalize()
         .into_bytes();
     send(s, &Verdict::Accepted { mac: proof.into() })
 }
 
 /// The client's side; `Ok` once both sides proved they hold `key`.
-pub(crate) fn client(s: &mut (impl Read + Write), key: &[u8]) -> Result<(), AuthError> {
+pub(crate) fn client(
+    s: &mut (impl Read + Write),
+    key: &[u8],
+    purpose: Purpose,
+) -> Result<(), AuthError> {
     if key.is_empty() {
         return Err(AuthError::EmptyKey);
     }
     let challenge: Challenge = read_msg(s, PREAUTH_MAX).map_err(|e| match e {
-        ReadError::Malformed(_) | ReadError::TooLarge { .. } => AuthError::NotManager,
+        ReadError::Malformed(_) | ReadError::TooLarge { .. } => AuthError::NotMproc,
         e => AuthError::Read(e),
     })?;
-    if challenge.magic != MAGIC || challenge.version != VERSION {
-        return Err(AuthError::NotManager);
+    if challenge.magic != MAGIC || challenge.version != VERSION || challenge.purpose != purpose {
+        return Err(AuthError::NotMproc);
     }
     let nc = nonce();
-    let answer = mac(key, b"mproc client", &challenge.nonce, &nc)
+    let answer = mac(key, b"mproc client", purpose, &challenge.nonce, &nc)
         .finalize()
         .into_bytes();
     send(
@@ -151,9 +191,11 @@ pub(crate) fn client(s: &mut (impl Read + Write), key: &[u8]) -> Result<(), Auth
         },
     )?;
     match read_msg(s, PREAUTH_MAX) {
-        Ok(Verdict::Accepted { mac: proof }) => mac(key, b"mproc server", &nc, &challenge.nonce)
-            .verify_slice(&proof)
-            .map_err(|_| AuthError::ServerUnproven),
+        Ok(Verdict::Accepted { mac: proof }) => {
+            mac(key, b"mproc server", purpose, &nc, &challenge.nonce)
+                .verify_slice(&proof)
+                .map_err(|_| AuthError::ServerUnproven)
+        }
         Ok(Verdict::Refused) => Err(AuthError::Refused),
         // A server that refuses may close before its verdict arrives.
         Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -172,8 +214,8 @@ mod tests {
         let (mut a, mut b) = UnixStream::pair().unwrap();
         a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let t = std::thread::spawn(move || server(&mut a, server_key).is_ok());
-        let c = client(&mut b, client_key);
+        let t = std::thread::spawn(move || server(&mut a, server_key, Purpose::Manager).is_ok());
+        let c = client(&mut b, client_key, Purpose::Manager);
         (t.join().unwrap(), c)
     }
 
@@ -182,6 +224,18 @@ mod tests {
         let (s, c) = run(b"secret", b"secret");
         assert!(s);
         assert!(c.is_ok());
+    }
+
+    #[test]
+    fn a_proof_for_another_purpose_is_refused() {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let t = std::thread::spawn(move || server(&mut a, b"secret", Purpose::Cluster).is_ok());
+        let c = client(&mut b, b"secret", Purpose::Actor);
+        drop(b);
+        assert!(!t.join().unwrap());
+        assert!(matches!(c, Err(AuthError::NotMproc)), "{c:?}");
     }
 
     #[test]
@@ -195,7 +249,7 @@ mod tests {
     fn an_oversized_preauth_frame_is_refused_unread() {
         let (mut a, mut b) = UnixStream::pair().unwrap();
         a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let t = std::thread::spawn(move || server(&mut a, b"k"));
+        let t = std::thread::spawn(move || server(&mut a, b"k", Purpose::Manager));
         let mut hello = [0u8; 64];
         let _ = b.read(&mut hello).unwrap();
         b.write_all(&(1u32 << 30).to_le_bytes()).unwrap();

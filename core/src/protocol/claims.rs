@@ -105,8 +105,7 @@ fn word(seq: u64, c: Claim) -> u64 {
 enum Backing {
     /// Shared with a worker process.
     Page(SharedPage),
-    /// In this process only (the scheduler's tests).
-    #[cfg(test)]
+    /// In this process only (a node's slot, the scheduler's tests).
     Local(Box<[AtomicU64]>),
 }
 
@@ -131,8 +130,7 @@ impl Claims {
         }
     }
 
-    /// A table in this process's memory.
-    #[cfg(test)]
+    /// A table in this process's memory (a node's slot, and the tests).
     pub(crate) fn local() -> Self {
         Claims {
             backing: Backing::Local((0..SLOTS).map(|_| AtomicU64::new(0)).collect()),
@@ -143,7 +141,6 @@ impl Claims {
     pub(crate) fn shared_fd(&self) -> Option<std::os::fd::RawFd> {
         match &self.backing {
             Backing::Page(p) => Some(p.fd()),
-            #[cfg(test)]
             Backing::Local(_) => None,
         }
     }
@@ -151,7 +148,6 @@ impl Claims {
     fn slot(&self, seq: u64) -> &AtomicU64 {
         let words = match &self.backing {
             Backing::Page(p) => p.words(),
-            #[cfg(test)]
             Backing::Local(b) => b,
         };
         debug_assert!(words.len() as u64 >= SLOTS);

@@ -38,6 +38,7 @@ pub(crate) mod actor;
 pub(crate) mod auth;
 pub(crate) mod batch;
 pub(crate) mod claims;
+pub(crate) mod cluster;
 pub(crate) mod manager;
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,276 @@
+//! A node's workers under an executor's scheduler: [`ClusterLauncher`]
+//! starts local workers up to the configured number and gives the rest of
+//! the scheduler's slots to nodes, each as a [`RemoteLink`] — one more
+//! implementation of the scheduler's worker seam (`sched::link`).
+//!
+//! # Why a node's slot holds one request
+//! A local worker and its parent share a claim table, so work sent ahead to
+//! a busy worker can be taken back and run by an idle one. Across a network
+//! that would take a round trip the scheduler cannot wait for, and a race
+//! it cannot win without running a task twice. So a remote slot is sent
+//! only what it starts at once (`max_outstanding() == 1`), marked started
+//! on sending: nothing ever waits on a node behind a long task, and what a
+//! lost node had is exactly what was running there (`NodeLost`, or run
+//! again under `retries`). The node runs each request on a worker of its
+//! own scheduler, which has one worker per slot.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use super::{lock, NodeConn, Shared};
+use crate::error::{ExitInfo, TaskError};
+use crate::executor::sched::link::{BootError, Event, Gone, Launcher, WorkerLink};
+use crate::executor::sched::proc_link::ProcLauncher;
+use crate::executor::sched::Core;
+use crate::protocol::claims::Claims;
+use crate::protocol::cluster::ToNode;
+use crate::protocol::{Bytes, FrameError, ToWorker};
+
+/// Starts local workers first, then node slots.
+#[derive(Debug)]
+pub(crate) struct ClusterLauncher {
+    shared: Arc<Shared>,
+    local_max: usize,
+    local: Mutex<HashSet<u64>>,
+    remote: Mutex<HashMap<u64, Arc<NodeConn>>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("address", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterLauncher {
+    pub(crate) fn new(shared: Arc<Shared>, local_max: usize) -> ClusterLauncher {
+        ClusterLauncher {
+            shared,
+            local_max,
+            local: Mutex::new(HashSet::new()),
+            remote: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Reports to a scheduler from a thread of its own: the scheduler may hold
+/// its lock where a launch or a kill is asked for.
+fn report(f: impl FnOnce() + Send + 'static) {
+    if std::thread::Builder::new()
+        .name("mproc-node-report".into())
+        .spawn(f)
+        .is_err()
+    {
+        tracing::error!("cannot start a thread to report a node worker's state");
+    }
+}
+
+impl Launcher for ClusterLauncher {
+    fn launch(&self, core: Arc<Core>, key: u64, name: String) {
+        {
+            let mut local = lock(&self.local);
+            if local.len() < self.local_max {
+                local.insert(key);
+                drop(local);
+                return ProcLauncher.launch(core, key, name);
+            }
+        }
+        let Some(node) = self.shared.pick_node() else {
+            return report(move || {
+                core.worker_failed(
+                    key,
+                    BootError::Handshake("no node of the cluster is left to run on".into()),
+                )
+            });
+        };
+        node.used.fetch_add(1, Ordering::AcqRel);
+        lock(&self.remote).insert(key, node.clone());
+        let link = Arc::new_cyclic(|me| RemoteLink {
+            me: me.clone(),
+            node: node.clone(),
+            key,
+            core: Arc::downgrade(&core),
+            claims: Claims::local(),
+            ended: AtomicBool::new(false),
+            state: Mutex::new(Slot::default()),
+        });
+        lock(&node.links).push(Arc::downgrade(&link));
+        report(move || {
+            core.worker_started(key, link.clone());
+            if link.node.alive.load(Ordering::Acquire) {
+                core.worker_ready(key);
+            } else {
+                link.lost();
+            }
+        });
+    }
+
+    fn extra_capacity(&self) -> usize {
+        self.shared.capacity()
+    }
+
+    fn released(&self, key: u64) {
+        if lock(&self.local).remove(&key) {
+            return;
+        }
+        if let Some(node) = lock(&self.remote).remove(&key) {
+            node.used.fetch_sub(1, Ordering::AcqRel);
+            lock(&node.links).retain(|l| l.upgrade().is_some_and(|l| l.key != key));
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    /// The request running there: `(job id, seq)`.
+    running: Option<(u64, u64)>,
+    /// Told to retire or close: ends once idle.
+    closing: bool,
+}
+
+/// One worker slot of a node, as a scheduler sees it.
+#[derive(Debug)]
+pub(crate) struct RemoteLink {
+    me: Weak<RemoteLink>,
+    node: Arc<NodeConn>,
+    key: u64,
+    core: Weak<Core>,
+    /// This side's claim table: a request is started when sent.
+    claims: Claims,
+    ended: AtomicBool,
+    state: Mutex<Slot>,
+}
+
+impl std::fmt::Debug for NodeConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConn")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteLink {
+    /// Reports the slot gone, once.
+    fn end(&self, why: Gone) {
+        if self.ended.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(core) = self.core.upgrade() {
+            let key = self.key;
+            report(move || core.worker_gone(key, why));
+        }
+    }
+
+    /// The node is lost.
+    pub(crate) fn lost(&self) {
+        self.end(Gone::NodeLost(self.node.info.id));
+    }
+
+    /// The node answered request `id`.
+    pub(crate) fn done(&self, id: u64, exec_ns: u64, outcome: Result<Vec<u8>, TaskError>) {
+        let closing = {
+            let mut st = lock(&self.state);
+            if let Some((running, seq)) = st.running {
+                if running == id {
+                    st.running = None;
+                    self.claims.finish(seq);
+                }
+            }
+            st.closing
+        };
+        if let Some(core) = self.core.upgrade() {
+            core.worker_events(
+                self.key,
+                &mut vec![Event::Done {
+                    id,
+                    exec_ns,
+                    outcome,
+                }],
+            );
+        }
+        if closing {
+            self.end(Gone::Exited(ExitInfo {
+                code: Some(0),
+                signal: None,
+            }));
+        }
+    }
+
+    fn retire(&self) {
+        let idle = {
+            let mut st = lock(&self.state);
+            st.closing = true;
+            st.running.is_none()
+        };
+        if idle {
+            self.end(Gone::Exited(ExitInfo {
+                code: Some(0),
+                signal: None,
+            }));
+        }
+    }
+}
+
+impl WorkerLink for RemoteLink {
+    fn pid(&self) -> u32 {
+        0
+    }
+
+    fn claims(&self) -> &Claims {
+        &self.claims
+    }
+
+    fn enqueue(&self, msg: &ToWorker<'_>) -> Result<(), FrameError> {
+        match msg {
+            ToWorker::Run {
+                id,
+                seq,
+                task,
+                args,
+                ..
+            } => {
+                // Never taken back: see the module docs.
+                self.claims.start(*seq);
+                lock(&self.state).running = Some((*id, *seq));
+                lock(&self.node.routes).insert(*id, self.me.clone());
+                self.node.out.enqueue(&ToNode::Run {
+                    id: *id,
+                    task,
+                    args: Bytes(args.0),
+                })
+            }
+            ToWorker::Cancel { id } => self.node.out.enqueue(&ToNode::Stop { id: *id }),
+            ToWorker::Shutdown => {
+                self.retire();
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn flush(&self) {
+        self.node.out.flush();
+    }
+
+    fn kill(&self) {
+        let running = lock(&self.state).running.take();
+        if let Some((id, _)) = running {
+            lock(&self.node.routes).remove(&id);
+            let _ = self.node.out.send(&ToNode::Stop { id });
+        }
+        self.end(Gone::Exited(ExitInfo {
+            code: None,
+            signal: Some(libc::SIGKILL),
+        }));
+    }
+
+    fn close(&self) {
+        self.retire();
+    }
+
+    fn max_outstanding(&self) -> usize {
+        1
+    }
+}

@@ -1,0 +1,373 @@
+//! The node's side of a cluster: [`join`] (and the `MPROC_JOIN` boot path
+//! in `child/boot.rs`, which calls [`node_main`]).
+//!
+//! A node dials the driver (retrying for a while: a launcher may start
+//! nodes before the driver listens), runs the key's handshake, says hello
+//! and is given its id. It then starts its own scheduler with one worker
+//! per slot it offers, runs each `Run` it is sent on it and answers `Done`.
+//! It pings the driver every second and treats four seconds of silence,
+//! a broken connection or `Close` as the end: it stops its workers (which
+//! also die with it if it is killed) and returns.
+
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mproc_transport::{ByteStream, FrameReader, StreamIo, UnixChannel, DEFAULT_MAX_FRAME};
+
+use super::Wire;
+use crate::address::{set_current_node, NodeId};
+use crate::error::{Error, ErrorKind, TaskError};
+use crate::executor::sched::{Config, Core, Limits, Running};
+use crate::outbox::Outbox;
+use crate::protocol::auth::{self, AuthError, Purpose, AUTH_DEADLINE};
+use crate::protocol::cluster::{NodeHello, ToDriver, ToNode, Welcome, HEARTBEAT, SILENCE_LIMIT};
+use crate::protocol::manager::{frame, read_msg};
+use crate::protocol::{decode, Bytes, PROTOCOL_VERSION};
+use crate::tls::{ClientTls, TlsChannel};
+
+/// How long a node keeps dialing a driver that does not answer yet.
+const DIAL_PATIENCE: Duration = Duration::from_secs(30);
+
+/// The variable holding the driver's address on a node.
+pub(crate) const JOIN_ENV: &str = "MPROC_JOIN";
+/// The node id, for the node's own workers.
+pub(crate) const NODE_ENV: &str = "__MPROC_NODE";
+
+/// Joins the cluster whose driver listens at `addr`, as a node: runs the
+/// driver's work on this host's workers until the driver closes the
+/// cluster or is lost, then stops the workers and returns.
+///
+/// This is what a program started with `MPROC_JOIN` does before `main`;
+/// call it to make a node from code. Workers: `MPROC_NODE_WORKERS`, else
+/// [`cpu_count`](crate::cpu_count).
+///
+/// # Errors
+/// [`ErrorKind::Auth`] when the driver refuses the key (or the key is
+/// empty); [`ErrorKind::Protocol`] when it refuses this build;
+/// [`ErrorKind::Io`] when it cannot be reached.
+pub fn join(addr: impl ToSocketAddrs, authkey: &[u8]) -> Result<(), Error> {
+    run(addr, authkey, None, workers_from_env())
+}
+
+/// [`join`] over TLS, trusting `tls`'s certificate for the driver.
+///
+/// # Errors
+/// As [`join`]; a certificate that is not trusted is [`ErrorKind::Auth`].
+pub fn join_tls(addr: impl ToSocketAddrs, authkey: &[u8], tls: ClientTls) -> Result<(), Error> {
+    run(addr, authkey, Some(tls), workers_from_env())
+}
+
+fn workers_from_env() -> usize {
+    std::env::var("MPROC_NODE_WORKERS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(crate::cpu_count)
+}
+
+/// The boot path: the program was started with `MPROC_JOIN`. Runs the
+/// node and exits; never returns to `main`.
+pub(crate) fn node_main(addr: String) -> ! {
+    let code = match node_from_env(&addr) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("mproc node: {e}");
+            if e.kind() == ErrorKind::Auth {
+                3
+            } else {
+                1
+            }
+        }
+    };
+    crate::children::exit_child(code)
+}
+
+fn node_from_env(addr: &str) -> Result<(), Error> {
+    let key = match (
+        std::env::var_os("MPROC_AUTHKEY_FILE"),
+        std::env::var_os("MPROC_AUTHKEY"),
+    ) {
+        (Some(path), _) => {
+            let mut k = std::fs::read(&path).map_err(|e| {
+                Error::with_source(
+                    ErrorKind::Auth,
+                    format!("cannot read the key file {}", path.to_string_lossy()),
+                    e,
+                )
+            })?;
+            // `echo key > file` leaves one newline: not part of the key.
+            if k.last() == Some(&b'\n') {
+                k.pop();
+            }
+            k
+        }
+        (None, Some(k)) => k.into_encoded_bytes(),
+        (None, None) => {
+            return Err(Error::new(
+                ErrorKind::Auth,
+                "MPROC_JOIN is set but neither MPROC_AUTHKEY_FILE nor MPROC_AUTHKEY is",
+            ))
+        }
+    };
+    let tls = match std::env::var_os("MPROC_TLS_CA_FILE") {
+        Some(path) => {
+            let der = read_cert(std::path::Path::new(&path))?;
+            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+            let name = std::env::var("MPROC_TLS_SERVER_NAME").unwrap_or_else(|_| host.to_string());
+            Some(ClientTls::new(der, name))
+        }
+        None => None,
+    };
+    // The node's own workers must not become nodes too.
+    for v in [
+        JOIN_ENV,
+        "MPROC_AUTHKEY_FILE",
+        "MPROC_AUTHKEY",
+        "MPROC_TLS_CA_FILE",
+        "MPROC_TLS_SERVER_NAME",
+    ] {
+        // SAFETY-free: std's `remove_var` is safe to call here, before
+        // `main`, with one thread.
+        std::env::remove_var(v);
+    }
+    run(addr, &key, tls, workers_from_env())
+}
+
+/// A certificate file, PEM or DER.
+fn read_cert(path: &std::path::Path) -> Result<Vec<u8>, Error> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let bytes = std::fs::read(path).map_err(|e| {
+        Error::with_source(
+            ErrorKind::Auth,
+            format!("cannot read the certificate {}", path.display()),
+            e,
+        )
+    })?;
+    match CertificateDer::from_pem_slice(&bytes) {
+        Ok(c) => Ok(c.to_vec()),
+        Err(_) => Ok(bytes),
+    }
+}
+
+fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::with_source(ErrorKind::Io, what.to_string(), e)
+}
+
+fn auth_err(e: AuthError) -> Error {
+    match e {
+        AuthError::Refused => Error::new(
+            ErrorKind::Auth,
+            "the driver refused this node's key (MPROC_AUTHKEY_FILE / MPROC_AUTHKEY differ from the driver's)",
+        ),
+        AuthError::ServerUnproven => Error::new(
+            ErrorKind::Auth,
+            "the driver does not hold this node's key",
+        ),
+        AuthError::EmptyKey => Error::new(ErrorKind::Auth, "the key is empty"),
+        e => Error::with_source(ErrorKind::Protocol, "the cluster handshake failed", e),
+    }
+}
+
+/// Dials `addrs` until one answers or [`DIAL_PATIENCE`] has passed.
+fn dial(addrs: &[SocketAddr]) -> Result<TcpStream, Error> {
+    let end = Instant::now() + DIAL_PATIENCE;
+    loop {
+        let mut last = None;
+        for a in addrs {
+            match TcpStream::connect_timeout(a, AUTH_DEADLINE) {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        if Instant::now() >= end {
+            let e = last.unwrap_or_else(|| std::io::ErrorKind::NotFound.into());
+            return Err(Error::with_source(
+                ErrorKind::Io,
+                format!("cannot reach the driver at {addrs:?} within {DIAL_PATIENCE:?}"),
+                e,
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn run(
+    addr: impl ToSocketAddrs,
+    key: &[u8],
+    tls: Option<ClientTls>,
+    workers: usize,
+) -> Result<(), Error> {
+    if key.is_empty() {
+        return Err(auth_err(AuthError::EmptyKey));
+    }
+    let addrs: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(io_err("cannot resolve the driver's address"))?
+        .collect();
+    let tcp = dial(&addrs)?;
+    let _ = tcp.set_nodelay(true);
+    tcp.set_read_timeout(Some(AUTH_DEADLINE))
+        .map_err(Error::from)?;
+    tcp.set_write_timeout(Some(AUTH_DEADLINE))
+        .map_err(Error::from)?;
+    let wire =
+        match &tls {
+            Some(t) => Wire::tls(TlsChannel::connect(t, tcp).map_err(|e| {
+                Error::with_source(ErrorKind::Auth, "TLS with the driver failed", e)
+            })?),
+            None => Wire::Plain(Arc::new(UnixChannel::from_fd(tcp.into()))),
+        };
+    wire.set_read_timeout(AUTH_DEADLINE).map_err(Error::from)?;
+    let chan = wire.stream();
+    let mut io = StreamIo(&*chan);
+    auth::client(&mut io, key, Purpose::Cluster).map_err(auth_err)?;
+    let hello = NodeHello {
+        version: PROTOCOL_VERSION,
+        fingerprint: crate::registry::fingerprint(),
+        hostname: hostname(),
+        workers: u32::try_from(workers).unwrap_or(u32::MAX),
+        pid: std::process::id(),
+    };
+    let bytes = frame(&hello, 4096)
+        .map_err(|e| Error::with_source(ErrorKind::Protocol, "cannot encode the hello", e))?;
+    chan.write_all(&bytes)
+        .map_err(io_err("the driver went away"))?;
+    let id = match read_msg::<Welcome>(&mut io, 4096) {
+        Ok(Welcome::Joined { id }) => id,
+        Ok(Welcome::Refused { reason }) => {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                format!("the driver refused this node: {reason}"),
+            ))
+        }
+        Err(e) => {
+            return Err(Error::with_source(
+                ErrorKind::Protocol,
+                "no welcome from the driver",
+                e,
+            ))
+        }
+    };
+    wire.set_read_timeout(SILENCE_LIMIT).map_err(Error::from)?;
+    set_current_node(id);
+    std::env::set_var(NODE_ENV, id.get().to_string());
+    serve(id, chan, workers)
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Runs the driver's requests until the driver ends.
+fn serve(id: NodeId, chan: Arc<dyn ByteStream>, workers: usize) -> Result<(), Error> {
+    let core = Core::new(Config {
+        workers,
+        max_tasks_per_child: None,
+        initializer: None,
+        max_frame: DEFAULT_MAX_FRAME,
+        name_prefix: "NodeWorker",
+        transport: crate::executor::TransportKind::default(),
+        start_method: crate::get_start_method(),
+    });
+    core.start_blocking()?;
+    tracing::info!(node = %id, workers, "mproc node serving");
+    let out = Outbox::new(chan.clone(), DEFAULT_MAX_FRAME);
+    let stop = Arc::new(AtomicBool::new(false));
+    let beat = {
+        let (out, stop) = (out.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("mproc-node-beat".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    if out.send(&ToDriver::Ping).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(HEARTBEAT);
+                }
+            })
+            .map_err(|e| Error::with_source(ErrorKind::Spawn, "cannot start a thread", e))?
+    };
+    // Driver job id → this node's job id.
+    let jobs: Arc<Mutex<std::collections::HashMap<u64, u64>>> = Arc::default();
+    let mut reader = FrameReader::new(DEFAULT_MAX_FRAME);
+    let why = loop {
+        let frame = match reader.next_frame(&*chan) {
+            Ok(f) => f,
+            Err(e) => break format!("the driver is gone ({e})"),
+        };
+        match decode::<ToNode<'_>>(frame) {
+            Ok(ToNode::Run { id, task, args }) => run_one(&core, &out, &jobs, id, task, args),
+            Ok(ToNode::Stop { id }) => {
+                let local = jobs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&id)
+                    .copied();
+                if let Some(local) = local {
+                    core.abort(local, TaskError::Cancelled, Running::Stop);
+                }
+            }
+            Ok(ToNode::Ping) => {}
+            Ok(ToNode::Close) => break "the driver closed the cluster".to_string(),
+            Err(e) => break format!("malformed message from the driver: {e}"),
+        }
+    };
+    tracing::info!(node = %id, "mproc node stopping: {why}");
+    stop.store(true, Ordering::Release);
+    core.stop_blocking(TaskError::Shutdown);
+    out.close();
+    chan.shutdown();
+    let _ = beat.join();
+    Ok(())
+}
+
+fn run_one(
+    core: &Arc<Core>,
+    out: &Arc<Outbox>,
+    jobs: &Arc<Mutex<std::collections::HashMap<u64, u64>>>,
+    id: u64,
+    task: &str,
+    args: Bytes<'_>,
+) {
+    let Some(entry) = crate::registry::lookup(task) else {
+        let _ = out.send(&ToDriver::Done {
+            id,
+            exec_ns: 0,
+            result: Err(TaskError::UnknownTask { name: task.into() }),
+        });
+        return;
+    };
+    let (local, comp) = core.submit(
+        entry.name,
+        entry.is_async,
+        args.0.to_vec(),
+        Limits::default(),
+    );
+    jobs.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, local);
+    let (out, jobs, done) = (out.clone(), jobs.clone(), comp.clone());
+    comp.on_resolve(move || {
+        jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        let outcome = done.take().unwrap_or(Err(TaskError::Shutdown));
+        let r = out.send(&ToDriver::Done {
+            id,
+            exec_ns: 0,
+            result: outcome.as_deref().map(Bytes).map_err(Clone::clone),
+        });
+        if let Err(e) = r {
+            // Too large for a frame: say so instead.
+            let _ = out.send(&ToDriver::Done {
+                id,
+                exec_ns: 0,
+                result: Err(e.into_task_error()),
+            });
+        }
+    });
+}
