@@ -106,3 +106,316 @@ fn tasks_and_maps_run_on_node_workers_only() {
         assert!(wait_gone(&pids, Duration::from_secs(5)));
     });
 }
+
+#[mproc::task]
+fn slow_on(node: u32, ms: u64) -> u32 {
+    let here = mproc::current_node().get();
+    if here == node {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    here
+}
+
+fn kill(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_killed_node_fails_its_running_task_with_node_lost_and_retries_run_elsewhere() {
+    run(async {
+        let cluster = Cluster::listen("127.0.0.1:0", KEY).unwrap();
+        let victim = start_node(cluster.address(), KEY, 2);
+        let victim_pid = victim.id();
+        let executor = Executor::builder()
+            .max_workers(0)
+            .cluster(&cluster)
+            .build()
+            .await
+            .unwrap();
+        let first = cluster
+            .wait_for_nodes(1, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let lost = first[0].id();
+        // Both start on the victim (two slots) and would sleep there long.
+        let plain = executor.submit(slow_on, (lost.get(), 60_000));
+        let retried = executor.submit_with(
+            slow_on,
+            (lost.get(), 60_000),
+            TaskOptions::default().retries(1),
+        );
+        let survivor = start_node(cluster.address(), KEY, 1);
+        let survivor_pid = survivor.id();
+        cluster
+            .wait_for_nodes(2, Duration::from_secs(30))
+            .await
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        kill(victim_pid);
+        let lost_at = Instant::now();
+        let (status, _) = finish(victim, Duration::from_secs(10));
+        assert!(!status.success());
+        assert_eq!(plain.await, Err(TaskError::NodeLost { node: lost }));
+        assert!(
+            lost_at.elapsed() < Duration::from_secs(6),
+            "the loss took {:?} to notice",
+            lost_at.elapsed()
+        );
+        let again = retried.await.expect("retried on the surviving node");
+        assert_ne!(again, lost.get());
+        assert!(cluster.nodes().iter().all(|n| n.id() != lost));
+        let ran_on = executor
+            .submit(nap_then, 10)
+            .await
+            .expect("the executor keeps serving");
+        assert_ne!(ran_on, lost.get());
+        drop(executor);
+        drop(cluster);
+        let (status, err) = finish(survivor, Duration::from_secs(10));
+        assert!(status.success(), "{status} {err}");
+        assert!(wait_gone(
+            &[victim_pid, survivor_pid],
+            Duration::from_secs(5)
+        ));
+    });
+}
+
+/// The processes below `pid` (children, grandchildren…) now.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for k in kids.split_whitespace().filter_map(|k| k.parse().ok()) {
+                out.push(k);
+                todo.push(k);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_wrong_key_is_refused_with_one_clear_line_and_the_driver_keeps_serving() {
+    run(async {
+        let cluster = Cluster::listen("127.0.0.1:0", KEY).unwrap();
+        let intruder = start_node(cluster.address(), b"not the key", 1);
+        let (status, err) = finish(intruder, Duration::from_secs(20));
+        assert_eq!(status.code(), Some(3), "stderr: {err}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "one line expected, got: {err}");
+        assert!(lines[0].contains("refused this node's key"), "{err}");
+        assert!(!err.contains("not the key") && !err.contains("cluster test key"));
+        // Garbage and silence do not stop the driver either.
+        let mut junk = std::net::TcpStream::connect(cluster.address()).unwrap();
+        std::io::Write::write_all(&mut junk, &[0xff; 64]).unwrap();
+        let _silent = std::net::TcpStream::connect(cluster.address()).unwrap();
+        let node = start_node(cluster.address(), KEY, 1);
+        let pid = node.id();
+        let executor = Executor::builder()
+            .max_workers(0)
+            .cluster(&cluster)
+            .build()
+            .await
+            .unwrap();
+        let joined = cluster
+            .wait_for_nodes(1, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(joined.len(), 1);
+        assert_eq!(executor.submit(where_am_i, 3).await.unwrap().0, 9);
+        drop(executor);
+        drop(cluster);
+        let (status, err) = finish(node, Duration::from_secs(10));
+        assert!(status.success(), "{status} {err}");
+        assert!(wait_gone(&[pid], Duration::from_secs(5)));
+    });
+}
+
+#[test]
+fn an_empty_key_is_refused() {
+    let e = Cluster::listen("127.0.0.1:0", b"").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Auth);
+    let e = mproc::join("127.0.0.1:1", b"").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Auth);
+}
+
+#[test]
+fn another_build_is_refused() {
+    // The `demo` example links other tasks: another registry fingerprint.
+    let demo = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/demo");
+    // `cargo test` builds the examples with the tests; a lone
+    // `cargo test --test cluster` does not, and an old build of the example
+    // may not know clusters yet.
+    let built = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let me = built(&std::env::current_exe().unwrap());
+    if built(&demo).is_none() || built(&demo) < me {
+        eprintln!("skipped: {} is not built with this test", demo.display());
+        return;
+    }
+    let cluster = Cluster::listen("127.0.0.1:0", KEY).unwrap();
+    let node = Command::new(&demo)
+        .env("MPROC_JOIN", cluster.address().to_string())
+        .env("MPROC_AUTHKEY", std::str::from_utf8(KEY).unwrap())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, err) = finish(node, Duration::from_secs(20));
+    assert!(!status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("another build"), "{err}");
+    assert!(cluster.nodes().is_empty());
+}
+
+/// Run by `nodes_exit_when_the_driver_dies`: a driver whose address goes
+/// to stdout; it then waits to be killed.
+#[test]
+#[ignore = "a helper process of nodes_exit_when_the_driver_dies"]
+fn driver_to_be_killed() {
+    if std::env::var_os("MPROC_TEST_DRIVER").is_none() {
+        return;
+    }
+    run(async {
+        let cluster = Cluster::listen("127.0.0.1:0", KEY).unwrap();
+        let executor = Executor::builder()
+            .max_workers(0)
+            .cluster(&cluster)
+            .build()
+            .await
+            .unwrap();
+        println!("ADDR {}", cluster.address());
+        cluster
+            .wait_for_nodes(2, Duration::from_secs(30))
+            .await
+            .unwrap();
+        // Keep the nodes busy when the driver dies.
+        let _busy: Vec<_> = (0..4).map(|_| executor.submit(nap_then, 60_000)).collect();
+        println!("READY");
+        std::thread::sleep(Duration::from_secs(60));
+    });
+}
+
+#[test]
+fn nodes_and_their_workers_exit_when_the_driver_dies() {
+    use std::io::BufRead;
+    let mut driver = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "driver_to_be_killed", "--ignored", "--nocapture"])
+        .env("MPROC_TEST_DRIVER", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(driver.stdout.take().unwrap()).lines();
+    let addr: std::net::SocketAddr = loop {
+        let line = lines
+            .next()
+            .expect("the driver printed its address")
+            .unwrap();
+        if let Some(a) = line.strip_prefix("ADDR ") {
+            break a.parse().unwrap();
+        }
+    };
+    let nodes: Vec<Child> = (0..2).map(|_| start_node(addr, KEY, 2)).collect();
+    loop {
+        let line = lines.next().expect("the driver got its nodes").unwrap();
+        if line == "READY" {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut all: Vec<u32> = nodes.iter().map(Child::id).collect();
+    for n in &nodes {
+        all.extend(descendants(n.id()));
+    }
+    assert!(all.len() >= 6, "nodes and their workers: {all:?}");
+    kill(driver.id());
+    let _ = driver.wait();
+    let killed_at = Instant::now();
+    for n in nodes {
+        let (status, err) = finish(n, Duration::from_secs(10));
+        assert!(status.success(), "{status} {err}");
+    }
+    assert!(
+        wait_gone(
+            &all,
+            Duration::from_secs(5).saturating_sub(killed_at.elapsed())
+        ),
+        "a node or node worker outlived the driver by 5 s"
+    );
+}
+
+#[test]
+fn nodes_join_over_tls_and_a_node_that_does_not_trust_the_driver_is_refused() {
+    run(async {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert = ck.cert.der().to_vec();
+        let tls = mproc::ServerTls::new(vec![cert.clone()], ck.signing_key.serialize_der());
+        let cluster = Cluster::listen_tls("127.0.0.1:0", KEY, tls).unwrap();
+        let dir = std::env::temp_dir().join(format!("mproc-cluster-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let trusted = dir.join("driver.der");
+        std::fs::write(&trusted, &cert).unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let untrusted = dir.join("other.der");
+        std::fs::write(&untrusted, other.cert.der()).unwrap();
+        let tls_node = |ca: &std::path::Path| {
+            Command::new(std::env::current_exe().unwrap())
+                .env("MPROC_JOIN", cluster.address().to_string())
+                .env("MPROC_AUTHKEY", std::str::from_utf8(KEY).unwrap())
+                .env("MPROC_NODE_WORKERS", "1")
+                .env("MPROC_TLS_CA_FILE", ca)
+                .env("MPROC_TLS_SERVER_NAME", "localhost")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let doubter = tls_node(&untrusted);
+        let (status, err) = finish(doubter, Duration::from_secs(20));
+        assert!(!status.success());
+        assert!(err.contains("TLS"), "{err}");
+        let node = tls_node(&trusted);
+        let pid = node.id();
+        let executor = Executor::builder()
+            .max_workers(0)
+            .cluster(&cluster)
+            .build()
+            .await
+            .unwrap();
+        cluster
+            .wait_for_nodes(1, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let all: Vec<(u64, u32)> = executor
+            .map(where_am_i, 0..50u64)
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(all[7].0, 49);
+        assert!(all.iter().all(|(_, n)| *n != 0));
+        drop(executor);
+        drop(cluster);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let (status, err) = finish(node, Duration::from_secs(10));
+        assert!(status.success(), "{status} {err}");
+        assert!(wait_gone(&[pid], Duration::from_secs(5)));
+    });
+}
