@@ -189,8 +189,14 @@ teardown() {
             mkdir -p "$SLURM_TEST_KEEP_LOGS" && cp "$WORK"/*.log "$WORK"/munge/*.log "$WORK"/*.out \
                 "$SLURM_TEST_KEEP_LOGS"/ 2>/dev/null
         fi
-        stop_by_pidfile slurmd "$WORK/slurmd.pid"
-        stop_by_pidfile slurmctld "$WORK/slurmctld.pid"
+        # Each takes a few seconds to stop: the two Slurm daemons together,
+        # then munged, which they may still ask on the way out.
+        local stoppers=()
+        stop_by_pidfile slurmd "$WORK/slurmd.pid" &
+        stoppers+=($!)
+        stop_by_pidfile slurmctld "$WORK/slurmctld.pid" &
+        stoppers+=($!)
+        wait "${stoppers[@]}"
         stop_by_pidfile munged "$WORK/munge/munged.pid"
     fi
     [[ -n ${TAG:-} ]] && kill_tagged "$TAG"
@@ -369,7 +375,7 @@ chmod 600 "$KEY"
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 DRIVER_OUT=$WORK/driver.out
 
-timeout "$JOB_TIMEOUT" "${PROGRAM[@]}" --listen "127.0.0.1:$PORT" --wait-nodes "$NTASKS" \
+timeout -k 5 "$JOB_TIMEOUT" "${PROGRAM[@]}" --listen "127.0.0.1:$PORT" --wait-nodes "$NTASKS" \
     --key-file "$KEY" >"$DRIVER_OUT" 2>&1 9<&- &
 DRIVER_PID=$!
 for ((i = 0; i < 300; i++)); do
@@ -384,7 +390,7 @@ fi
 note "driver (pid $DRIVER_PID) listening on 127.0.0.1:$PORT"
 
 srun_rc=0
-(cd "$WORK/job" && timeout "$JOB_TIMEOUT" srun -N 1 -n "$NTASKS" --time=5 --kill-on-bad-exit=1 \
+(cd "$WORK/job" && timeout -k 10 "$JOB_TIMEOUT" srun -N 1 -n "$NTASKS" --time=5 --kill-on-bad-exit=1 \
     --job-name=mproc-nodes --label \
     --export="ALL,MPROC_JOIN=127.0.0.1:$PORT,MPROC_AUTHKEY_FILE=$KEY" \
     "${PROGRAM[@]}" 9<&-) || srun_rc=$?
