@@ -90,6 +90,12 @@ impl WorkerId {
         self.node
     }
 
+    /// The same id, for a process placed on `node`.
+    pub(crate) fn on_node(mut self, node: NodeId) -> WorkerId {
+        self.node = node;
+        self
+    }
+
     /// The number that tells it from its siblings.
     pub(crate) fn serial(&self) -> u64 {
         self.serial
@@ -104,4 +110,28 @@ impl fmt::Display for WorkerId {
         };
         write!(f, "{kind}-{}.{}@{}", self.serial, self.origin, self.node)
     }
+}
+
+/// The node id, in a node's workers.
+pub(crate) const NODE_ENV: &str = "__MPROC_NODE";
+
+/// The variable naming the driver's IP in a node and its workers.
+pub(crate) const DRIVER_ENV: &str = "__MPROC_DRIVER_IP";
+
+/// This host, as far as sockets go: the kernel's boot id and this process's
+/// network namespace. Two processes with the same tag reach each other's
+/// abstract Unix sockets; others must use TCP.
+pub(crate) fn host_tag() -> u64 {
+    static TAG: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TAG.get_or_init(|| {
+        use std::os::unix::fs::MetadataExt;
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        let netns = std::fs::metadata("/proc/self/ns/net").map_or(0, |m| m.ino());
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in boot.trim().bytes().chain(netns.to_le_bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    })
 }

@@ -22,6 +22,7 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::net::{SocketAddr, TcpStream};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixStream};
 use std::pin::Pin;
@@ -38,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::address::WorkerId;
 use crate::error::{ExitInfo, TaskError};
 use crate::outbox::Outbox;
-use crate::protocol::actor::{ActorHello, FromActor, ToActor};
+use crate::protocol::actor::{ActorHello, Ended, FromActor, ToActor};
 use crate::protocol::auth::{self, AuthError, AUTH_DEADLINE};
 use crate::protocol::manager::{read_msg, ReadError};
 use crate::protocol::{decode, Bytes};
@@ -54,6 +55,11 @@ const DIAL_ATTEMPTS: u32 = 50;
 pub(crate) struct ActorAddr {
     /// The abstract Unix socket name on the actor's host.
     pub(crate) local: String,
+    /// Which host that name belongs to (see [`host_tag`]).
+    pub(crate) host: u64,
+    /// Its TCP address, for callers on other hosts; an unspecified IP
+    /// means the driver's (as a node dialed it).
+    pub(crate) tcp: Option<SocketAddr>,
     pub(crate) key: Vec<u8>,
 }
 
@@ -276,7 +282,7 @@ enum Link {
     /// Connected to instance `gen`.
     Up { out: Arc<Outbox>, gen: u32 },
     /// The actor is gone for good and ended so.
-    Dead(ExitInfo),
+    Dead(Ended),
 }
 
 struct ConnState {
@@ -341,11 +347,11 @@ impl Conn {
         st.next_seq += 1;
         let stop = matches!(req, Request::Stop);
         match &st.link {
-            Link::Dead(exit) => {
+            Link::Dead(end) => {
                 let r = if stop {
                     Ok(Vec::new())
                 } else {
-                    Err(TaskError::WorkerDied { exit: *exit })
+                    Err(end.task_error())
                 };
                 let _ = tx.send(r);
                 return Ok(rx);
@@ -436,7 +442,7 @@ impl Conn {
             let exit = hello.history.get(gen).copied();
             let r = match (w.stop, exit) {
                 (true, Some(_)) => Ok(Vec::new()),
-                (_, Some(exit)) => Err(TaskError::WorkerDied { exit }),
+                (_, Some(end)) => Err(end.task_error()),
                 // The instance lives on but dropped the connection: the
                 // call's fate is unknown.
                 (_, None) => Err(TaskError::WorkerDied {
@@ -449,16 +455,20 @@ impl Conn {
             let _ = w.tx.send(r);
         }
         if !hello.live {
-            let exit = hello.history.last().copied().unwrap_or(ExitInfo {
-                code: None,
-                signal: None,
-            });
-            st.link = Link::Dead(exit);
+            let end = hello
+                .history
+                .last()
+                .copied()
+                .unwrap_or(Ended::Exited(ExitInfo {
+                    code: None,
+                    signal: None,
+                }));
+            st.link = Link::Dead(end);
             for (_, w) in std::mem::take(&mut st.waiting) {
                 let r = if w.stop {
                     Ok(Vec::new())
                 } else {
-                    Err(TaskError::WorkerDied { exit })
+                    Err(end.task_error())
                 };
                 let _ = w.tx.send(r);
             }
@@ -556,23 +566,97 @@ enum Dial {
     Broken,
 }
 
-/// Connects, authenticates and reads the hello.
-fn connect(addr: &ActorAddr) -> Result<(UnixStream, ActorHello), Dial> {
-    let a = UnixAddr::from_abstract_name(addr.local.as_bytes()).map_err(|_| Dial::Gone)?;
-    let mut s = match UnixStream::connect_addr(&a) {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
-            ) =>
-        {
-            return Err(Dial::Gone)
+/// A socket to an actor, over Unix on its host or TCP from another.
+enum Sock {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl std::io::Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Sock::Unix(s) => s.read(buf),
+            Sock::Tcp(s) => s.read(buf),
         }
-        Err(_) => return Err(Dial::Broken),
+    }
+}
+
+impl std::io::Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sock::Unix(s) => s.write(buf),
+            Sock::Tcp(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sock {
+    fn set_timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Sock::Unix(s) => s.set_read_timeout(read).and(s.set_write_timeout(write)),
+            Sock::Tcp(s) => s.set_read_timeout(read).and(s.set_write_timeout(write)),
+        }
+    }
+}
+
+impl From<Sock> for std::os::fd::OwnedFd {
+    fn from(s: Sock) -> Self {
+        match s {
+            Sock::Unix(s) => s.into(),
+            Sock::Tcp(s) => s.into(),
+        }
+    }
+}
+
+/// The driver's IP, in a node and its workers (for actor addresses that
+/// name the driver by an unspecified IP).
+fn driver_ip() -> Option<std::net::IpAddr> {
+    std::env::var(crate::address::DRIVER_ENV).ok()?.parse().ok()
+}
+
+/// Opens a socket to the actor: its Unix name on its own host, else TCP.
+fn open(addr: &ActorAddr) -> Result<Sock, Dial> {
+    let gone = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+        )
     };
-    s.set_read_timeout(Some(DIAL_PATIENCE))
-        .and_then(|()| s.set_write_timeout(Some(AUTH_DEADLINE)))
+    if addr.host == crate::address::host_tag() {
+        let a = UnixAddr::from_abstract_name(addr.local.as_bytes()).map_err(|_| Dial::Gone)?;
+        return match UnixStream::connect_addr(&a) {
+            Ok(s) => Ok(Sock::Unix(s)),
+            Err(e) if gone(&e) => Err(Dial::Gone),
+            Err(_) => Err(Dial::Broken),
+        };
+    }
+    let Some(mut tcp) = addr.tcp else {
+        // A local-only actor of another host: not reachable from here.
+        return Err(Dial::Gone);
+    };
+    if tcp.ip().is_unspecified() {
+        match driver_ip() {
+            Some(ip) => tcp.set_ip(ip),
+            None => return Err(Dial::Gone),
+        }
+    }
+    match TcpStream::connect_timeout(&tcp, AUTH_DEADLINE) {
+        Ok(s) => {
+            let _ = s.set_nodelay(true);
+            Ok(Sock::Tcp(s))
+        }
+        Err(e) if gone(&e) => Err(Dial::Gone),
+        Err(_) => Err(Dial::Broken),
+    }
+}
+
+/// Connects, authenticates and reads the hello.
+fn connect(addr: &ActorAddr) -> Result<(Sock, ActorHello), Dial> {
+    let mut s = open(addr)?;
+    s.set_timeouts(Some(DIAL_PATIENCE), Some(AUTH_DEADLINE))
         .map_err(|_| Dial::Broken)?;
     match auth::client(&mut s, &addr.key, auth::Purpose::Actor) {
         Ok(()) => {}
@@ -584,8 +668,6 @@ fn connect(addr: &ActorAddr) -> Result<(UnixStream, ActorHello), Dial> {
         Err(_) => return Err(Dial::Broken),
     }
     let hello: ActorHello = read_msg(&mut s, 64 * 1024).map_err(|_: ReadError| Dial::Broken)?;
-    s.set_read_timeout(None)
-        .and_then(|()| s.set_write_timeout(None))
-        .map_err(|_| Dial::Broken)?;
+    s.set_timeouts(None, None).map_err(|_| Dial::Broken)?;
     Ok((s, hello))
 }

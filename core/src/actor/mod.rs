@@ -25,11 +25,13 @@
 //! to code you would trust with the actor.
 
 mod client;
-mod supervisor;
+mod home;
+pub(crate) mod supervisor;
 
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::net::TcpListener;
 use std::ops::Deref;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener};
@@ -39,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use self::client::ActorAddr;
 pub use self::client::{ActorCall, RawActorRef};
+use self::home::{Home, HomeSpec};
 use self::supervisor::{Spec, Supervisor};
 use crate::address::{current_node, NodeId, WorkerId, WorkerKind};
 use crate::error::{Error, ErrorKind};
@@ -212,6 +215,19 @@ async fn off_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -
         .map_err(|_| Error::new(ErrorKind::Spawn, "the actor's start was abandoned"))
 }
 
+/// A fresh abstract Unix address for an actor, and its name.
+pub(crate) fn bind_local() -> Result<(UnixListener, String), Error> {
+    let local = format!(
+        "mproc-actor-{}-{:016x}",
+        std::process::id(),
+        crate::sys::shm::random_u64()
+    );
+    let listener = UnixAddr::from_abstract_name(local.as_bytes())
+        .and_then(|a| UnixListener::bind_addr(&a))
+        .map_err(|e| Error::with_source(ErrorKind::Spawn, "cannot open the actor's address", e))?;
+    Ok((listener, local))
+}
+
 /// Starts an actor of type `A` in a process of its own, supervised by
 /// `executor`: what the generated `Type::spawn`/`Type::spawn_with` call.
 #[doc(hidden)]
@@ -223,51 +239,91 @@ pub fn spawn_actor<A: Actor>(
     let executor = executor.clone();
     let encoded = postcard::to_allocvec(&args);
     async move {
-        if let Some(node) = opts.node {
-            if node != current_node() {
-                return Err(Error::new(
-                    ErrorKind::Spawn,
-                    format!("cannot place an actor on {node}: no such node in this cluster"),
-                ));
-            }
-        }
         let args = encoded.map_err(|e| {
             Error::with_source(ErrorKind::Task, "cannot encode the actor's arguments", e)
         })?;
+        let cluster = executor.cluster().map(|c| c.shared().clone());
+        let target = place(cluster.as_deref(), opts.node)?;
         let key: Vec<u8> = (0..4)
             .flat_map(|_| crate::sys::shm::random_u64().to_le_bytes())
             .collect();
-        let local = format!(
-            "mproc-actor-{}-{:016x}",
-            std::process::id(),
-            crate::sys::shm::random_u64()
-        );
-        let listener = UnixAddr::from_abstract_name(local.as_bytes())
-            .and_then(|a| UnixListener::bind_addr(&a))
-            .map_err(|e| {
-                Error::with_source(ErrorKind::Spawn, "cannot open the actor's address", e)
-            })?;
-        let id = WorkerId::fresh(WorkerKind::Actor);
-        let spec = Spec {
-            type_name: A::NAME,
-            id: id.clone(),
-            args,
-            key: key.clone(),
-            method: executor.start_method(),
-            max_frame: executor.max_frame(),
-            max_restarts: opts.max_restarts,
+        let (listener, local) = bind_local()?;
+        let id = WorkerId::fresh(WorkerKind::Actor).on_node(target);
+        let host = crate::address::host_tag();
+        let (tcp, restarts) = match (&cluster, target) {
+            (Some(c), node) if node != NodeId::DRIVER => {
+                let node = c.node(node).ok_or_else(|| no_node(node))?;
+                let spec = HomeSpec {
+                    id: id.clone(),
+                    type_name: A::NAME,
+                    args,
+                    key: key.clone(),
+                    max_restarts: opts.max_restarts,
+                };
+                let c = c.clone();
+                let (home, tcp) =
+                    off_thread(move || Home::start(spec, c, node, listener)).await??;
+                executor.attach(home.clone());
+                (Some(tcp), home.restarts.clone())
+            }
+            _ => {
+                // In a cluster, callers on other hosts reach it over TCP.
+                let tcp = match &cluster {
+                    Some(c) => Some(TcpListener::bind((c.addr().ip(), 0)).map_err(Error::from)?),
+                    None => None,
+                };
+                let tcp_addr = match &tcp {
+                    Some(l) => Some(l.local_addr().map_err(Error::from)?),
+                    None => None,
+                };
+                let spec = Spec {
+                    type_name: A::NAME,
+                    id: id.clone(),
+                    args,
+                    key: key.clone(),
+                    method: executor.start_method(),
+                    max_frame: executor.max_frame(),
+                    max_restarts: opts.max_restarts,
+                    tcp,
+                    on_end: None,
+                };
+                let sup = off_thread(move || Supervisor::start(spec, listener)).await??;
+                executor.attach(sup.clone());
+                if let Some(c) = &cluster {
+                    c.count_actor(NodeId::DRIVER, true);
+                }
+                (tcp_addr, sup.restarts.clone())
+            }
         };
-        let sup = off_thread(move || Supervisor::start(spec, listener)).await??;
-        executor.attach(sup.clone());
-        let raw = RawActorRef::new(
-            id,
-            Arc::from(A::NAME),
-            ActorAddr { local, key },
-            Some(sup.restarts.clone()),
-        );
+        let addr = ActorAddr {
+            local,
+            host,
+            tcp,
+            key,
+        };
+        let raw = RawActorRef::new(id, Arc::from(A::NAME), addr, Some(restarts));
         Ok(ActorRef {
             client: A::Client::from_raw(raw),
             _type: PhantomData,
         })
+    }
+}
+
+fn no_node(node: NodeId) -> Error {
+    Error::new(
+        ErrorKind::Spawn,
+        format!("cannot place an actor on {node}: no such node in this cluster"),
+    )
+}
+
+/// Where a new actor goes: the node asked for, else (in a cluster) the
+/// member with the fewest actors, else here.
+fn place(cluster: Option<&crate::cluster::Shared>, asked: Option<NodeId>) -> Result<NodeId, Error> {
+    match (asked, cluster) {
+        (Some(n), _) if n == current_node() => Ok(n),
+        (Some(n), Some(c)) if c.node(n).is_some() => Ok(n),
+        (Some(n), _) => Err(no_node(n)),
+        (None, Some(c)) => Ok(c.pick_actor_home(None, false).unwrap_or(NodeId::DRIVER)),
+        (None, None) => Ok(current_node()),
     }
 }

@@ -20,6 +20,7 @@
 //!    (callers then learn the actor is gone), reaps, and ends.
 
 use std::io::Write;
+use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -33,7 +34,7 @@ use nix::sys::signal::Signal;
 use crate::address::WorkerId;
 use crate::children::ChildProc;
 use crate::error::{Error, ErrorKind, ExitInfo, TaskError};
-use crate::protocol::actor::{ActorHello, StartActor, MODE_ACTOR};
+use crate::protocol::actor::{ActorHello, Ended, StartActor, MODE_ACTOR};
 use crate::protocol::auth::{self, AUTH_DEADLINE};
 use crate::protocol::manager::frame;
 use crate::protocol::{decode, encode_frame, level_to_u8, ToParent, MAGIC, PROTOCOL_VERSION};
@@ -44,6 +45,10 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a stopping instance gets before SIGKILL.
 const REAP_GRACE: Duration = Duration::from_secs(2);
 
+/// Called once when the actor is gone for good: how its last instance
+/// ended, and whether a caller stopped it.
+pub(crate) type OnEnd = Box<dyn FnOnce(Ended, bool) + Send + Sync>;
+
 /// What a supervisor needs to start instances.
 pub(crate) struct Spec {
     pub(crate) type_name: &'static str,
@@ -53,6 +58,11 @@ pub(crate) struct Spec {
     pub(crate) method: StartMethod,
     pub(crate) max_frame: usize,
     pub(crate) max_restarts: u32,
+    /// A TCP listener too, for callers on other hosts.
+    pub(crate) tcp: Option<TcpListener>,
+    /// Told when the actor is gone for good; with a hook the supervisor
+    /// serves no tombstone (the hook's owner answers for the actor).
+    pub(crate) on_end: Option<OnEnd>,
 }
 
 /// One actor, as the process that spawned it keeps it.
@@ -63,6 +73,7 @@ pub(crate) struct Supervisor {
     pub(crate) restarts: Arc<AtomicU32>,
     state: Mutex<State>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    on_end: Mutex<Option<OnEnd>>,
 }
 
 #[derive(Default)]
@@ -92,14 +103,17 @@ struct StartFailure {
 impl Supervisor {
     /// Starts the first instance and the supervisor thread; returns once the
     /// instance is ready (or could not be).
-    pub(crate) fn start(spec: Spec, listener: UnixListener) -> Result<Arc<Supervisor>, Error> {
+    pub(crate) fn start(mut spec: Spec, listener: UnixListener) -> Result<Arc<Supervisor>, Error> {
+        let on_end = spec.on_end.take();
         let sup = Arc::new(Supervisor {
             spec,
             listener,
             restarts: Arc::new(AtomicU32::new(0)),
             state: Mutex::new(State::default()),
             thread: Mutex::new(None),
+            on_end: Mutex::new(None),
         });
+        *sup.on_end.lock().unwrap_or_else(|p| p.into_inner()) = on_end;
         let first = sup.start_instance(&[]).map_err(|f| f.error)?;
         let me = sup.clone();
         let handle = std::thread::Builder::new()
@@ -122,7 +136,7 @@ impl Supervisor {
 
     /// Starts one instance, `history` telling it how its predecessors
     /// ended, and waits for its `Ready`.
-    fn start_instance(&self, history: &[ExitInfo]) -> Result<Arc<ChildProc>, StartFailure> {
+    fn start_instance(&self, history: &[Ended]) -> Result<Arc<ChildProc>, StartFailure> {
         let spawn_err = |e: std::io::Error| StartFailure {
             exit: ExitInfo {
                 code: None,
@@ -162,7 +176,7 @@ impl Supervisor {
         }
     }
 
-    fn handshake(&self, chan: &Arc<UnixChannel>, history: &[ExitInfo]) -> Result<(), Error> {
+    fn handshake(&self, chan: &Arc<UnixChannel>, history: &[Ended]) -> Result<(), Error> {
         let proto =
             |what: &str| Error::new(ErrorKind::Spawn, format!("actor start failed: {what}"));
         let start = StartActor {
@@ -183,7 +197,9 @@ impl Supervisor {
             Error::with_source(ErrorKind::Spawn, "cannot encode the actor's arguments", e)
         })?;
         drop(start);
-        crate::sys::send_fds(&**chan, MODE_ACTOR, &[self.listener.as_raw_fd()])
+        let mut fds = vec![self.listener.as_raw_fd()];
+        fds.extend(self.spec.tcp.as_ref().map(AsRawFd::as_raw_fd));
+        crate::sys::send_fds(&**chan, MODE_ACTOR, &fds)
             .and_then(|()| chan.write_all(&buf))
             .map_err(|e| {
                 Error::with_source(ErrorKind::Spawn, "the actor's process went away", e)
@@ -239,12 +255,13 @@ impl Supervisor {
     fn supervise(self: Arc<Self>, first: Arc<ChildProc>) {
         let mut history = Vec::new();
         let mut child = Some(first);
+        let mut stopped = false;
         loop {
             if let Some(c) = child.take() {
-                let stopped = self.watch();
+                stopped = self.watch();
                 let exit = c.reap(REAP_GRACE);
                 self.lock().boot = None;
-                history.push(exit);
+                history.push(Ended::Exited(exit));
                 if stopped {
                     break;
                 }
@@ -257,7 +274,7 @@ impl Supervisor {
                 }
             }
             if self.lock().closing {
-                return;
+                break;
             }
             let done = self.restarts.load(Ordering::Acquire);
             if done >= self.spec.max_restarts {
@@ -273,11 +290,22 @@ impl Supervisor {
                         "actor restart failed: {}",
                         f.error
                     );
-                    history.push(f.exit);
+                    history.push(Ended::Exited(f.exit));
                 }
             }
         }
-        self.tombstone(history);
+        let hook = self.on_end.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match hook {
+            Some(hook) => {
+                let last = history.last().copied().unwrap_or(Ended::Exited(ExitInfo {
+                    code: None,
+                    signal: None,
+                }));
+                hook(last, stopped);
+            }
+            None if !self.lock().closing => self.tombstone(history),
+            None => {}
+        }
     }
 
     /// Reads the running instance's boot socket until it ends; true when
@@ -304,7 +332,7 @@ impl Supervisor {
 
     /// Answers every caller with how the instances ended, until the owner
     /// stops.
-    fn tombstone(&self, history: Vec<ExitInfo>) {
+    fn tombstone(&self, history: Vec<Ended>) {
         let hello = ActorHello {
             generation: u32::try_from(history.len()).unwrap_or(u32::MAX),
             history,
@@ -315,29 +343,32 @@ impl Supervisor {
         };
         let bytes = Arc::new(bytes);
         let key = Arc::new(self.spec.key.clone());
+        if let Some(tcp) = self.spec.tcp.as_ref().and_then(|l| l.try_clone().ok()) {
+            let (bytes, key) = (bytes.clone(), key.clone());
+            let _ = std::thread::Builder::new()
+                .name("mproc-actor-sup".into())
+                .spawn(move || {
+                    for conn in tcp.incoming() {
+                        match conn {
+                            Ok(c) => answer_dead(c, bytes.clone(), key.clone()),
+                            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return,
+                            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                        }
+                    }
+                });
+        }
         for conn in self.listener.incoming() {
             if self.lock().closing {
                 return;
             }
-            let Ok(mut conn) = conn else {
+            let Ok(conn) = conn else {
                 if self.lock().closing {
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             };
-            // The handshake may take a slow peer up to its deadline: not on
-            // this thread.
-            let (bytes, key) = (bytes.clone(), key.clone());
-            let _ = std::thread::Builder::new()
-                .name("mproc-actor-rip".into())
-                .spawn(move || {
-                    let _ = conn.set_read_timeout(Some(AUTH_DEADLINE));
-                    let _ = conn.set_write_timeout(Some(AUTH_DEADLINE));
-                    if auth::server(&mut conn, &key, auth::Purpose::Actor).is_ok() {
-                        let _ = conn.write_all(&bytes);
-                    }
-                });
+            answer_dead(conn, bytes.clone(), key.clone());
         }
     }
 
@@ -362,11 +393,51 @@ impl Supervisor {
             self.listener.as_fd().as_raw_fd(),
             nix::sys::socket::Shutdown::Both,
         );
+        if let Some(tcp) = &self.spec.tcp {
+            let _ = nix::sys::socket::shutdown(tcp.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        }
         let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = handle {
             if h.thread().id() != std::thread::current().id() {
                 let _ = h.join();
             }
         }
+    }
+}
+
+/// Tells one caller how the actor's instances ended. The handshake may take
+/// a slow peer up to its deadline: not on the accepting thread.
+fn answer_dead<S>(mut conn: S, hello: Arc<Vec<u8>>, key: Arc<Vec<u8>>)
+where
+    S: std::io::Read + Write + Send + 'static + Timeouts,
+{
+    let _ = std::thread::Builder::new()
+        .name("mproc-actor-rip".into())
+        .spawn(move || {
+            conn.set_timeouts(Some(AUTH_DEADLINE));
+            if auth::server(&mut conn, &key, auth::Purpose::Actor).is_ok() {
+                let _ = conn.write_all(&hello);
+            }
+        });
+}
+
+/// Sockets whose reads and writes can be bounded.
+pub(crate) trait Timeouts {
+    /// Bounds reads and writes (`None`: no bound).
+    fn set_timeouts(&self, t: Option<Duration>);
+}
+
+impl Timeouts for UnixStream {
+    fn set_timeouts(&self, t: Option<Duration>) {
+        let _ = self.set_read_timeout(t);
+        let _ = self.set_write_timeout(t);
+    }
+}
+
+impl Timeouts for std::net::TcpStream {
+    fn set_timeouts(&self, t: Option<Duration>) {
+        let _ = self.set_read_timeout(t);
+        let _ = self.set_write_timeout(t);
+        let _ = self.set_nodelay(true);
     }
 }

@@ -24,6 +24,7 @@
 //!   stopped the actor, or the program died) ends the process after the
 //!   call in progress.
 
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,7 +61,11 @@ enum Mail {
 
 /// In the child, after the start byte: build the instance and serve until
 /// told to stop. Returns the exit code.
-pub(crate) fn run_actor(chan: Arc<UnixChannel>, listener: OwnedFd) -> Result<i32, ChildError> {
+pub(crate) fn run_actor(
+    chan: Arc<UnixChannel>,
+    listener: OwnedFd,
+    tcp: Option<OwnedFd>,
+) -> Result<i32, ChildError> {
     let mut reader = FrameReader::new(64 * 1024 * 1024);
     let msg: StartActor = {
         let bytes = reader.next_frame(&*chan).map_err(ChildError::Handshake)?;
@@ -112,8 +117,15 @@ pub(crate) fn run_actor(chan: Arc<UnixChannel>, listener: OwnedFd) -> Result<i32
     let listener = UnixListener::from(listener);
     spawn_thread("mproc-actor-accept", {
         let (server, tx) = (server.clone(), tx.clone());
-        move || server.accept_loop(listener, tx)
+        move || server.accept_loop(listener.incoming(), tx)
     });
+    if let Some(tcp) = tcp {
+        let tcp = TcpListener::from(tcp);
+        spawn_thread("mproc-actor-accept", {
+            let (server, tx) = (server.clone(), tx.clone());
+            move || server.accept_loop(tcp.incoming(), tx)
+        });
+    }
     spawn_thread("mproc-actor-boot", {
         let tx = tx.clone();
         move || {
@@ -214,6 +226,26 @@ fn flush(dirty: &mut Vec<Arc<Outbox>>) {
     }
 }
 
+/// A connection to the actor: a Unix one from its host, a TCP one from
+/// another.
+trait Conn: std::io::Read + std::io::Write + Into<OwnedFd> + Send + 'static {
+    /// Bounds reads and writes (`None`: no bound).
+    fn timeouts(&self, t: Option<std::time::Duration>) -> std::io::Result<()>;
+}
+
+impl Conn for UnixStream {
+    fn timeouts(&self, t: Option<std::time::Duration>) -> std::io::Result<()> {
+        self.set_read_timeout(t).and(self.set_write_timeout(t))
+    }
+}
+
+impl Conn for TcpStream {
+    fn timeouts(&self, t: Option<std::time::Duration>) -> std::io::Result<()> {
+        let _ = self.set_nodelay(true);
+        self.set_read_timeout(t).and(self.set_write_timeout(t))
+    }
+}
+
 /// The accepting side: the key, the hello every connection gets, and the
 /// connection count.
 struct Acceptor {
@@ -224,8 +256,12 @@ struct Acceptor {
 }
 
 impl Acceptor {
-    fn accept_loop(self: Arc<Self>, listener: UnixListener, tx: Sender<Mail>) {
-        for conn in listener.incoming() {
+    fn accept_loop<S: Conn>(
+        self: Arc<Self>,
+        incoming: impl Iterator<Item = std::io::Result<S>>,
+        tx: Sender<Mail>,
+    ) {
+        for conn in incoming {
             let conn = match conn {
                 Ok(c) => c,
                 // The supervisor shut the socket: the actor is being stopped.
@@ -256,10 +292,8 @@ impl Acceptor {
 
     /// One connection: handshake, hello, then requests into the mailbox
     /// until the caller goes away or breaks the protocol.
-    fn serve_conn(&self, mut conn: UnixStream, tx: Sender<Mail>) {
-        if conn.set_read_timeout(Some(AUTH_DEADLINE)).is_err()
-            || conn.set_write_timeout(Some(AUTH_DEADLINE)).is_err()
-        {
+    fn serve_conn<S: Conn>(&self, mut conn: S, tx: Sender<Mail>) {
+        if conn.timeouts(Some(AUTH_DEADLINE)).is_err() {
             return;
         }
         if let Err(e) = auth::server(&mut conn, &self.key, auth::Purpose::Actor) {
@@ -269,10 +303,7 @@ impl Acceptor {
         let Ok(hello) = frame(&self.hello, 64 * 1024) else {
             return;
         };
-        if std::io::Write::write_all(&mut conn, &hello).is_err()
-            || conn.set_read_timeout(None).is_err()
-            || conn.set_write_timeout(None).is_err()
-        {
+        if std::io::Write::write_all(&mut conn, &hello).is_err() || conn.timeouts(None).is_err() {
             return;
         }
         let chan: Arc<dyn ByteStream> = Arc::new(UnixChannel::from_fd(conn.into()));

@@ -16,6 +16,12 @@ pub(crate) const WORKER_ENV: &str = "__MPROC_WORKER";
 /// program's pid.
 pub(crate) const FORKSERVER_ENV: &str = "__MPROC_FORKSERVER";
 
+/// Start-up roles of layers above this one: each checks its own variable
+/// and, when it is set, runs that role and exits. A `linkme` slice, so a
+/// role needs no call from here (and no import of its layer).
+#[linkme::distributed_slice]
+pub(crate) static BOOT_HOOKS: [fn()];
+
 #[ctor::ctor(unsafe)]
 fn mproc_worker_boot() {
     if let Some(v) = std::env::var_os(FORKSERVER_ENV) {
@@ -25,15 +31,13 @@ fn mproc_worker_boot() {
         super::forkserver::serve(parent);
     }
     let Some(v) = std::env::var_os(WORKER_ENV) else {
-        if let Some(addr) = std::env::var_os(crate::cluster::JOIN_ENV) {
-            // Single-threaded here (before main): removing the variable is
-            // sound.
-            std::env::remove_var(crate::cluster::JOIN_ENV);
-            crate::cluster::node_main(addr.to_string_lossy().into_owned());
+        // Other roles a process may be started in (a cluster's node).
+        for hook in BOOT_HOOKS {
+            hook();
         }
         return;
     };
-    if let Some(node) = std::env::var(crate::cluster::NODE_ENV)
+    if let Some(node) = std::env::var(crate::address::NODE_ENV)
         .ok()
         .and_then(|n| n.parse().ok())
     {

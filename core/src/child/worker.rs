@@ -114,9 +114,10 @@ fn run_worker(chan: UnixChannel) -> Result<i32, ChildError> {
         Ok(Some((MODE_MANAGER, fds))) if fds.is_empty() => {
             return super::manager::run_server(&*chan);
         }
-        Ok(Some((MODE_ACTOR, fds))) if fds.len() == 1 => {
-            let listener = fds.into_iter().next().expect("one descriptor");
-            return super::actor::run_actor(chan, listener);
+        Ok(Some((MODE_ACTOR, fds))) if matches!(fds.len(), 1 | 2) => {
+            let mut fds = fds.into_iter();
+            let listener = fds.next().expect("one descriptor");
+            return super::actor::run_actor(chan, listener, fds.next());
         }
         Ok(Some((MODE_WORKER, fds))) if !fds.is_empty() => fds.into_iter(),
         Ok(Some(_)) => return Err(ChildError::Protocol("bad start byte")),

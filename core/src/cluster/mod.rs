@@ -37,11 +37,11 @@ use mproc_transport::{ByteStream, FrameReader, StreamIo, UnixChannel, DEFAULT_MA
 pub(crate) use self::link::ClusterLauncher;
 use self::link::RemoteLink;
 pub use self::node::{join, join_tls};
-pub(crate) use self::node::{node_main, JOIN_ENV, NODE_ENV};
-use crate::address::NodeId;
+use crate::address::{NodeId, WorkerId};
 use crate::error::{Error, ErrorKind};
 use crate::executor::sched::Core;
 use crate::outbox::Outbox;
+use crate::protocol::actor::Ended;
 use crate::protocol::auth::{self, Purpose, AUTH_DEADLINE};
 use crate::protocol::cluster::{NodeHello, ToDriver, ToNode, Welcome, HEARTBEAT, SILENCE_LIMIT};
 use crate::protocol::manager::{frame, read_msg};
@@ -129,6 +129,8 @@ struct Nodes {
     live: BTreeMap<NodeId, Arc<NodeConn>>,
     /// The schedulers placing work on this cluster's nodes.
     cores: Vec<Weak<Core>>,
+    /// Actors placed on each member (the driver included) and not ended.
+    actors: BTreeMap<NodeId, usize>,
 }
 
 /// One joined node: its connection and the driver's books about it.
@@ -142,6 +144,80 @@ pub(crate) struct NodeConn {
     /// Requests on their way or running there: driver job id → its link.
     pub(crate) routes: Mutex<std::collections::HashMap<u64, Weak<RemoteLink>>>,
     pub(crate) links: Mutex<Vec<Weak<RemoteLink>>>,
+    /// Actor starts asked of this node and not answered yet.
+    spawns:
+        Mutex<std::collections::HashMap<u64, std::sync::mpsc::Sender<Result<SocketAddr, String>>>>,
+    /// The actors with an instance here, told when it ends.
+    actors: Mutex<std::collections::HashMap<WorkerId, Weak<dyn ActorWatch>>>,
+}
+
+/// Whoever answers for an actor whose instance runs on a node (its home on
+/// the driver): told when that instance ends.
+pub(crate) trait ActorWatch: Send + Sync {
+    /// The instance ended so; `stopped` when a caller stopped it.
+    fn ended(&self, ended: Ended, stopped: bool);
+}
+
+/// How long a node may take to start an actor's instance.
+const ACTOR_START_LIMIT: Duration = Duration::from_secs(60);
+
+impl NodeConn {
+    /// Starts an instance of actor `id` on this node; its TCP address.
+    pub(crate) fn spawn_actor(
+        &self,
+        id: &WorkerId,
+        type_name: &str,
+        args: &[u8],
+        key: &[u8],
+        history: Vec<Ended>,
+        watch: Weak<dyn ActorWatch>,
+    ) -> Result<SocketAddr, Error> {
+        static REQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let req = REQ.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = std::sync::mpsc::channel();
+        lock(&self.spawns).insert(req, tx);
+        lock(&self.actors).insert(id.clone(), watch);
+        let sent = self.out.send(&ToNode::SpawnActor {
+            req,
+            id: id.clone(),
+            type_name,
+            args: crate::protocol::Bytes(args),
+            key: crate::protocol::Bytes(key),
+            history,
+        });
+        let lost = || {
+            Error::new(
+                ErrorKind::Spawn,
+                format!("{} was lost while starting the actor", self.info.id),
+            )
+        };
+        let r = match sent {
+            Err(e) => Err(Error::with_source(
+                ErrorKind::Spawn,
+                "cannot ask the node",
+                e,
+            )),
+            Ok(()) => match rx.recv_timeout(ACTOR_START_LIMIT) {
+                Ok(Ok(addr)) => Ok(addr),
+                Ok(Err(reason)) => Err(Error::new(
+                    ErrorKind::Spawn,
+                    format!("{} could not start the actor: {reason}", self.info.id),
+                )),
+                Err(_) => Err(lost()),
+            },
+        };
+        lock(&self.spawns).remove(&req);
+        if r.is_err() {
+            lock(&self.actors).remove(id);
+        }
+        r
+    }
+
+    /// Stops actor `id`'s instance on this node.
+    pub(crate) fn stop_actor(&self, id: &WorkerId) {
+        lock(&self.actors).remove(id);
+        let _ = self.out.send(&ToNode::StopActor { id: id.clone() });
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -320,6 +396,40 @@ impl Shared {
             .cloned()
     }
 
+    /// The address the cluster listens on.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The live node `id`.
+    pub(crate) fn node(&self, id: NodeId) -> Option<Arc<NodeConn>> {
+        lock(&self.state).live.get(&id).cloned()
+    }
+
+    /// Where the next actor goes: the member (the driver or a live node)
+    /// with the fewest actors, the driver first among equals; never
+    /// `avoid`.
+    pub(crate) fn pick_actor_home(
+        &self,
+        avoid: Option<NodeId>,
+        nodes_only: bool,
+    ) -> Option<NodeId> {
+        let st = lock(&self.state);
+        let driver = (!nodes_only).then_some(NodeId::DRIVER);
+        driver
+            .into_iter()
+            .chain(st.live.keys().copied())
+            .filter(|n| Some(*n) != avoid)
+            .min_by_key(|n| (st.actors.get(n).copied().unwrap_or(0), *n))
+    }
+
+    /// Counts an actor placed on `node` (`+1`) or ended there (`-1`).
+    pub(crate) fn count_actor(&self, node: NodeId, placed: bool) {
+        let mut st = lock(&self.state);
+        let n = st.actors.entry(node).or_insert(0);
+        *n = if placed { *n + 1 } else { n.saturating_sub(1) };
+    }
+
     fn cores(&self) -> Vec<Arc<Core>> {
         lock(&self.state)
             .cores
@@ -340,6 +450,15 @@ impl Shared {
         let links: Vec<_> = lock(&conn.links).iter().filter_map(Weak::upgrade).collect();
         for l in links {
             l.lost();
+        }
+        lock(&self.state).actors.remove(&conn.info.id);
+        lock(&conn.spawns).clear();
+        let actors: Vec<_> = std::mem::take(&mut *lock(&conn.actors))
+            .into_values()
+            .filter_map(|w| w.upgrade())
+            .collect();
+        for a in actors {
+            a.ended(Ended::Lost(conn.info.id), false);
         }
         for core in self.cores() {
             core.capacity_changed();
@@ -477,6 +596,8 @@ fn admit(tcp: TcpStream, shared: &Weak<Shared>) -> Result<(), AdmitError> {
         used: AtomicUsize::new(0),
         routes: Mutex::new(std::collections::HashMap::new()),
         links: Mutex::new(Vec::new()),
+        spawns: Mutex::new(std::collections::HashMap::new()),
+        actors: Mutex::new(std::collections::HashMap::new()),
     });
     st.live.insert(id, conn.clone());
     let cores: Vec<_> = st.cores.iter().filter_map(Weak::upgrade).collect();
@@ -550,6 +671,17 @@ fn read_node(conn: Arc<NodeConn>, shared: Weak<Shared>) {
                     let link = lock(&conn.routes).remove(&id).and_then(|l| l.upgrade());
                     if let Some(link) = link {
                         link.done(id, exec_ns, result.map(|b| b.0.to_vec()));
+                    }
+                }
+                Ok(ToDriver::ActorStarted { req, result }) => {
+                    if let Some(tx) = lock(&conn.spawns).remove(&req) {
+                        let _ = tx.send(result);
+                    }
+                }
+                Ok(ToDriver::ActorEnded { id, ended, stopped }) => {
+                    let watch = lock(&conn.actors).remove(&id).and_then(|w| w.upgrade());
+                    if let Some(w) = watch {
+                        w.ended(ended, stopped);
                     }
                 }
                 Ok(ToDriver::Ping) => {}

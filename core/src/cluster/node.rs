@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 use mproc_transport::{ByteStream, FrameReader, StreamIo, UnixChannel, DEFAULT_MAX_FRAME};
 
 use super::Wire;
-use crate::address::{set_current_node, NodeId};
+use crate::actor::supervisor::{Spec, Supervisor};
+use crate::address::{set_current_node, NodeId, WorkerId};
 use crate::error::{Error, ErrorKind, TaskError};
 use crate::executor::sched::{Config, Core, Limits, Running};
 use crate::outbox::Outbox;
+use crate::protocol::actor::Ended;
 use crate::protocol::auth::{self, AuthError, Purpose, AUTH_DEADLINE};
 use crate::protocol::cluster::{NodeHello, ToDriver, ToNode, Welcome, HEARTBEAT, SILENCE_LIMIT};
 use crate::protocol::manager::{frame, read_msg};
@@ -31,9 +33,21 @@ use crate::tls::{ClientTls, TlsChannel};
 const DIAL_PATIENCE: Duration = Duration::from_secs(30);
 
 /// The variable holding the driver's address on a node.
-pub(crate) const JOIN_ENV: &str = "MPROC_JOIN";
-/// The node id, for the node's own workers.
-pub(crate) const NODE_ENV: &str = "__MPROC_NODE";
+const JOIN_ENV: &str = "MPROC_JOIN";
+
+/// Becomes a node before `main` when `MPROC_JOIN` is set (see
+/// `child/boot.rs`).
+#[linkme::distributed_slice(crate::child::boot::BOOT_HOOKS)]
+static NODE_BOOT: fn() = node_boot;
+
+fn node_boot() {
+    if let Some(addr) = std::env::var_os(JOIN_ENV) {
+        // Single-threaded here (before main): removing the variable is
+        // sound.
+        std::env::remove_var(JOIN_ENV);
+        node_main(addr.to_string_lossy().into_owned());
+    }
+}
 
 /// Joins the cluster whose driver listens at `addr`, as a node: runs the
 /// driver's work on this host's workers until the driver closes the
@@ -69,7 +83,7 @@ fn workers_from_env() -> usize {
 
 /// The boot path: the program was started with `MPROC_JOIN`. Runs the
 /// node and exits; never returns to `main`.
-pub(crate) fn node_main(addr: String) -> ! {
+fn node_main(addr: String) -> ! {
     let code = match node_from_env(&addr) {
         Ok(()) => 0,
         Err(e) => {
@@ -209,6 +223,9 @@ fn run(
         .collect();
     let tcp = dial(&addrs)?;
     let _ = tcp.set_nodelay(true);
+    // Actors here listen on the address the driver is reached from.
+    let here = tcp.local_addr().map_err(Error::from)?.ip();
+    let driver_ip = tcp.peer_addr().map_err(Error::from)?.ip();
     tcp.set_read_timeout(Some(AUTH_DEADLINE))
         .map_err(Error::from)?;
     tcp.set_write_timeout(Some(AUTH_DEADLINE))
@@ -253,8 +270,9 @@ fn run(
     };
     wire.set_read_timeout(SILENCE_LIMIT).map_err(Error::from)?;
     set_current_node(id);
-    std::env::set_var(NODE_ENV, id.get().to_string());
-    serve(id, chan, workers)
+    std::env::set_var(crate::address::NODE_ENV, id.get().to_string());
+    std::env::set_var(crate::address::DRIVER_ENV, driver_ip.to_string());
+    serve(id, chan, workers, here)
 }
 
 fn hostname() -> String {
@@ -265,7 +283,12 @@ fn hostname() -> String {
 }
 
 /// Runs the driver's requests until the driver ends.
-fn serve(id: NodeId, chan: Arc<dyn ByteStream>, workers: usize) -> Result<(), Error> {
+fn serve(
+    id: NodeId,
+    chan: Arc<dyn ByteStream>,
+    workers: usize,
+    here: std::net::IpAddr,
+) -> Result<(), Error> {
     let core = Core::new(Config {
         workers,
         max_tasks_per_child: None,
@@ -295,6 +318,7 @@ fn serve(id: NodeId, chan: Arc<dyn ByteStream>, workers: usize) -> Result<(), Er
     };
     // Driver job id → this node's job id.
     let jobs: Arc<Mutex<std::collections::HashMap<u64, u64>>> = Arc::default();
+    let actors: Actors = Arc::default();
     let mut reader = FrameReader::new(DEFAULT_MAX_FRAME);
     let why = loop {
         let frame = match reader.next_frame(&*chan) {
@@ -313,6 +337,35 @@ fn serve(id: NodeId, chan: Arc<dyn ByteStream>, workers: usize) -> Result<(), Er
                     core.abort(local, TaskError::Cancelled, Running::Stop);
                 }
             }
+            Ok(ToNode::SpawnActor {
+                req,
+                id,
+                type_name,
+                args,
+                key,
+                history,
+            }) => {
+                let spec = ActorStart {
+                    req,
+                    id,
+                    type_name: type_name.to_string(),
+                    args: args.0.to_vec(),
+                    key: key.0.to_vec(),
+                    history,
+                };
+                let (out, actors) = (out.clone(), actors.clone());
+                let _ = std::thread::Builder::new()
+                    .name("mproc-actor-start".into())
+                    .spawn(move || start_actor(spec, here, &out, &actors));
+            }
+            Ok(ToNode::StopActor { id }) => {
+                let sup = actors.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                if let Some(sup) = sup {
+                    let _ = std::thread::Builder::new()
+                        .name("mproc-actor-stop".into())
+                        .spawn(move || sup.shutdown());
+                }
+            }
             Ok(ToNode::Ping) => {}
             Ok(ToNode::Close) => break "the driver closed the cluster".to_string(),
             Err(e) => break format!("malformed message from the driver: {e}"),
@@ -320,6 +373,15 @@ fn serve(id: NodeId, chan: Arc<dyn ByteStream>, workers: usize) -> Result<(), Er
     };
     tracing::info!(node = %id, "mproc node stopping: {why}");
     stop.store(true, Ordering::Release);
+    let all: Vec<_> = actors
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain()
+        .map(|(_, s)| s)
+        .collect();
+    for sup in all {
+        sup.shutdown();
+    }
     core.stop_blocking(TaskError::Shutdown);
     out.close();
     chan.shutdown();
@@ -370,4 +432,65 @@ fn run_one(
             });
         }
     });
+}
+
+/// The actors with an instance on this node.
+type Actors = Arc<Mutex<std::collections::HashMap<WorkerId, Arc<Supervisor>>>>;
+
+/// What the driver asked to start.
+struct ActorStart {
+    req: u64,
+    id: WorkerId,
+    type_name: String,
+    args: Vec<u8>,
+    key: Vec<u8>,
+    history: Vec<Ended>,
+}
+
+/// Starts an actor's instance here and tells the driver where it listens;
+/// its end is reported too. The driver, which keeps the actor's address,
+/// decides about restarts.
+fn start_actor(a: ActorStart, here: std::net::IpAddr, out: &Arc<Outbox>, actors: &Actors) {
+    let r = (|| -> Result<(Arc<Supervisor>, SocketAddr), Error> {
+        let entry = crate::registry::actors::lookup(&a.type_name).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Spawn,
+                format!("unknown actor type {}", a.type_name),
+            )
+        })?;
+        let tcp = std::net::TcpListener::bind((here, 0)).map_err(Error::from)?;
+        let addr = tcp.local_addr().map_err(Error::from)?;
+        let (listener, _) = crate::actor::bind_local()?;
+        let (out, id, gone) = (out.clone(), a.id.clone(), Arc::downgrade(actors));
+        let spec = Spec {
+            type_name: entry.name,
+            id: a.id.clone(),
+            args: a.args,
+            key: a.key,
+            method: crate::get_start_method(),
+            max_frame: DEFAULT_MAX_FRAME,
+            max_restarts: 0,
+            tcp: Some(tcp),
+            on_end: Some(Box::new(move |ended, stopped| {
+                if let Some(actors) = gone.upgrade() {
+                    actors.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                }
+                let _ = out.send(&ToDriver::ActorEnded { id, ended, stopped });
+            })),
+        };
+        let _ = a.history;
+        let sup = Supervisor::start(spec, listener)?;
+        Ok((sup, addr))
+    })();
+    let result = match r {
+        Ok((sup, addr)) => {
+            actors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(a.id, sup);
+            Ok(addr)
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    let _ = out.send(&ToDriver::ActorStarted { req: a.req, result });
 }

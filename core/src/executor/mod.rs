@@ -168,7 +168,7 @@ impl ExecutorBuilder {
     pub async fn build(self) -> Result<Executor, Error> {
         let cluster = self.cluster.clone();
         let cfg = self.into_config()?;
-        let core = match cluster {
+        let core = match cluster.clone() {
             None => Core::new(cfg),
             Some(c) => {
                 let workers = cfg.workers;
@@ -188,6 +188,7 @@ impl ExecutorBuilder {
             owner: Arc::new(Owner {
                 core,
                 attached: std::sync::Mutex::new(Vec::new()),
+                cluster,
             }),
         })
     }
@@ -225,6 +226,7 @@ pub(crate) trait Attachment: Send + Sync + std::fmt::Debug {
 struct Owner {
     core: Arc<Core>,
     attached: std::sync::Mutex<Vec<Arc<dyn Attachment>>>,
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 impl Owner {
@@ -384,6 +386,11 @@ impl Executor {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(a);
+    }
+
+    /// The cluster the executor also places work on.
+    pub(crate) fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        self.owner.cluster.as_ref()
     }
 
     /// The start method of the executor's processes.

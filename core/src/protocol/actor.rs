@@ -3,7 +3,9 @@
 //!
 //! # Start (supervisor ↔ actor process, on the boot socket)
 //! The supervisor sends the byte [`MODE_ACTOR`] carrying (SCM_RIGHTS) the
-//! actor's listening socket, then one [`StartActor`] frame. The listening
+//! actor's listening sockets (an abstract Unix socket, and a TCP socket when
+//! the actor must be reachable from other hosts), then one [`StartActor`]
+//! frame. The listening
 //! socket belongs to the supervisor and outlives every instance: a restarted
 //! actor accepts on the same address, and callers that connect while it
 //! restarts wait in the backlog. The actor answers on the boot socket with
@@ -23,8 +25,27 @@
 use serde::{Deserialize, Serialize};
 
 use super::Bytes;
-use crate::address::WorkerId;
+use crate::address::{NodeId, WorkerId};
 use crate::error::{ExitInfo, TaskError};
+
+/// How an instance of an actor ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Ended {
+    /// Its process exited or was killed.
+    Exited(ExitInfo),
+    /// The node it ran on was lost.
+    Lost(NodeId),
+}
+
+impl Ended {
+    /// What a call that was in flight to it gets.
+    pub(crate) fn task_error(self) -> TaskError {
+        match self {
+            Ended::Exited(exit) => TaskError::WorkerDied { exit },
+            Ended::Lost(node) => TaskError::NodeLost { node },
+        }
+    }
+}
 
 /// The first byte sent to a child that is to be an actor; the listening
 /// socket rides on it and a [`StartActor`] frame follows.
@@ -46,7 +67,7 @@ pub(crate) struct StartActor {
     pub(crate) parent_pid: u32,
     /// How this instance's predecessors ended, oldest first; its own
     /// generation is `history.len()`.
-    pub(crate) history: Vec<ExitInfo>,
+    pub(crate) history: Vec<Ended>,
     /// The key every connection must prove it holds.
     pub(crate) key: Vec<u8>,
     pub(crate) log_level: u8,
@@ -70,7 +91,7 @@ pub(crate) struct ActorHello {
     /// The instance answering: 0 for the first, +1 per restart.
     pub(crate) generation: u32,
     /// How each earlier instance ended (`history[g]` for generation `g`).
-    pub(crate) history: Vec<ExitInfo>,
+    pub(crate) history: Vec<Ended>,
     /// False when the supervisor answers for an actor gone for good.
     pub(crate) live: bool,
 }

@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::actor::Ended;
 use super::Bytes;
-use crate::address::NodeId;
+use crate::address::{NodeId, WorkerId};
 use crate::error::TaskError;
 
 /// How often each side says it is alive.
@@ -61,6 +62,21 @@ pub(crate) enum ToNode<'a> {
     },
     /// Stop request `id`: cancel it if async, kill its worker if sync.
     Stop { id: u64 },
+    /// Start an instance of actor `id` here (no restarts: the driver
+    /// decides those), listening on TCP too; answered by `ActorStarted`.
+    SpawnActor {
+        req: u64,
+        id: WorkerId,
+        #[serde(borrow)]
+        type_name: &'a str,
+        #[serde(borrow)]
+        args: Bytes<'a>,
+        #[serde(borrow)]
+        key: Bytes<'a>,
+        history: Vec<Ended>,
+    },
+    /// Stop actor `id`'s instance here.
+    StopActor { id: WorkerId },
     /// Alive.
     Ping,
     /// The cluster is closing: stop the workers and exit.
@@ -76,6 +92,18 @@ pub(crate) enum ToDriver<'a> {
         exec_ns: u64,
         #[serde(borrow)]
         result: Result<Bytes<'a>, TaskError>,
+    },
+    /// The instance asked for by `SpawnActor { req, .. }` listens at this
+    /// TCP address, or could not start.
+    ActorStarted {
+        req: u64,
+        result: Result<std::net::SocketAddr, String>,
+    },
+    /// Actor `id`'s instance here ended; `stopped` when a caller stopped it.
+    ActorEnded {
+        id: WorkerId,
+        ended: Ended,
+        stopped: bool,
     },
     /// Alive.
     Ping,
