@@ -58,6 +58,9 @@ impl Handle {
 
 #[derive(Serialize, Deserialize)]
 struct HandleWire {
+    /// The sender's host: a local server's abstract name means nothing
+    /// elsewhere.
+    host: u64,
     addr: Addr,
     #[serde(with = "serde_bytes")]
     key: Vec<u8>,
@@ -67,6 +70,7 @@ struct HandleWire {
 impl Serialize for Handle {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         HandleWire {
+            host: crate::address::host_tag(),
             addr: self.remote.addr.clone(),
             key: self.remote.key().to_vec(),
             id: self.id,
@@ -78,6 +82,16 @@ impl Serialize for Handle {
 impl<'de> Deserialize<'de> for Handle {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = HandleWire::deserialize(d)?;
+        if matches!(w.addr, Addr::Local(_)) && w.host != crate::address::host_tag() {
+            let msg = format!(
+                "a proxy of a local Manager (Manager::start) cannot be used on another host \
+                 (this is {}); serve the manager over TCP (Manager::serve) so proxies work \
+                 from every node",
+                crate::address::current_node()
+            );
+            crate::protocol::batch::note_decode_cause(msg.clone());
+            return Err(serde::de::Error::custom(msg));
+        }
         Ok(Handle::new(Remote::get(w.addr, &w.key), w.id))
     }
 }
@@ -533,5 +547,34 @@ impl<T: Serialize + DeserializeOwned + Send> ValueProxy<T> {
             id: self.h.id,
             value: enc(&value)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_managers_proxy_on_another_host_names_the_way_that_works() {
+        let wire = HandleWire {
+            host: crate::address::host_tag() ^ 1,
+            addr: Addr::Local("mproc-mgr-elsewhere".into()),
+            key: b"k".to_vec(),
+            id: 1,
+        };
+        let bytes = postcard::to_allocvec(&wire).unwrap();
+        assert!(postcard::from_bytes::<Handle>(&bytes).is_err());
+        let msg = crate::protocol::batch::decode_error_message(&postcard::Error::SerdeDeCustom);
+        assert!(msg.contains("another host"), "{msg}");
+        assert!(msg.contains("Manager::serve"), "{msg}");
+        // A served manager's proxy is fine anywhere.
+        let served = HandleWire {
+            host: crate::address::host_tag() ^ 1,
+            addr: Addr::Tcp("127.0.0.1:9".parse().unwrap()),
+            key: b"k".to_vec(),
+            id: 1,
+        };
+        let bytes = postcard::to_allocvec(&served).unwrap();
+        assert!(postcard::from_bytes::<Handle>(&bytes).is_ok());
     }
 }

@@ -203,6 +203,9 @@ pub(crate) type KeptValue = Box<dyn Any + Send + Sync>;
 /// A serialized handle: where to find the segment and how to recognize it.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct Wire {
+    /// The sender's host (see `address::host_tag`): shared memory and the
+    /// sender's descriptors exist only there.
+    host: u64,
     pid: u32,
     /// The sender's start time (low 32 bits), to tell a reused pid.
     start: u32,
@@ -410,6 +413,7 @@ impl Segment {
     /// The wire form for ticket `ticket` of `slot`.
     fn wire(&self, slot: u8, ticket: u32) -> Wire {
         Wire {
+            host: crate::address::host_tag(),
             pid: shm::pid(),
             start: shm::start_time(),
             fd: self.fd.as_raw_fd(),
@@ -514,6 +518,17 @@ impl Segment {
         kind: Kind,
         type_hash: u64,
     ) -> Result<Arc<Segment>, Error> {
+        if w.host != crate::address::host_tag() {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "a shared-memory object cannot be used on another host (this is {}): \
+                     shared memory lives on one machine; share state across hosts with a \
+                     Manager served over TCP (Manager::serve) and its proxies, or an actor",
+                    crate::address::current_node()
+                ),
+            ));
+        }
         let cached = cache()
             .lock()
             .unwrap_or_else(|e| e.into_inner())

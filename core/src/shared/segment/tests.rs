@@ -147,3 +147,17 @@ fn a_surplus_acknowledgement_does_not_release_a_later_handle() {
     seg.acknowledge(&w2);
     assert!(eventually(|| keepalive::kept(token).is_none()));
 }
+
+#[test]
+fn a_handle_from_another_host_names_the_way_that_works() {
+    let seg = Segment::create(Kind::Queue, 0, 16).unwrap();
+    let mut w = seg.to_wire();
+    w.host ^= 1;
+    let e = Segment::open(&w, Kind::Queue, 0).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io);
+    let msg = e.to_string();
+    assert!(msg.contains("cannot be used on another host"), "{msg}");
+    assert!(msg.contains("Manager::serve"), "{msg}");
+    seg.acknowledge(&seg.to_wire());
+    seg.acknowledge(&w);
+}
