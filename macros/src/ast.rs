@@ -1,62 +1,67 @@
-//! Parsing: the attribute's arguments and the function it is put on.
+//! Parsing: the attribute's arguments and the item it is put on.
 //!
 //! Nothing here judges the input; it only takes it apart and keeps the
 //! original tokens, so `valid.rs` can point its errors at them and
 //! `expand.rs` can reuse them with their spans.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{TokenStream, TokenTree};
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::{
-    Attribute, Error, FnArg, Ident, ItemFn, Path, Receiver, Result, ReturnType, Token, Type,
+    parse_quote, Attribute, Error, FnArg, Ident, ItemFn, Pat, Path, Receiver, Result, ReturnType,
+    Signature, Token, Type,
 };
 
-/// The arguments of `#[task(...)]`.
+use crate::valid::Errors;
+
+/// The arguments of `#[task(...)]` and `#[actor(...)]`.
+#[derive(Default)]
 pub(crate) struct Args {
     /// `crate = path`: where the `mproc` facade is, `::mproc` by default.
     pub(crate) krate: Option<Path>,
 }
 
 impl Args {
-    /// Parses the attribute's arguments; an empty list is the usual case.
+    /// Parses the arguments of `#[<attribute>(...)]`; an empty list is the
+    /// usual case.
     ///
     /// Every argument is parsed before an error is returned, so that all
     /// unknown ones are reported at once.
-    pub(crate) fn parse(attr: TokenStream) -> Result<Self> {
-        let mut args = Args { krate: None };
+    pub(crate) fn parse(attr: TokenStream, attribute: &str) -> Result<Self> {
+        let mut args = Args::default();
         if attr.is_empty() {
             return Ok(args);
         }
         let list = Punctuated::<Arg, Token![,]>::parse_terminated.parse2(attr)?;
-        let mut errors: Option<Error> = None;
-        let mut push = |e: Error| match &mut errors {
-            Some(all) => all.combine(e),
-            None => errors = Some(e),
-        };
+        let mut errors = Errors::default();
         for arg in list {
             match arg {
                 Arg::Crate(kw, path) => {
                     if args.krate.is_some() {
-                        push(Error::new_spanned(kw, "duplicate `crate` argument"));
+                        errors.push(Error::new_spanned(kw, "duplicate `crate` argument"));
                     } else {
                         args.krate = Some(path);
                     }
                 }
-                Arg::Unknown(tokens) => push(Error::new_spanned(
+                Arg::Unknown(tokens) => errors.push(Error::new_spanned(
                     tokens,
-                    "unknown argument to `#[task]`: the only one accepted is \
-                     `crate = path::to::mproc`",
+                    format!(
+                        "unknown argument to `#[{attribute}]`: the only one accepted is \
+                         `crate = path::to::mproc`"
+                    ),
                 )),
             }
         }
-        match errors {
-            Some(e) => Err(e),
-            None => Ok(args),
-        }
+        errors.finish().map(|()| args)
+    }
+
+    /// The path of the facade: the `crate = ...` argument, else `::mproc`.
+    pub(crate) fn krate(&self) -> Path {
+        self.krate.clone().unwrap_or_else(|| parse_quote!(::mproc))
     }
 }
 
-/// One comma-separated argument of `#[task(...)]`.
+/// One comma-separated argument of `#[task(...)]` or `#[actor(...)]`.
 enum Arg {
     /// `crate = path`.
     Crate(Token![crate], Path),
@@ -75,9 +80,51 @@ impl Parse for Arg {
         // Take everything up to the next top-level comma.
         let mut tokens = TokenStream::new();
         while !input.is_empty() && !input.peek(Token![,]) {
-            tokens.extend(std::iter::once(input.parse::<proc_macro2::TokenTree>()?));
+            tokens.extend(std::iter::once(input.parse::<TokenTree>()?));
         }
         Ok(Arg::Unknown(tokens))
+    }
+}
+
+/// The parts of a function's signature that the checks and the expansions
+/// look at, taken apart once.
+pub(crate) struct FnParts {
+    /// The types of its typed arguments, in order (receivers are in
+    /// `receivers`).
+    pub(crate) inputs: Vec<Type>,
+    /// Their patterns, in the same order. A task does not need them: any
+    /// irrefutable pattern (`x`, `mut x`, `(a, b)`, `_`) stays on the
+    /// original function, and the generated code passes the arguments by
+    /// position. An actor's client reuses the plain names.
+    pub(crate) patterns: Vec<Pat>,
+    /// `self` receivers, kept to judge them and to point at them.
+    pub(crate) receivers: Vec<Receiver>,
+    /// The declared return type, `None` when omitted.
+    pub(crate) output: Option<Type>,
+}
+
+impl FnParts {
+    /// Takes `sig` apart.
+    pub(crate) fn of(sig: &Signature) -> Self {
+        let mut parts = FnParts {
+            inputs: Vec::new(),
+            patterns: Vec::new(),
+            receivers: Vec::new(),
+            output: None,
+        };
+        for arg in &sig.inputs {
+            match arg {
+                FnArg::Receiver(r) => parts.receivers.push(r.clone()),
+                FnArg::Typed(t) => {
+                    parts.inputs.push((*t.ty).clone());
+                    parts.patterns.push((*t.pat).clone());
+                }
+            }
+        }
+        if let ReturnType::Type(_, ty) = &sig.output {
+            parts.output = Some((**ty).clone());
+        }
+        parts
     }
 }
 
@@ -85,15 +132,8 @@ impl Parse for Arg {
 pub(crate) struct Task {
     /// The function as written, untouched.
     pub(crate) item: ItemFn,
-    /// The types of its typed arguments, in order (receivers are in
-    /// `receivers`). Patterns are not needed: any irrefutable pattern (`x`,
-    /// `mut x`, `(a, b)`, `_`) stays on the original function, and the
-    /// generated code passes the arguments by position.
-    pub(crate) inputs: Vec<Type>,
-    /// `self` receivers, which are errors; kept to point at them.
-    pub(crate) receivers: Vec<Receiver>,
-    /// The declared return type, `None` when omitted.
-    pub(crate) output: Option<Type>,
+    /// Its signature taken apart.
+    pub(crate) parts: FnParts,
 }
 
 impl Task {
@@ -105,24 +145,8 @@ impl Task {
                 format!("`#[task]` can only be put on a function ({e})"),
             )
         })?;
-        let mut inputs = Vec::new();
-        let mut receivers = Vec::new();
-        for arg in &item.sig.inputs {
-            match arg {
-                FnArg::Receiver(r) => receivers.push(r.clone()),
-                FnArg::Typed(t) => inputs.push((*t.ty).clone()),
-            }
-        }
-        let output = match &item.sig.output {
-            ReturnType::Default => None,
-            ReturnType::Type(_, ty) => Some((**ty).clone()),
-        };
-        Ok(Task {
-            item,
-            inputs,
-            receivers,
-            output,
-        })
+        let parts = FnParts::of(&item.sig);
+        Ok(Task { item, parts })
     }
 
     /// The function's name as written (possibly a raw identifier).

@@ -1,5 +1,5 @@
-//! Unit tests of the expansion's shape; `tests/ui` in the `mproc` crate
-//! checks what the compiler makes of it.
+//! Unit tests of the expansions' shape; `ui-tests/tests/ui` checks what the
+//! compiler makes of them.
 
 use proc_macro2::TokenStream;
 use quote::{quote, ToTokens};
@@ -8,7 +8,10 @@ use syn::{File, ImplItem, Item, ItemImpl};
 use crate::expand;
 
 fn expand(attr: TokenStream, item: TokenStream) -> File {
-    let out = expand::task(attr, item);
+    parse(expand::task(attr, item))
+}
+
+fn parse(out: TokenStream) -> File {
     syn::parse2(out.clone()).unwrap_or_else(|e| panic!("unparsable output ({e}): {out}"))
 }
 
@@ -22,7 +25,9 @@ fn impl_of<'f>(file: &'f File, last: &str) -> &'f ItemImpl {
         .iter()
         .find_map(|item| match item {
             Item::Impl(i)
-                if i.trait_.as_ref().unwrap().1.segments.last().unwrap().ident == last =>
+                if i.trait_
+                    .as_ref()
+                    .is_some_and(|(_, path, _)| path.segments.last().unwrap().ident == last) =>
             {
                 Some(i)
             }
