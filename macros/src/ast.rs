@@ -2,14 +2,15 @@
 //!
 //! Nothing here judges the input; it only takes it apart and keeps the
 //! original tokens, so `valid.rs` can point its errors at them and
-//! `expand.rs` can reuse them with their spans.
+//! `expand.rs` / `actor.rs` can reuse them with their spans.
 
-use proc_macro2::{TokenStream, TokenTree};
+use proc_macro2::{Span, TokenStream, TokenTree};
+use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::{
-    parse_quote, Attribute, Error, FnArg, Ident, ItemFn, Pat, Path, Receiver, Result, ReturnType,
-    Signature, Token, Type,
+    parse_quote, Attribute, Error, FnArg, Ident, ImplItem, ImplItemFn, Item, ItemFn, ItemImpl, Pat,
+    Path, Receiver, Result, ReturnType, Signature, Token, Type, Visibility,
 };
 
 use crate::valid::Errors;
@@ -192,5 +193,137 @@ impl<'a> Attrs<'a> {
             }
         }
         sorted
+    }
+}
+
+/// The error for an item `#[actor]` cannot be put on.
+const NOT_AN_ACTOR: &str = "`#[actor]` can only be put on an actor type (a `struct` or an `enum`) \
+                            and on its `impl` block";
+
+/// What `#[actor]` is put on.
+pub(crate) enum ActorItem {
+    /// The actor type, an `Item::Struct` or an `Item::Enum`: checked, then
+    /// emitted unchanged.
+    Type(Item),
+    /// The type's `impl` block, which the expansion works from.
+    Impl(ActorImpl),
+}
+
+impl ActorItem {
+    /// Parses the item; anything but a struct, an enum or an `impl` block is
+    /// an error, pointed at its keyword.
+    pub(crate) fn parse(tokens: TokenStream) -> Result<Self> {
+        let item: Item = syn::parse2(tokens.clone())
+            .map_err(|e| Error::new(e.span(), format!("{NOT_AN_ACTOR} ({e})")))?;
+        match item {
+            Item::Struct(_) | Item::Enum(_) => Ok(ActorItem::Type(item)),
+            Item::Impl(item) => Ok(ActorItem::Impl(ActorImpl::new(item))),
+            _ => Err(Error::new(keyword_span(tokens), NOT_AN_ACTOR)),
+        }
+    }
+}
+
+/// The span of an item's first token after its attributes and visibility:
+/// `fn`, `trait`, `mod`, `async`, ...
+fn keyword_span(tokens: TokenStream) -> Span {
+    let first = |input: ParseStream<'_>| -> Result<Span> {
+        input.call(Attribute::parse_outer)?;
+        input.parse::<Visibility>()?;
+        let span = input.parse::<TokenTree>()?.span();
+        input.parse::<TokenStream>()?;
+        Ok(span)
+    };
+    first.parse2(tokens).unwrap_or_else(|_| Span::call_site())
+}
+
+/// The `impl` block `#[actor]` is put on.
+pub(crate) struct ActorImpl {
+    /// The block as written, untouched.
+    pub(crate) item: ItemImpl,
+    /// Its functions, in order, each with its role.
+    pub(crate) fns: Vec<ActorFn>,
+}
+
+/// A function of an actor's `impl` block.
+pub(crate) struct ActorFn {
+    /// The function as written.
+    pub(crate) item: ImplItemFn,
+    /// Its signature taken apart.
+    pub(crate) parts: FnParts,
+    /// What the expansion makes of it.
+    pub(crate) role: Role,
+}
+
+/// What a function of the `impl` block is to the actor.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Role {
+    /// Named `new`: builds the actor in its process (whether or not it has
+    /// the right shape, which `valid.rs` judges).
+    Constructor,
+    /// Takes a `self` receiver, of whatever kind: callable through the
+    /// client.
+    Method,
+    /// Neither: an associated function, kept as it is.
+    Other,
+}
+
+impl ActorImpl {
+    fn new(item: ItemImpl) -> Self {
+        let fns = item
+            .items
+            .iter()
+            .filter_map(|item| match item {
+                ImplItem::Fn(f) => Some(f),
+                _ => None,
+            })
+            .map(|f| {
+                let parts = FnParts::of(&f.sig);
+                let role = if f.sig.ident.unraw() == "new" {
+                    Role::Constructor
+                } else if parts.receivers.is_empty() {
+                    Role::Other
+                } else {
+                    Role::Method
+                };
+                ActorFn {
+                    item: f.clone(),
+                    parts,
+                    role,
+                }
+            })
+            .collect();
+        ActorImpl { item, fns }
+    }
+
+    /// The name of the actor type: the last segment of the `impl`'s self
+    /// type, when that is a path (`Counter`, `super::Counter`).
+    pub(crate) fn type_name(&self) -> Option<&Ident> {
+        match &*self.item.self_ty {
+            Type::Path(p) if p.qself.is_none() => p.path.segments.last().map(|s| &s.ident),
+            _ => None,
+        }
+    }
+
+    /// The constructor, `new`: the first function of that name.
+    pub(crate) fn constructor(&self) -> Option<&ActorFn> {
+        self.fns.iter().find(|f| f.role == Role::Constructor)
+    }
+
+    /// The actor methods, in the order of the block: method `i` of the
+    /// wire protocol is the `i`-th.
+    pub(crate) fn methods(&self) -> impl Iterator<Item = &ActorFn> {
+        self.fns.iter().filter(|f| f.role == Role::Method)
+    }
+}
+
+impl ActorFn {
+    /// The function's name as written (possibly a raw identifier).
+    pub(crate) fn name(&self) -> &Ident {
+        &self.item.sig.ident
+    }
+
+    /// Whether the function is an `async fn`.
+    pub(crate) fn is_async(&self) -> bool {
+        self.item.sig.asyncness.is_some()
     }
 }

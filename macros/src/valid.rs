@@ -10,10 +10,15 @@
 //! types) are shared by tasks, actor methods and actor constructors; only
 //! the wording of their errors differs, see [`Subject`].
 
+use quote::{quote, ToTokens};
+use syn::ext::IdentExt;
 use syn::visit::Visit;
-use syn::{Error, Lifetime, Result, Signature, Type, TypeImplTrait, TypeReference};
+use syn::{
+    Error, Generics, Item, Lifetime, Receiver, Result, Signature, Type, TypeImplTrait,
+    TypeReference,
+};
 
-use crate::ast::Task;
+use crate::ast::{ActorFn, ActorImpl, Role, Task};
 
 /// Collects every error, in source order.
 #[derive(Default)]
@@ -70,6 +75,30 @@ const TASK: Subject = Subject {
     caller: "a worker process",
     decoder: "the worker process",
     const_ok: false,
+};
+
+/// A method of an `#[actor]` impl block: a function with a receiver.
+const METHOD: Subject = Subject {
+    what: "mproc actor methods",
+    args: "mproc actor method arguments",
+    one: "an actor method",
+    the: "the method",
+    found: "the method by name",
+    caller: "the actor's process",
+    decoder: "the actor's process",
+    const_ok: false,
+};
+
+/// The constructor of an `#[actor]`, `new`.
+const CONSTRUCTOR: Subject = Subject {
+    what: "mproc actor constructors",
+    args: "mproc actor constructor arguments",
+    one: "an actor constructor",
+    the: "the constructor",
+    found: "the constructor by its type's name",
+    caller: "the actor's process",
+    decoder: "the actor's process",
+    const_ok: true,
 };
 
 /// Checks every rule on `task`; all violations are reported together.
@@ -259,4 +288,178 @@ fn check_type(ty: &Type, position: Position, subject: &Subject, errors: &mut Err
         errors,
     }
     .visit_type(ty);
+}
+
+/// Why an actor type cannot be generic.
+const GENERIC_ACTOR: &str = "mproc actors cannot be generic: an actor's process builds it from \
+                             its type's name alone and must know the concrete type";
+
+/// Why an actor type cannot have a `where` clause.
+const WHERE_ACTOR: &str = "mproc actors cannot have a `where` clause: an actor's process builds \
+                           it from its type's name alone and must know the concrete type";
+
+/// Checks the generics of an actor type, or of an actor's `impl` block.
+fn check_actor_generics(generics: &Generics, errors: &mut Errors) {
+    if !generics.params.is_empty() {
+        errors.push(Error::new_spanned(generics, GENERIC_ACTOR));
+    }
+    if let Some(where_clause) = &generics.where_clause {
+        errors.push(Error::new_spanned(where_clause, WHERE_ACTOR));
+    }
+}
+
+/// Checks the `struct` or `enum` that `#[actor]` is put on.
+pub(crate) fn validate_actor_type(item: &Item) -> Result<()> {
+    let mut errors = Errors::default();
+    match item {
+        Item::Struct(s) => check_actor_generics(&s.generics, &mut errors),
+        Item::Enum(e) => check_actor_generics(&e.generics, &mut errors),
+        _ => unreachable!("ActorItem::parse keeps only structs and enums"),
+    }
+    errors.finish()
+}
+
+/// Checks every rule on an actor's `impl` block; all violations are
+/// reported together, except on a trait impl, which is reported alone.
+pub(crate) fn validate_actor_impl(imp: &ActorImpl) -> Result<()> {
+    let mut errors = Errors::default();
+    let item = &imp.item;
+    let self_ty = &item.self_ty;
+    let type_name = match imp.type_name() {
+        Some(name) => name.unraw().to_string(),
+        None => "Type".to_string(),
+    };
+    if let Some((bang, path, for_token)) = &item.trait_ {
+        return Err(Error::new_spanned(
+            quote!(#bang #path #for_token),
+            format!(
+                "`#[actor]` goes on the actor type's own `impl` block (`impl {type_name} {{ .. }}`), \
+                 not on an implementation of a trait: the actor's methods are those of that block"
+            ),
+        ));
+    }
+    check_actor_generics(&item.generics, &mut errors);
+    check_self_type(self_ty, &mut errors);
+
+    match imp.constructor() {
+        Some(ctor) => check_constructor(ctor, &type_name, &mut errors),
+        None => errors.push(Error::new_spanned(
+            self_ty,
+            format!(
+                "an mproc actor needs a constructor in this `impl` block: an associated \
+                 function `new` that returns `Self`, e.g. `fn new(start: u64) -> Self`; its \
+                 arguments are what `{type_name}::spawn` takes"
+            ),
+        )),
+    }
+    for f in &imp.fns {
+        let name = f.name().unraw();
+        if name == "spawn" || name == "spawn_with" {
+            let call = if name == "spawn" {
+                "spawn(&executor, args)"
+            } else {
+                "spawn_with(&executor, args, options)"
+            };
+            errors.push(Error::new_spanned(
+                f.name(),
+                format!(
+                    "`{name}` is taken by `#[actor]`, which generates `{type_name}::{call}` to \
+                     start an actor; rename this function"
+                ),
+            ));
+        }
+        if f.role == Role::Method {
+            check_method(f, &mut errors);
+        }
+    }
+    errors.finish()
+}
+
+/// Checks that the self type is a path without generic arguments.
+fn check_self_type(self_ty: &Type, errors: &mut Errors) {
+    let path = match self_ty {
+        Type::Path(p) if p.qself.is_none() => &p.path,
+        _ => {
+            errors.push(Error::new_spanned(
+                self_ty,
+                "`#[actor]` goes on the `impl` block of a type named by its path \
+                 (`impl Counter { .. }`)",
+            ));
+            return;
+        }
+    };
+    for segment in &path.segments {
+        if !segment.arguments.is_none() {
+            errors.push(Error::new_spanned(&segment.arguments, GENERIC_ACTOR));
+        }
+    }
+}
+
+/// Checks the constructor: no receiver, not `async`, returns `Self`, and
+/// the rules on any signature.
+fn check_constructor(ctor: &ActorFn, type_name: &str, errors: &mut Errors) {
+    let sig = &ctor.item.sig;
+    if let Some(asyncness) = &sig.asyncness {
+        errors.push(Error::new_spanned(
+            asyncness,
+            "the constructor `new` of an mproc actor cannot be `async`: the actor's process \
+             builds the actor before it runs anything else; do asynchronous set-up in an \
+             `async` method",
+        ));
+    }
+    check_header(sig, &CONSTRUCTOR, errors);
+    for receiver in &ctor.parts.receivers {
+        errors.push(Error::new_spanned(
+            receiver,
+            "the constructor `new` of an mproc actor cannot take `self`: it builds the actor, \
+             in the actor's process, from its arguments alone",
+        ));
+    }
+    check_types(sig, &ctor.parts.inputs, None, &CONSTRUCTOR, errors);
+    let returns_self =
+        match &ctor.parts.output {
+            Some(Type::Path(p)) if p.qself.is_none() => p.path.segments.last().is_some_and(|s| {
+                s.arguments.is_none() && (s.ident == "Self" || s.ident == type_name)
+            }),
+            _ => false,
+        };
+    if !returns_self {
+        let msg = format!(
+            "the constructor `new` of an mproc actor must return `Self` (or `{type_name}`): \
+             the actor's process keeps the value it returns and runs the methods on it"
+        );
+        errors.push(match &ctor.parts.output {
+            Some(ty) => Error::new_spanned(ty, msg),
+            None => Error::new_spanned(&sig.ident, msg),
+        });
+    }
+}
+
+/// Checks an actor method: its receiver, and the rules on any signature.
+fn check_method(method: &ActorFn, errors: &mut Errors) {
+    let sig = &method.item.sig;
+    check_header(sig, &METHOD, errors);
+    for receiver in method.parts.receivers.iter().filter(|r| !by_reference(r)) {
+        errors.push(Error::new_spanned(
+            receiver,
+            "mproc actor methods take `&self` or `&mut self`: the actor stays in its process \
+             between calls, so a method cannot take it by value or behind another pointer",
+        ));
+    }
+    check_types(
+        sig,
+        &method.parts.inputs,
+        method.parts.output.as_ref(),
+        &METHOD,
+        errors,
+    );
+}
+
+/// Whether `receiver` is `&self` or `&mut self` (or `self: &Self`,
+/// `self: &mut Self`).
+fn by_reference(receiver: &Receiver) -> bool {
+    match &*receiver.ty {
+        Type::Reference(r) => r.elem.to_token_stream().to_string() == "Self",
+        _ => false,
+    }
 }
