@@ -32,7 +32,7 @@ use syn::{Attribute, ExprPath, Ident, LitStr, Pat, Path, QSelf, Type, TypePath, 
 
 use crate::ast::{ActorFn, ActorImpl, ActorItem, Args, Attrs};
 use crate::expand::{
-    args_pattern, args_type, assert_on, output_type, parse_args, positional_names, split_first,
+    args_pattern, args_type, assert_on, output_type, parse_args, positional_names, split_last,
 };
 use crate::valid::{self, Errors};
 
@@ -94,18 +94,21 @@ fn can_stand_in(imp: &ActorImpl) -> bool {
 }
 
 /// What a rejected `impl` block becomes: the block unchanged, and impls of
-/// `ActorType`, `ActorObject` and `Actor` whose `Args` and `Client` are a
-/// type that holds the first error (`[(); { compile_error!(..) }]`, as for
-/// a rejected task), plus `spawn` and `spawn_with`. The compiler reports no
-/// mismatch involving such a type, so `Counter::spawn(&executor, 5)` and
-/// `counter.incr(2)` are not reported a second time.
+/// `ActorType`, `ActorObject` and `Actor`, plus `spawn` and `spawn_with`.
+/// `Args` is a type that holds the last error (`[(); { compile_error!(..)
+/// }]`, as for a rejected task), about which the compiler reports no
+/// mismatch, so `Counter::spawn(&executor, 5)` is not reported a second
+/// time. `Client` is a projection on that type, which the compiler
+/// normalizes to its "error" type, on which it reports no missing method,
+/// so neither is `counter.incr(2)`. (Method calls on the array itself would
+/// be reported.)
 fn stand_in(imp: &ActorImpl, args: &Args, error: syn::Error) -> TokenStream {
     let krate = args.krate();
     let private = quote!(#krate::__private);
     let item = &imp.item;
     let self_ty = &item.self_ty;
     let cfgs = Attrs::sort(&item.attrs).cfgs;
-    let (first, rest_errors) = split_first(error);
+    let (last, other_errors) = split_last(error);
     let args_ty = quote!(<Self as #private::ActorType>::Args);
     let taken = |name: &str| imp.fns.iter().any(|f| f.name().unraw() == name);
     let spawn = (!taken("spawn") && !taken("spawn_with")).then(|| {
@@ -116,13 +119,13 @@ fn stand_in(imp: &ActorImpl, args: &Args, error: syn::Error) -> TokenStream {
     });
 
     quote! {
-        #rest_errors
+        #other_errors
 
         #item
 
         #(#cfgs)*
         impl #private::ActorType for #self_ty {
-            type Args = [(); { #first }];
+            type Args = [(); { #last }];
             const NAME: &'static str = "";
             const METHODS: &'static [&'static str] = &[];
             fn construct(_: Self::Args) -> Self {
@@ -139,7 +142,7 @@ fn stand_in(imp: &ActorImpl, args: &Args, error: syn::Error) -> TokenStream {
 
         #(#cfgs)*
         impl #krate::Actor for #self_ty {
-            type Client = #args_ty;
+            type Client = <#args_ty as ::core::iter::IntoIterator>::Item;
         }
 
         #spawn
@@ -479,7 +482,7 @@ fn client_arg_names(patterns: &[Pat]) -> Vec<Ident> {
         .iter()
         .enumerate()
         .map(|(i, ident)| match ident {
-            Some(ident) => Ident::new(&ident.to_string(), ident.span()),
+            Some(ident) => (*ident).clone(),
             None => {
                 let mut name = format!("arg{i}");
                 while taken(&name) {

@@ -275,12 +275,25 @@ pub(crate) fn parse_args(attr: TokenStream, attribute: &str) -> (Args, Option<sy
 /// The first message of `error` as a `compile_error!` to put in a stand-in
 /// type, and the others as items.
 pub(crate) fn split_first(error: syn::Error) -> (TokenStream, TokenStream) {
-    let mut errors = error.into_iter();
-    let first = errors
-        .next()
-        .expect("a syn::Error holds at least one message")
-        .into_compile_error();
-    (first, errors.map(syn::Error::into_compile_error).collect())
+    split_at(error, 0)
+}
+
+/// The last message of `error` as a `compile_error!` to put in a stand-in
+/// type emitted after the items, and the others as those items: the
+/// compiler then reports them in their order.
+pub(crate) fn split_last(error: syn::Error) -> (TokenStream, TokenStream) {
+    let last = error.clone().into_iter().count() - 1;
+    split_at(error, last)
+}
+
+/// Message `index` of `error` as a `compile_error!`, and the others.
+fn split_at(error: syn::Error, index: usize) -> (TokenStream, TokenStream) {
+    let (mut one, mut others) = (TokenStream::new(), TokenStream::new());
+    for (i, e) in error.into_iter().enumerate() {
+        let target = if i == index { &mut one } else { &mut others };
+        target.extend(e.into_compile_error());
+    }
+    (one, others)
 }
 
 /// `n` names for arguments passed by position: `__mproc_arg0`, ... They

@@ -339,7 +339,10 @@ pub(crate) fn validate_actor_impl(imp: &ActorImpl) -> Result<()> {
         ));
     }
     check_actor_generics(&item.generics, &mut errors);
-    check_self_type(self_ty, &mut errors);
+    if item.generics.params.is_empty() {
+        // Else `impl<T> Holder<T>` is one mistake, already reported.
+        check_self_type(self_ty, &mut errors);
+    }
 
     match imp.constructor() {
         Some(ctor) => check_constructor(ctor, &type_name, &mut errors),
