@@ -17,8 +17,9 @@
 //! 5. `impl ::mproc::Actor for Counter { type Client = CounterClient; }`;
 //! 6. `Counter::spawn` and `Counter::spawn_with`;
 //! 7. a `const _` block holding the registry entry (a `linkme` element of
-//!    `ACTORS`) and the compile-time checks of the argument and return
-//!    types, each spanned at its type.
+//!    `ACTORS`) and the compile-time checks of argument types that the
+//!    generated calls do not make themselves (see [`Method`]), each spanned
+//!    at its type.
 //!
 //! On the `struct` or `enum`, `#[actor]` only checks that it is not
 //! generic; all the code comes from the `impl` block.
