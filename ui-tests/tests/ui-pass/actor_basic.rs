@@ -86,6 +86,18 @@ impl Counter {
     pub fn old_get(&self) -> u64 {
         self.n
     }
+
+    /// Compiled out, with all it generates; its number stays taken, so the
+    /// others keep theirs.
+    #[cfg(any())]
+    pub fn gone(&self, x: NoSuchType) -> NoSuchType {
+        x
+    }
+
+    /// After a compiled-out method.
+    pub fn last(&self) -> u64 {
+        self.n
+    }
 }
 
 /// An `async fn` whose future is not `Send` is fine: it runs on the actor's
@@ -161,6 +173,7 @@ async fn use_them(executor: &Executor) -> Result<(), Box<dyn std::error::Error>>
     let _: bool = c.r#match(3).await?;
     #[allow(deprecated)]
     let _: u64 = c.old_get().await?;
+    let _: u64 = c.last().await?;
 
     let options = ActorOptions::default();
     let d = Counter::spawn_with(executor, 0, options).await?;
@@ -214,7 +227,7 @@ fn main() {
         <Counter as ActorType>::METHODS,
         [
             "incr", "get", "slow_get", "add2", "reset", "patterns", "label", "private", "match",
-            "old_get"
+            "old_get", "gone", "last"
         ]
     );
     let _: fn(u64) -> Counter = <Counter as ActorType>::construct;
