@@ -41,7 +41,7 @@
 extern crate self as mproc;
 
 pub use mproc_core::*;
-pub use mproc_macros::task;
+pub use mproc_macros::{actor, task};
 
 /// The transport layer: framing and byte streams.
 pub mod transport {
@@ -50,7 +50,7 @@ pub mod transport {
 
 /// Everything a typical program needs: `use mproc::prelude::*;`.
 pub mod prelude {
-    pub use crate::task;
+    pub use crate::{actor, task};
     pub use futures::{StreamExt, TryStreamExt};
     pub use mproc_core::{
         active_children, get_start_method, set_start_method, Process, ProcessHandle,

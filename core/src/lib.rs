@@ -52,8 +52,8 @@ pub use tls::{ClientTls, ServerTls};
 pub mod __private {
     pub use crate::actor::{spawn_actor, ActorClient, RawActorRef};
     pub use crate::registry::actors::{
-        decode_args, encode_reply, unknown_method, ActorEntry, ActorObject, ActorType,
-        MethodFuture, ACTORS,
+        assert_constructor_arg, decode_args, encode_reply, unknown_method, ActorEntry, ActorObject,
+        ActorType, MethodFuture, ACTORS,
     };
     pub use crate::registry::{assert_wire, TaskCall, TaskEntry, TASKS};
     pub use linkme;

@@ -21,10 +21,10 @@ use proc_macro2::{Delimiter, Group, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{parse_quote, Ident, LitStr, Path, Visibility};
+use syn::{Ident, LitStr, Signature, Type, Visibility};
 
 use crate::ast::{Args, Attrs, Task};
-use crate::valid;
+use crate::valid::{self, Errors};
 
 /// The whole attribute: parse, check, generate.
 ///
@@ -38,7 +38,7 @@ use crate::valid;
 /// - for a valid function with bad attribute arguments, the task itself,
 ///   expanded against `::mproc`.
 pub(crate) fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let args = Args::parse(attr);
+    let (args, args_error) = parse_args(attr, "task");
     let (task, task_error) = match Task::parse(item.clone()) {
         Ok(task) => {
             let error = valid::validate(&task).err();
@@ -46,24 +46,18 @@ pub(crate) fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
         }
         Err(error) => (None, Some(error)),
     };
-    let (args, args_error) = match args {
-        Ok(args) => (args, None),
-        Err(error) => (Args { krate: None }, Some(error)),
-    };
     let task_is_valid = task.is_some() && task_error.is_none();
-    let mut errors = [args_error, task_error].into_iter().flatten();
-    let Some(mut error) = errors.next() else {
-        // Both `None` only when the task parsed and passed every rule.
+    let Err(error) = Errors::of([args_error, task_error]) else {
+        // No error only when the task parsed and passed every rule.
         return task.map_or(item, |task| expand(&task, &args));
     };
-    errors.for_each(|e| error.combine(e));
     match task {
         Some(task) if task_is_valid => {
             let mut tokens = error.into_compile_error();
             tokens.extend(expand(&task, &args));
             tokens
         }
-        Some(task) if task.receivers.is_empty() => stand_in(&task, &args, error),
+        Some(task) if task.parts.receivers.is_empty() => stand_in(&task, &args, error),
         _ => {
             let mut tokens = error.into_compile_error();
             tokens.extend(item);
@@ -79,7 +73,7 @@ pub(crate) fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// code using the task is not reported a second time. (`compile_error!` in
 /// type position would not do: it stands for `()`.)
 fn stand_in(task: &Task, args: &Args, error: syn::Error) -> TokenStream {
-    let krate: Path = args.krate.clone().unwrap_or_else(|| parse_quote!(::mproc));
+    let krate = args.krate();
     let private = quote!(#krate::__private);
     let item = &task.item;
     let name = task.name();
@@ -92,15 +86,10 @@ fn stand_in(task: &Task, args: &Args, error: syn::Error) -> TokenStream {
     renamed.vis = Visibility::Inherited;
     renamed.sig.ident = hidden;
 
-    let mut errors = error.into_iter();
-    let first = errors
-        .next()
-        .expect("a syn::Error holds at least one message")
-        .into_compile_error();
-    let rest_errors = errors.map(syn::Error::into_compile_error);
+    let (first, rest_errors) = split_first(error);
 
     quote! {
-        #(#rest_errors)*
+        #rest_errors
 
         #[doc(hidden)]
         #[allow(non_snake_case, dead_code)]
@@ -134,7 +123,7 @@ fn stand_in(task: &Task, args: &Args, error: syn::Error) -> TokenStream {
 
 /// The items generated for a valid task.
 fn expand(task: &Task, args: &Args) -> TokenStream {
-    let krate: Path = args.krate.clone().unwrap_or_else(|| parse_quote!(::mproc));
+    let krate = args.krate();
     let private = quote!(#krate::__private);
 
     let item = &task.item;
@@ -154,16 +143,11 @@ fn expand(task: &Task, args: &Args) -> TokenStream {
     renamed.sig.ident = hidden.clone();
 
     // Positional names for the arguments, used by the generated callers.
-    let inputs = &task.inputs;
-    let arg_names: Vec<Ident> = (0..inputs.len())
-        .map(|i| format_ident!("__mproc_arg{}", i, span = Span::mixed_site()))
-        .collect();
+    let inputs = &task.parts.inputs;
+    let arg_names = positional_names(inputs.len());
 
-    let output = match &task.output {
-        Some(ty) => ty.to_token_stream(),
-        None => quote!(()),
-    };
-    let ret_arrow = task.output.as_ref().map(|ty| quote!(-> #ty));
+    let output = output_type(task.parts.output.as_ref());
+    let ret_arrow = task.parts.output.as_ref().map(|ty| quote!(-> #ty));
 
     // What the struct derefs to, and the function that value points at.
     let (fn_ptr, target_fn, wrapper) = if task.is_async() {
@@ -195,22 +179,8 @@ fn expand(task: &Task, args: &Args) -> TokenStream {
         )
     };
 
-    // `Args`: the type itself for one argument, else a tuple. The tuple is
-    // spanned at the argument list, so an unsatisfied bound on it (reported
-    // by the compiler on the `Task` impl) points there, not at `#[task]`.
-    let args_ty = match inputs.len() {
-        1 => inputs[0].to_token_stream(),
-        _ => {
-            let mut tuple = Group::new(Delimiter::Parenthesis, quote!(#(#inputs),*));
-            tuple.set_span(item.sig.paren_token.span.join());
-            tuple.to_token_stream()
-        }
-    };
-    let args_pat = match arg_names.len() {
-        0 => quote!(_),
-        1 => arg_names[0].to_token_stream(),
-        _ => quote!((#(#arg_names),*)),
-    };
+    let args_ty = args_type(inputs, &item.sig);
+    let args_pat = args_pattern(&arg_names);
     let call = if task.is_async() {
         quote!(#private::TaskCall::Pending(#boxed(#(#arg_names),*)))
     } else {
@@ -226,7 +196,7 @@ fn expand(task: &Task, args: &Args) -> TokenStream {
     let wire_checks = inputs
         .iter()
         .filter(|_| inputs.len() > 1)
-        .map(|ty| quote_spanned!(ty.span()=> #private::assert_wire::<#ty>();));
+        .map(|ty| assert_on(ty, &quote!(#private::assert_wire)));
 
     // Spanned at the function's name, so "defined here" notes (e.g. for a
     // `let` that tries to shadow it) point at the name, not at `#[task]`.
@@ -291,4 +261,83 @@ fn expand(task: &Task, args: &Args) -> TokenStream {
             #(#wire_checks)*
         };
     }
+}
+
+/// Parses the attribute's arguments; on an error, the defaults and the
+/// error, so the item can still be expanded.
+pub(crate) fn parse_args(attr: TokenStream, attribute: &str) -> (Args, Option<syn::Error>) {
+    match Args::parse(attr, attribute) {
+        Ok(args) => (args, None),
+        Err(error) => (Args::default(), Some(error)),
+    }
+}
+
+/// The first message of `error` as a `compile_error!` to put in a stand-in
+/// type, and the others as items.
+pub(crate) fn split_first(error: syn::Error) -> (TokenStream, TokenStream) {
+    split_at(error, 0)
+}
+
+/// The last message of `error` as a `compile_error!` to put in a stand-in
+/// type emitted after the items, and the others as those items: the
+/// compiler then reports them in their order.
+pub(crate) fn split_last(error: syn::Error) -> (TokenStream, TokenStream) {
+    let last = error.clone().into_iter().count() - 1;
+    split_at(error, last)
+}
+
+/// Message `index` of `error` as a `compile_error!`, and the others.
+fn split_at(error: syn::Error, index: usize) -> (TokenStream, TokenStream) {
+    let (mut one, mut others) = (TokenStream::new(), TokenStream::new());
+    for (i, e) in error.into_iter().enumerate() {
+        let target = if i == index { &mut one } else { &mut others };
+        target.extend(e.into_compile_error());
+    }
+    (one, others)
+}
+
+/// `n` names for arguments passed by position: `__mproc_arg0`, ... They
+/// are hygienic, so they clash with no name of the user's.
+pub(crate) fn positional_names(n: usize) -> Vec<Ident> {
+    (0..n)
+        .map(|i| format_ident!("__mproc_arg{}", i, span = Span::mixed_site()))
+        .collect()
+}
+
+/// The declared return type, `()` when there is none.
+pub(crate) fn output_type(output: Option<&Type>) -> TokenStream {
+    match output {
+        Some(ty) => ty.to_token_stream(),
+        None => quote!(()),
+    }
+}
+
+/// The type that carries the arguments `inputs` of `sig` as one value: the
+/// type itself for one argument, else a tuple. The tuple is spanned at the
+/// argument list, so an unsatisfied bound on it (reported by the compiler
+/// on the trait impl that names it) points there, not at the attribute.
+pub(crate) fn args_type(inputs: &[Type], sig: &Signature) -> TokenStream {
+    match inputs.len() {
+        1 => inputs[0].to_token_stream(),
+        _ => {
+            let mut tuple = Group::new(Delimiter::Parenthesis, quote!(#(#inputs),*));
+            tuple.set_span(sig.paren_token.span.join());
+            tuple.to_token_stream()
+        }
+    }
+}
+
+/// The pattern that takes a value of [`args_type`] apart into `names`.
+pub(crate) fn args_pattern(names: &[Ident]) -> TokenStream {
+    match names.len() {
+        0 => quote!(_),
+        1 => names[0].to_token_stream(),
+        _ => quote!((#(#names),*)),
+    }
+}
+
+/// A call of the compile-time check `assert::<ty>()`, spanned at `ty` so
+/// that an unsatisfied bound is reported at that type.
+pub(crate) fn assert_on(ty: &Type, assert: &TokenStream) -> TokenStream {
+    quote_spanned!(ty.span()=> #assert::<#ty>();)
 }

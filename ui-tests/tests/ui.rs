@@ -1,6 +1,7 @@
-//! Compile-time behaviour of `#[mproc::task]`: what it rejects, with which
-//! message and where (`tests/ui/*.rs` against their `.stderr`), and what it
-//! accepts (`tests/ui-pass/*.rs`, built and run).
+//! Compile-time behaviour of `#[mproc::task]` and `#[mproc::actor]` (the
+//! `actor_*` cases): what they reject, with which message and where
+//! (`tests/ui/*.rs` against their `.stderr`), and what they accept
+//! (`tests/ui-pass/*.rs`, built and run).
 //!
 //! After a deliberate change of a message, regenerate the expected output
 //! with `TRYBUILD=overwrite cargo test -p mproc-ui-tests` and review the diff.

@@ -111,6 +111,17 @@ pub fn decode_args<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, TaskError> {
     })
 }
 
+/// Compile-time check that a type can be an argument of an actor's
+/// constructor: it crosses the process boundary (like a task argument) and
+/// is kept, shared by the actor's handles, to run the constructor again on
+/// a restart. The bounds are those of [`ActorType::Args`], checked one
+/// argument at a time so that an error points at the argument.
+#[doc(hidden)]
+pub const fn assert_constructor_arg<
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+>() {
+}
+
 /// Encodes a method's result.
 #[doc(hidden)]
 pub fn encode_reply<T: Serialize>(value: &T) -> Result<Vec<u8>, TaskError> {
