@@ -69,6 +69,8 @@ fn authenticate(s: &mut TcpStream, key: &[u8]) {
     let nc = [7u8; 32];
     let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
     m.update(b"mproc client");
+    // The listener's purpose is inside the MAC (a Manager's: "manager").
+    m.update(b"manager");
     m.update(&ns);
     m.update(&nc);
     let mut answer = Vec::new();
