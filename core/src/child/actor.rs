@@ -7,28 +7,28 @@
 //! with the type's constructor and answers `Ready`.
 //!
 //! # Threads
-//! * **The actor thread** (the process's main thread) owns the instance
-//!   and takes calls from one mailbox, one at a time, in arrival order: a
-//!   method never runs concurrently with another, and each caller's calls
-//!   run in the order it sent them, since a caller's calls share one
-//!   connection. A sync method runs right there; an `async` one is driven
-//!   to completion on the process's runtime before the next call starts.
-//!   Replies are queued per connection and flushed when the mailbox runs
-//!   empty, so a burst of pipelined calls costs a few writes, not one each.
-//! * **The acceptor** takes connections from the listening socket; each
-//!   gets a reader thread, which runs the key's handshake (bounded in size
-//!   and time), sends the hello and then posts every request it reads to
-//!   the mailbox. A malformed or oversized frame closes that connection
-//!   only.
-//! * **The boot watcher** reads the boot socket: its end (the supervisor
-//!   stopped the actor, or the program died) ends the process after the
-//!   call in progress.
+//! * **The actor thread** (the process's main thread) owns the instance.
+//!   It waits in `poll` on every caller's connection, the boot socket and a
+//!   wake-up pipe, and runs the requests it reads one at a time: a method
+//!   never runs concurrently with another, and each caller's calls run in
+//!   the order it sent them, since a caller's calls share one connection. A
+//!   sync method runs right there; an `async` one is driven to completion on
+//!   the process's runtime before the next call starts. Replies are queued
+//!   per connection and flushed once everything readable has run, so a
+//!   burst of pipelined calls costs a few writes, not one each, and a call
+//!   costs one wake-up of this thread, with no hand-off between threads.
+//!   The end of the boot socket (the supervisor stopped the actor, or the
+//!   program died) ends the process after the call in progress. A
+//!   malformed or oversized frame closes that caller's connection only.
+//! * **The acceptors** take connections from the listening sockets; each
+//!   connection gets a short-lived thread for the key's handshake (bounded
+//!   in size and time) and the hello, then goes to the actor thread.
 
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 
 use mproc_transport::{ByteStream, FrameReader, UnixChannel};
@@ -45,19 +45,6 @@ use crate::registry::actors::{self, ActorEntry, ActorObject};
 
 /// Connections served at once; more are closed at accept.
 const MAX_CONNECTIONS: usize = 1024;
-
-/// What the actor thread is asked to do.
-enum Mail {
-    Call {
-        out: Arc<Outbox>,
-        seq: u64,
-        method: u32,
-        args: Vec<u8>,
-    },
-    Stop,
-    /// The supervisor let go of the actor.
-    Exit,
-}
 
 /// In the child, after the start byte: build the instance and serve until
 /// told to stop. Returns the exit code.
@@ -103,6 +90,13 @@ pub(crate) fn run_actor(
     };
 
     let (tx, rx) = mpsc::channel();
+    let (wake_r, wake_w) = nix::unistd::pipe2(
+        nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK,
+    )
+    .map_err(|e| ChildError::Transport {
+        what: "wake-up pipe",
+        cause: e.into(),
+    })?;
     let hello = ActorHello {
         generation: u32::try_from(msg.history.len()).unwrap_or(u32::MAX),
         history: msg.history.clone(),
@@ -112,7 +106,8 @@ pub(crate) fn run_actor(
         key: msg.key,
         hello,
         max_frame,
-        live: AtomicUsize::new(0),
+        live: Arc::new(AtomicUsize::new(0)),
+        wake: wake_w,
     });
     let listener = UnixListener::from(listener);
     spawn_thread("mproc-actor-accept", {
@@ -126,18 +121,21 @@ pub(crate) fn run_actor(
             move || server.accept_loop(tcp.incoming(), tx)
         });
     }
-    spawn_thread("mproc-actor-boot", {
-        let tx = tx.clone();
-        move || {
-            let mut buf = [0u8; 64];
-            while matches!(boot.read(&mut buf), Ok(n) if n > 0) {}
-            let _ = tx.send(Mail::Exit);
-        }
-    });
     drop(tx);
     let _ = boot_out.send(&ToParent::Ready { init_error: None });
 
-    let code = serve(&mut *actor, entry, &msg.id, &rx, &boot_out);
+    let mut lp = Loop {
+        actor: &mut *actor,
+        entry,
+        id: &msg.id,
+        boot: &chan,
+        boot_out: &boot_out,
+        wake: wake_r,
+        fresh: rx,
+        conns: Vec::new(),
+        live: server.live.clone(),
+    };
+    let code = lp.run();
     boot_out.drain();
     Ok(code)
 }
@@ -157,73 +155,163 @@ fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) {
     }
 }
 
-/// The actor thread's loop; returns the exit code.
-fn serve(
-    actor: &mut dyn ActorObject,
+/// One caller's connection, read by the actor thread.
+struct Caller {
+    chan: Arc<UnixChannel>,
+    out: Arc<Outbox>,
+    reader: FrameReader,
+    dirty: bool,
+    closed: bool,
+}
+
+/// The actor thread: it waits in `poll` on every caller's connection, the
+/// boot socket and a wake-up pipe (new connections), and runs each request
+/// it reads at once, so a call costs one wake-up of this thread and no
+/// hand-off.
+struct Loop<'a> {
+    actor: &'a mut dyn ActorObject,
     entry: &'static ActorEntry,
-    id: &WorkerId,
-    rx: &Receiver<Mail>,
-    boot_out: &Outbox,
-) -> i32 {
-    let mut dirty: Vec<Arc<Outbox>> = Vec::new();
-    loop {
-        let mail = match rx.try_recv() {
-            Ok(m) => m,
-            Err(TryRecvError::Empty) => {
-                flush(&mut dirty);
-                match rx.recv() {
-                    Ok(m) => m,
-                    Err(_) => return 0,
+    id: &'a WorkerId,
+    boot: &'a UnixChannel,
+    boot_out: &'a Outbox,
+    wake: OwnedFd,
+    fresh: Receiver<Caller>,
+    conns: Vec<Caller>,
+    live: Arc<AtomicUsize>,
+}
+
+/// What the loop does next.
+enum Next {
+    Go,
+    Exit(i32),
+}
+
+impl Loop<'_> {
+    fn run(&mut self) -> i32 {
+        loop {
+            let ready = match self.wait() {
+                Ok(r) => r,
+                Err(_) => return 70,
+            };
+            if ready.boot {
+                let mut buf = [0u8; 64];
+                // End of stream: the supervisor let go of the actor.
+                if matches!(self.boot.try_read(&mut buf), Ok(Some(0)) | Err(_)) {
+                    self.flush();
+                    return 0;
                 }
             }
-            Err(TryRecvError::Disconnected) => return 0,
-        };
-        match mail {
-            Mail::Call {
-                out,
-                seq,
-                method,
-                args,
-            } => {
-                let span = tracing::debug_span!(
-                    "mproc.actor",
-                    actor = entry.name,
-                    method = entry.method_name(method),
-                    id = %id
-                );
-                let result = span.in_scope(|| actors::run_method(actor.call(method, &args)));
-                let reply = FromActor::Reply {
-                    seq,
-                    result: result.as_deref().map(Bytes).map_err(Clone::clone),
-                };
-                if let Err(e) = out.enqueue(&reply) {
-                    // The result is too large for a frame: say so instead.
-                    let _ = out.enqueue(&FromActor::Reply {
+            if ready.wake {
+                let mut buf = [0u8; 64];
+                while matches!(nix::unistd::read(&self.wake, &mut buf), Ok(n) if n > 0) {}
+                self.conns.extend(self.fresh.try_iter());
+            }
+            for i in ready.conns {
+                if let Next::Exit(code) = self.serve_conn(i) {
+                    self.flush();
+                    return code;
+                }
+            }
+            self.flush();
+            let live = &self.live;
+            self.conns.retain(|c| {
+                if c.closed {
+                    c.out.close();
+                    c.chan.shutdown();
+                    live.fetch_sub(1, Ordering::AcqRel);
+                }
+                !c.closed
+            });
+        }
+    }
+
+    /// Waits until something is readable.
+    fn wait(&self) -> nix::Result<Ready> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let mut fds = Vec::with_capacity(self.conns.len() + 2);
+        fds.push(PollFd::new(self.boot.as_fd(), PollFlags::POLLIN));
+        fds.push(PollFd::new(self.wake.as_fd(), PollFlags::POLLIN));
+        for c in &self.conns {
+            fds.push(PollFd::new(c.chan.as_fd(), PollFlags::POLLIN));
+        }
+        loop {
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => break,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let hit = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+        Ok(Ready {
+            boot: hit(&fds[0]),
+            wake: hit(&fds[1]),
+            conns: (0..self.conns.len()).filter(|i| hit(&fds[i + 2])).collect(),
+        })
+    }
+
+    /// Runs every request connection `i` has sent so far.
+    fn serve_conn(&mut self, i: usize) -> Next {
+        let c = &mut self.conns[i];
+        loop {
+            let frame = match c.reader.try_next_frame(&*c.chan) {
+                Ok(Some(f)) => f,
+                Ok(None) => return Next::Go,
+                Err(_) => {
+                    c.closed = true;
+                    return Next::Go;
+                }
+            };
+            match decode::<ToActor<'_>>(frame) {
+                Ok(ToActor::Call { seq, method, args }) => {
+                    let span = tracing::debug_span!(
+                        "mproc.actor",
+                        actor = self.entry.name,
+                        method = self.entry.method_name(method),
+                        id = %self.id
+                    );
+                    let result =
+                        span.in_scope(|| actors::run_method(self.actor.call(method, args.0)));
+                    let reply = FromActor::Reply {
                         seq,
-                        result: Err(e.into_task_error()),
-                    });
+                        result: result.as_deref().map(Bytes).map_err(Clone::clone),
+                    };
+                    if let Err(e) = c.out.enqueue(&reply) {
+                        // The result is too large for a frame: say so instead.
+                        let _ = c.out.enqueue(&FromActor::Reply {
+                            seq,
+                            result: Err(e.into_task_error()),
+                        });
+                    }
+                    c.dirty = true;
                 }
-                if !dirty.iter().any(|d| Arc::ptr_eq(d, &out)) {
-                    dirty.push(out);
+                Ok(ToActor::Stop { .. }) => {
+                    let _ = self.boot_out.send(&ToParent::Stopping);
+                    return Next::Exit(0);
+                }
+                Err(e) => {
+                    tracing::debug!("malformed request to an actor: {e}");
+                    c.closed = true;
+                    return Next::Go;
                 }
             }
-            Mail::Stop => {
-                flush(&mut dirty);
-                let _ = boot_out.send(&ToParent::Stopping);
-                return 0;
-            }
-            Mail::Exit => {
-                flush(&mut dirty);
-                return 0;
+        }
+    }
+
+    fn flush(&mut self) {
+        for c in &mut self.conns {
+            if std::mem::take(&mut c.dirty) {
+                c.out.flush();
             }
         }
     }
 }
 
-fn flush(dirty: &mut Vec<Arc<Outbox>>) {
-    for out in dirty.drain(..) {
-        out.flush();
-    }
+/// What `poll` found readable.
+struct Ready {
+    boot: bool,
+    wake: bool,
+    conns: Vec<usize>,
 }
 
 /// A connection to the actor: a Unix one from its host, a TCP one from
@@ -246,20 +334,21 @@ impl Conn for TcpStream {
     }
 }
 
-/// The accepting side: the key, the hello every connection gets, and the
-/// connection count.
+/// The accepting side: the key, the hello every connection gets, the
+/// connection count, and how to wake the actor thread for a new caller.
 struct Acceptor {
     key: Vec<u8>,
     hello: ActorHello,
     max_frame: usize,
-    live: AtomicUsize,
+    live: Arc<AtomicUsize>,
+    wake: OwnedFd,
 }
 
 impl Acceptor {
     fn accept_loop<S: Conn>(
         self: Arc<Self>,
         incoming: impl Iterator<Item = std::io::Result<S>>,
-        tx: Sender<Mail>,
+        tx: Sender<Caller>,
     ) {
         for conn in incoming {
             let conn = match conn {
@@ -281,8 +370,9 @@ impl Acceptor {
                 .name("mproc-actor-conn".into())
                 .spawn(move || {
                     crate::trace::enter_worker_dispatch();
-                    me.serve_conn(conn, tx);
-                    me.live.fetch_sub(1, Ordering::AcqRel);
+                    if !me.admit(conn, &tx) {
+                        me.live.fetch_sub(1, Ordering::AcqRel);
+                    }
                 });
             if spawned.is_err() {
                 self.live.fetch_sub(1, Ordering::AcqRel);
@@ -290,44 +380,35 @@ impl Acceptor {
         }
     }
 
-    /// One connection: handshake, hello, then requests into the mailbox
-    /// until the caller goes away or breaks the protocol.
-    fn serve_conn<S: Conn>(&self, mut conn: S, tx: Sender<Mail>) {
+    /// One connection: the handshake (bounded in size and time) and the
+    /// hello, then it goes to the actor thread. False when it was refused.
+    fn admit<S: Conn>(&self, mut conn: S, tx: &Sender<Caller>) -> bool {
         if conn.timeouts(Some(AUTH_DEADLINE)).is_err() {
-            return;
+            return false;
         }
         if let Err(e) = auth::server(&mut conn, &self.key, auth::Purpose::Actor) {
             tracing::debug!("actor connection refused: {e}");
-            return;
+            return false;
         }
         let Ok(hello) = frame(&self.hello, 64 * 1024) else {
-            return;
+            return false;
         };
         if std::io::Write::write_all(&mut conn, &hello).is_err() || conn.timeouts(None).is_err() {
-            return;
+            return false;
         }
-        let chan: Arc<dyn ByteStream> = Arc::new(UnixChannel::from_fd(conn.into()));
+        let chan = Arc::new(UnixChannel::from_fd(conn.into()));
         let out = Outbox::new(chan.clone(), self.max_frame);
-        let mut reader = FrameReader::new(self.max_frame);
-        while let Ok(frame) = reader.next_frame(&*chan) {
-            let mail = match decode::<ToActor<'_>>(frame) {
-                Ok(ToActor::Call { seq, method, args }) => Mail::Call {
-                    out: out.clone(),
-                    seq,
-                    method,
-                    args: args.0.to_vec(),
-                },
-                Ok(ToActor::Stop { .. }) => Mail::Stop,
-                Err(e) => {
-                    tracing::debug!("malformed request to an actor: {e}");
-                    break;
-                }
-            };
-            if tx.send(mail).is_err() {
-                break;
-            }
+        let caller = Caller {
+            chan,
+            out,
+            reader: FrameReader::new(self.max_frame),
+            dirty: false,
+            closed: false,
+        };
+        if tx.send(caller).is_err() {
+            return false;
         }
-        out.close();
-        chan.shutdown();
+        let _ = nix::unistd::write(&self.wake, &[1]);
+        true
     }
 }
