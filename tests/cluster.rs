@@ -419,3 +419,39 @@ fn nodes_join_over_tls_and_a_node_that_does_not_trust_the_driver_is_refused() {
         assert!(wait_gone(&[pid], Duration::from_secs(5)));
     });
 }
+
+#[test]
+fn a_peer_that_trickles_its_handshake_is_dropped_after_the_deadline() {
+    use std::io::{Read, Write};
+    let cluster = Cluster::listen("127.0.0.1:0", KEY).unwrap();
+    let mut peer = std::net::TcpStream::connect(cluster.address()).unwrap();
+    peer.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    // Read the challenge, then answer one byte at a time, slowly: a
+    // plausible length (64) first, then the body.
+    let _ = peer.read(&mut buf);
+    let mut bytes = 64u32.to_le_bytes().into_iter().chain(std::iter::repeat(0));
+    let dropped = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the trickling peer was still connected after 20 s"
+        );
+        if peer.write_all(&[bytes.next().unwrap()]).is_err() {
+            break started.elapsed();
+        }
+        match peer.read(&mut buf) {
+            Ok(0) => break started.elapsed(),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break started.elapsed(),
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(800));
+    };
+    assert!(
+        dropped >= Duration::from_secs(9),
+        "dropped after {dropped:?}, before the deadline"
+    );
+    assert!(cluster.nodes().is_empty());
+}

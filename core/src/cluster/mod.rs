@@ -553,9 +553,14 @@ fn admit(tcp: TcpStream, shared: &Weak<Shared>) -> Result<(), AdmitError> {
         Some(cfg) => Wire::tls(TlsChannel::accept(cfg, tcp)?),
         None => Wire::Plain(Arc::new(UnixChannel::from_fd(tcp.into()))),
     };
-    wire.set_read_timeout(AUTH_DEADLINE)?;
     let chan = wire.stream();
-    let mut io = StreamIo(&*chan);
+    // The whole handshake, hello included, within the deadline: a peer that
+    // trickles bytes gets no more time than a silent one.
+    let mut io = Deadlined {
+        io: StreamIo(&*chan),
+        wire: &wire,
+        end: Instant::now() + AUTH_DEADLINE,
+    };
     auth::server(&mut io, &key, Purpose::Cluster)?;
     let hello: NodeHello = read_msg(&mut io, 4096)?;
     if hello.version != PROTOCOL_VERSION || hello.fingerprint != crate::registry::fingerprint() {
@@ -616,6 +621,34 @@ fn admit(tcp: TcpStream, shared: &Weak<Shared>) -> Result<(), AdmitError> {
         core.capacity_changed();
     }
     Ok(())
+}
+
+/// A connection's reads bounded by one deadline for all of them.
+struct Deadlined<'a> {
+    io: StreamIo<'a>,
+    wire: &'a Wire,
+    end: Instant,
+}
+
+impl std::io::Read for Deadlined<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.wire
+            .set_read_timeout(left.max(Duration::from_millis(1)))?;
+        self.io.read(buf)
+    }
+}
+
+impl std::io::Write for Deadlined<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.io.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.io.flush()
+    }
 }
 
 /// A cluster connection: a TCP socket, plain or inside TLS.
