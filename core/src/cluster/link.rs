@@ -3,16 +3,20 @@
 //! the scheduler's slots to nodes, each as a [`RemoteLink`] — one more
 //! implementation of the scheduler's worker seam (`sched::link`).
 //!
-//! # Why a node's slot holds one request
+//! # Work sent ahead to a node, and taken back
 //! A local worker and its parent share a claim table, so work sent ahead to
-//! a busy worker can be taken back and run by an idle one. Across a network
-//! that would take a round trip the scheduler cannot wait for, and a race
-//! it cannot win without running a task twice. So a remote slot is sent
-//! only what it starts at once (`max_outstanding() == 1`), marked started
-//! on sending: nothing ever waits on a node behind a long task, and what a
-//! lost node had is exactly what was running there (`NodeLost`, or run
-//! again under `retries`). The node runs each request on a worker of its
-//! own scheduler, which has one worker per slot.
+//! a busy worker is taken back in place when another worker is idle. A
+//! node is across a network: a slot is sent up to [`SLOT_DEPTH`] requests
+//! (to hide the round trip behind short tasks), each marked started on the
+//! driver's side, and what waits there is *asked* back (`recalls()`): the
+//! node gives a request back only if it has not started, and the scheduler
+//! requeues it only when the node says so (`Event::Returned`). So nothing
+//! strands on a node behind a long task, and nothing runs twice. A
+//! request is stopped in place (`cancels_in_place()`): the node cancels or
+//! kills only the worker running it, never another request of the slot. A
+//! lost node fails what it held (`NodeLost`, or runs it again under
+//! `retries`). The node runs each request on its own scheduler, which has
+//! one worker per slot it offers.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -122,10 +126,15 @@ impl Launcher for ClusterLauncher {
     }
 }
 
+/// Requests a slot may hold: enough to hide a round trip to the node
+/// behind short tasks; what waits there is recalled when a worker elsewhere
+/// is idle.
+const SLOT_DEPTH: usize = 32;
+
 #[derive(Debug, Default)]
 struct Slot {
-    /// The request running there: `(job id, seq)`.
-    running: Option<(u64, u64)>,
+    /// The requests sent there and not answered: job id → seq.
+    held: std::collections::HashMap<u64, u64>,
     /// Told to retire or close: ends once idle.
     closing: bool,
 }
@@ -170,27 +179,33 @@ impl RemoteLink {
 
     /// The node answered request `id`.
     pub(crate) fn done(&self, id: u64, exec_ns: u64, outcome: Result<Vec<u8>, TaskError>) {
-        let closing = {
+        self.answered(
+            id,
+            Event::Done {
+                id,
+                exec_ns,
+                outcome,
+            },
+        );
+    }
+
+    /// The node gave request `id` back, unstarted.
+    pub(crate) fn returned(&self, id: u64) {
+        self.answered(id, Event::Returned { id });
+    }
+
+    fn answered(&self, id: u64, event: Event) {
+        let (closing, idle) = {
             let mut st = lock(&self.state);
-            if let Some((running, seq)) = st.running {
-                if running == id {
-                    st.running = None;
-                    self.claims.finish(seq);
-                }
+            if let Some(seq) = st.held.remove(&id) {
+                self.claims.finish(seq);
             }
-            st.closing
+            (st.closing, st.held.is_empty())
         };
         if let Some(core) = self.core.upgrade() {
-            core.worker_events(
-                self.key,
-                &mut vec![Event::Done {
-                    id,
-                    exec_ns,
-                    outcome,
-                }],
-            );
+            core.worker_events(self.key, &mut vec![event]);
         }
-        if closing {
+        if closing && idle {
             self.end(Gone::Exited(ExitInfo {
                 code: Some(0),
                 signal: None,
@@ -202,7 +217,7 @@ impl RemoteLink {
         let idle = {
             let mut st = lock(&self.state);
             st.closing = true;
-            st.running.is_none()
+            st.held.is_empty()
         };
         if idle {
             self.end(Gone::Exited(ExitInfo {
@@ -231,9 +246,9 @@ impl WorkerLink for RemoteLink {
                 args,
                 ..
             } => {
-                // Never taken back: see the module docs.
+                // Never taken back through the table: see the module docs.
                 self.claims.start(*seq);
-                lock(&self.state).running = Some((*id, *seq));
+                lock(&self.state).held.insert(*id, *seq);
                 lock(&self.node.routes).insert(*id, self.me.clone());
                 self.node.out.enqueue(&ToNode::Run {
                     id: *id,
@@ -255,8 +270,8 @@ impl WorkerLink for RemoteLink {
     }
 
     fn kill(&self) {
-        let running = lock(&self.state).running.take();
-        if let Some((id, _)) = running {
+        let held: Vec<u64> = lock(&self.state).held.drain().map(|(id, _)| id).collect();
+        for id in held {
             lock(&self.node.routes).remove(&id);
             let _ = self.node.out.send(&ToNode::Stop { id });
         }
@@ -271,6 +286,22 @@ impl WorkerLink for RemoteLink {
     }
 
     fn max_outstanding(&self) -> usize {
-        1
+        SLOT_DEPTH
+    }
+
+    fn usable(&self) -> bool {
+        self.node.alive.load(Ordering::Acquire) && !self.ended.load(Ordering::Acquire)
+    }
+
+    fn recalls(&self) -> bool {
+        true
+    }
+
+    fn recall(&self, id: u64) {
+        let _ = self.node.out.send(&ToNode::Recall { id });
+    }
+
+    fn cancels_in_place(&self) -> bool {
+        true
     }
 }

@@ -706,6 +706,14 @@ fn read_node(conn: Arc<NodeConn>, shared: Weak<Shared>) {
                         link.done(id, exec_ns, result.map(|b| b.0.to_vec()));
                     }
                 }
+                Ok(ToDriver::Recalled { id, taken }) => {
+                    if taken {
+                        let link = lock(&conn.routes).remove(&id).and_then(|l| l.upgrade());
+                        if let Some(link) = link {
+                            link.returned(id);
+                        }
+                    }
+                }
                 Ok(ToDriver::ActorStarted { req, result }) => {
                     if let Some(tx) = lock(&conn.spawns).remove(&req) {
                         let _ = tx.send(result);

@@ -317,7 +317,7 @@ fn serve(
             .map_err(|e| Error::with_source(ErrorKind::Spawn, "cannot start a thread", e))?
     };
     // Driver job id → this node's job id.
-    let jobs: Arc<Mutex<std::collections::HashMap<u64, u64>>> = Arc::default();
+    let jobs: Jobs = Arc::default();
     let actors: Actors = Arc::default();
     let mut reader = FrameReader::new(DEFAULT_MAX_FRAME);
     let why = loop {
@@ -328,15 +328,15 @@ fn serve(
         match decode::<ToNode<'_>>(frame) {
             Ok(ToNode::Run { id, task, args }) => run_one(&core, &out, &jobs, id, task, args),
             Ok(ToNode::Stop { id }) => {
-                let local = jobs
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&id)
-                    .copied();
+                let local = match lock_jobs(&jobs).get(&id) {
+                    Some(NodeJob::Running(l) | NodeJob::Recalling(l)) => Some(*l),
+                    _ => None,
+                };
                 if let Some(local) = local {
                     core.abort(local, TaskError::Cancelled, Running::Stop);
                 }
             }
+            Ok(ToNode::Recall { id }) => recall(&core, &out, &jobs, id),
             Ok(ToNode::SpawnActor {
                 req,
                 id,
@@ -389,14 +389,41 @@ fn serve(
     Ok(())
 }
 
-fn run_one(
-    core: &Arc<Core>,
-    out: &Arc<Outbox>,
-    jobs: &Arc<Mutex<std::collections::HashMap<u64, u64>>>,
-    id: u64,
-    task: &str,
-    args: Bytes<'_>,
-) {
+/// A driver's request on this node.
+enum NodeJob {
+    /// Submitted here as job `.0` of the node's scheduler.
+    Running(u64),
+    /// The driver asked for it back; the answer is being worked out.
+    Recalling(u64),
+    /// It finished while being recalled: its outcome, sent once the recall
+    /// is answered.
+    Parked(crate::protocol::batch::Outcome),
+}
+
+/// The driver's requests here, by the driver's job id.
+type Jobs = Arc<Mutex<std::collections::HashMap<u64, NodeJob>>>;
+
+fn lock_jobs(jobs: &Jobs) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, NodeJob>> {
+    jobs.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn send_done(out: &Outbox, id: u64, outcome: &crate::protocol::batch::Outcome) {
+    let r = out.send(&ToDriver::Done {
+        id,
+        exec_ns: 0,
+        result: outcome.as_deref().map(Bytes).map_err(Clone::clone),
+    });
+    if let Err(e) = r {
+        // Too large for a frame: say so instead.
+        let _ = out.send(&ToDriver::Done {
+            id,
+            exec_ns: 0,
+            result: Err(e.into_task_error()),
+        });
+    }
+}
+
+fn run_one(core: &Arc<Core>, out: &Arc<Outbox>, jobs: &Jobs, id: u64, task: &str, args: Bytes<'_>) {
     let Some(entry) = crate::registry::lookup(task) else {
         let _ = out.send(&ToDriver::Done {
             id,
@@ -411,27 +438,57 @@ fn run_one(
         args.0.to_vec(),
         Limits::default(),
     );
-    jobs.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id, local);
+    lock_jobs(jobs).insert(id, NodeJob::Running(local));
     let (out, jobs, done) = (out.clone(), jobs.clone(), comp.clone());
     comp.on_resolve(move || {
-        jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         let outcome = done.take().unwrap_or(Err(TaskError::Shutdown));
-        let r = out.send(&ToDriver::Done {
-            id,
-            exec_ns: 0,
-            result: outcome.as_deref().map(Bytes).map_err(Clone::clone),
-        });
-        if let Err(e) = r {
-            // Too large for a frame: say so instead.
-            let _ = out.send(&ToDriver::Done {
-                id,
-                exec_ns: 0,
-                result: Err(e.into_task_error()),
-            });
+        let mut j = lock_jobs(&jobs);
+        if let Some(NodeJob::Recalling(_)) = j.get(&id) {
+            // Answered with the recall (see `recall`).
+            j.insert(id, NodeJob::Parked(outcome));
+            return;
         }
+        j.remove(&id);
+        drop(j);
+        send_done(&out, id, &outcome);
     });
+}
+
+/// The driver wants request `id` back: given back only if it has not
+/// started here, and then never run.
+fn recall(core: &Arc<Core>, out: &Outbox, jobs: &Jobs, id: u64) {
+    let local = {
+        let mut j = lock_jobs(jobs);
+        match j.get(&id) {
+            Some(NodeJob::Running(local)) => {
+                let local = *local;
+                j.insert(id, NodeJob::Recalling(local));
+                local
+            }
+            _ => {
+                drop(j);
+                let _ = out.send(&ToDriver::Recalled { id, taken: false });
+                return;
+            }
+        }
+    };
+    let taken = core.abort(local, TaskError::Cancelled, Running::Spare);
+    let parked = {
+        let mut j = lock_jobs(jobs);
+        match j.remove(&id) {
+            // Taken back: the outcome parked is the cancellation, not sent.
+            Some(NodeJob::Parked(outcome)) if !taken => Some(outcome),
+            Some(NodeJob::Recalling(local)) if !taken => {
+                j.insert(id, NodeJob::Running(local));
+                None
+            }
+            _ => None,
+        }
+    };
+    if let Some(outcome) = parked {
+        send_done(out, id, &outcome);
+    }
+    let _ = out.send(&ToDriver::Recalled { id, taken });
 }
 
 /// The actors with an instance on this node.

@@ -14,7 +14,11 @@
 //!
 //! A node runs the driver's requests on its own workers: `Run` carries the
 //! driver's job id, the task's registered name and its encoded argument
-//! batch, and is answered by one `Done` (or `Cancelled`).
+//! batch, and is answered by one `Done`. The driver sends a node's slot
+//! more than it runs at once, to hide the round trip, and may ask a request
+//! back with `Recall` when another worker is idle: the node answers
+//! `Recalled { taken: true }` only if the request had not started (and
+//! then never runs it), so a recalled task never runs twice.
 
 use std::time::Duration;
 
@@ -62,6 +66,9 @@ pub(crate) enum ToNode<'a> {
     },
     /// Stop request `id`: cancel it if async, kill its worker if sync.
     Stop { id: u64 },
+    /// Give request `id` back if it has not started; answered by
+    /// `Recalled`.
+    Recall { id: u64 },
     /// Start an instance of actor `id` here (no restarts: the driver
     /// decides those), listening on TCP too; answered by `ActorStarted`.
     SpawnActor {
@@ -93,6 +100,9 @@ pub(crate) enum ToDriver<'a> {
         #[serde(borrow)]
         result: Result<Bytes<'a>, TaskError>,
     },
+    /// Request `id` was given back (`taken`, it will not run here) or had
+    /// started (its `Done` follows).
+    Recalled { id: u64, taken: bool },
     /// The instance asked for by `SpawnActor { req, .. }` listens at this
     /// TCP address, or could not start.
     ActorStarted {

@@ -39,10 +39,19 @@ impl Worker {
             .outstanding
             .front()
             .is_none_or(|(oldest, _)| self.next_seq - oldest < SLOTS);
-        let cap = self
-            .link
-            .as_ref()
-            .map_or(window, |l| window.min(l.max_outstanding()));
+        if self.link.as_ref().is_some_and(|l| !l.usable()) {
+            return false;
+        }
+        let cap = self.link.as_ref().map_or(window, |l| {
+            // A worker that can be asked back what it holds (a node's
+            // slot) is sent ahead past the window of local workers: a
+            // round trip over the network is its latency to hide.
+            if l.recalls() {
+                l.max_outstanding()
+            } else {
+                window.min(l.max_outstanding())
+            }
+        });
         self.ready && !self.retiring && !self.doomed && self.outstanding.len() < cap && slot_free
     }
 }
@@ -156,10 +165,26 @@ impl Core {
         }
         let now = Instant::now();
         let mut taken: Vec<u64> = Vec::new();
+        let mut recalls: Vec<(Arc<dyn super::link::WorkerLink>, u64)> = Vec::new();
         let mut recheck: Option<Instant> = None;
         let jobs = &st.jobs;
         for w in st.workers.values_mut() {
             let Some(link) = w.link.clone() else { continue };
+            if link.recalls() {
+                // Asked back, answered later: every request behind the
+                // first that is due and not asked for already.
+                for &(_, id) in w.outstanding.iter().skip(1) {
+                    let Some(job) = jobs.get(&id).filter(|j| !j.aborted && !j.recalling) else {
+                        continue;
+                    };
+                    match job.steal_due() {
+                        Some(due) if due <= now => recalls.push((link.clone(), id)),
+                        Some(due) => recheck = Some(recheck.map_or(due, |r| r.min(due))),
+                        None => {}
+                    }
+                }
+                continue;
+            }
             let Some(&(head_seq, _)) = w.outstanding.front() else {
                 continue;
             };
@@ -211,6 +236,12 @@ impl Core {
             if st.steal_at.is_none_or(|s| t < s) {
                 st.steal_at = Some(t);
                 self.timer.wake_at(self, t);
+            }
+        }
+        for (link, id) in recalls {
+            if let Some(job) = st.jobs.get_mut(&id) {
+                job.recalling = true;
+                link.recall(id);
             }
         }
         if taken.is_empty() {

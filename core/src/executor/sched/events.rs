@@ -134,6 +134,25 @@ impl Core {
                     continue;
                 }
                 Event::Cancelled { id } => (id, Err(TaskError::Cancelled)),
+                Event::Returned { id } => {
+                    Self::forget_outstanding(&mut st, key, id, true);
+                    let back = match st.jobs.get_mut(&id) {
+                        Some(job) if !job.aborted => {
+                            job.recalling = false;
+                            job.place = Place::Queued;
+                            true
+                        }
+                        Some(_) => {
+                            st.jobs.remove(&id);
+                            false
+                        }
+                        None => false,
+                    };
+                    if back {
+                        st.queue.push_front(id);
+                    }
+                    continue;
+                }
                 Event::LastWords { id, message } => {
                     if let Some(job) = st.jobs.get(&id) {
                         job.span.in_scope(
@@ -210,10 +229,12 @@ impl Core {
                     st.jobs.remove(&id);
                 } else if never_started {
                     job.place = Place::Queued;
+                    job.recalling = false;
                     requeue.push(id);
                 } else if job.retries_left > 0 {
                     job.retries_left -= 1;
                     job.place = Place::Queued;
+                    job.recalling = false;
                     job.span.in_scope(|| {
                         tracing::info!(
                             "{}; running the task again ({} retries left)",

@@ -32,6 +32,10 @@ pub(super) struct FakeLink {
     /// Its exit has been reported.
     exited: AtomicBool,
     core: Weak<Core>,
+    /// Plays a node's slot: holds up to 4, answers recalls later.
+    pub(super) remote: AtomicBool,
+    /// The requests asked back, in order.
+    pub(super) recalled: Mutex<Vec<u64>>,
 }
 
 impl WorkerLink for FakeLink {
@@ -67,6 +71,22 @@ impl WorkerLink for FakeLink {
     }
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
+    }
+    fn max_outstanding(&self) -> usize {
+        if self.remote.load(Ordering::SeqCst) {
+            4
+        } else {
+            usize::MAX
+        }
+    }
+    fn recalls(&self) -> bool {
+        self.remote.load(Ordering::SeqCst)
+    }
+    fn recall(&self, id: u64) {
+        self.recalled.lock().unwrap().push(id);
+    }
+    fn cancels_in_place(&self) -> bool {
+        self.remote.load(Ordering::SeqCst)
     }
 }
 
@@ -154,6 +174,8 @@ impl FakeLauncher {
                 closed: AtomicBool::new(false),
                 exited: AtomicBool::new(false),
                 core: Arc::downgrade(core),
+                remote: AtomicBool::new(false),
+                recalled: Mutex::new(Vec::new()),
             });
             self.inner.lock().unwrap().links.insert(key, link.clone());
             core.worker_started(key, link.clone());

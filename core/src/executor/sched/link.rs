@@ -60,6 +60,27 @@ pub(crate) trait WorkerLink: Send + Sync + Debug {
     fn max_outstanding(&self) -> usize {
         usize::MAX
     }
+    /// False once the worker cannot take work, before its end is reported
+    /// (a node known lost: its other slots must not be sent a task that
+    /// was just taken back from one of them).
+    fn usable(&self) -> bool {
+        true
+    }
+    /// True when work sent ahead is taken back by asking the worker, which
+    /// answers later ([`recall`](Self::recall), then `Event::Returned`),
+    /// instead of in the claim table (a node's slot: see `cluster`).
+    fn recalls(&self) -> bool {
+        false
+    }
+    /// Asks for request `id` back; the answer is an `Event::Returned` when
+    /// it had not started, nothing when it had.
+    fn recall(&self, _id: u64) {}
+    /// True when a running request, sync or async, is stopped in place by a
+    /// `Cancel` (a node stops it on its own worker), so stopping one never
+    /// costs the others this worker holds.
+    fn cancels_in_place(&self) -> bool {
+        false
+    }
 }
 
 /// Why a ready worker is gone.
@@ -96,6 +117,8 @@ pub(crate) enum Event {
     Cancelled { id: u64 },
     /// The worker is about to abort while running request `id`.
     LastWords { id: u64, message: String },
+    /// Request `id`, recalled, had not started: it is back.
+    Returned { id: u64 },
 }
 
 /// Why a worker never became ready.

@@ -157,6 +157,8 @@ struct Job {
     place: Place,
     /// Resolved early (cancel, timeout) while a worker still holds it.
     aborted: bool,
+    /// Asked back from a worker that answers later (a node's slot).
+    recalling: bool,
     /// Results that arrived in parts before the final answer.
     parts: Option<(u64, Vec<u8>)>,
     /// `mproc.task{task, id, worker}`: the parent-side span of this task.
@@ -464,6 +466,7 @@ impl Core {
                 comp: comp.clone(),
                 place: Place::Queued,
                 aborted: false,
+                recalling: false,
                 parts: None,
                 span: tracing::debug_span!("mproc.task", task, id, worker = tracing::field::Empty),
             },
@@ -539,7 +542,9 @@ impl Core {
                 job.comp.resolve(Err(err));
                 true
             }
-            Err(Claim::Started) if running == Running::Stop && is_async => {
+            Err(Claim::Started)
+                if running == Running::Stop && (is_async || link.cancels_in_place()) =>
+            {
                 let job = st.jobs.get_mut(&id).expect("present");
                 job.aborted = true;
                 job.comp.resolve(Err(err));

@@ -591,3 +591,86 @@ fn a_lost_node_fails_started_work_with_node_lost_and_requeues_the_rest() {
     assert_eq!(outcome(&cb), Ok(4));
     fake::stop(&core, &launcher);
 }
+
+/// The worker's side of a node slot: it gives request `id` back.
+fn give_back(core: &Arc<Core>, link: &FakeLink, id: u64) {
+    core.worker_events(link.key, &mut vec![Event::Returned { id }]);
+}
+
+#[test]
+fn work_waiting_on_a_node_slot_is_asked_back_and_moves_only_when_given_back() {
+    let (core, launcher, links) = fake::running(2, None);
+    for l in &links {
+        l.remote.store(true, Ordering::SeqCst);
+    }
+    // A long task, then four short ones: the slots take up to four each.
+    let (long, _) = submit(&core, 0);
+    let shorts: Vec<_> = (1..=4).map(|x| submit(&core, x)).collect();
+    let busy = holder(&links, long).unwrap().clone();
+    let free = links.iter().find(|l| l.key != busy.key).unwrap().clone();
+    assert!(busy.claims().start(seq_of(&busy, long).unwrap()));
+    // The free slot runs what it got; then it is idle.
+    for (id, seq) in free.runs() {
+        assert!(fake::run(&core, &free, id, seq, id));
+    }
+    let waiting: Vec<u64> = shorts
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| seq_of(&busy, *id).is_some())
+        .collect();
+    assert!(
+        !waiting.is_empty(),
+        "some short tasks wait behind the long one"
+    );
+    eventually("the waiting tasks are asked back", || {
+        busy.recalled.lock().unwrap().len() == waiting.len()
+    });
+    let asked = busy.recalled.lock().unwrap().clone();
+    assert!(
+        !asked.contains(&long),
+        "the running task is never asked back"
+    );
+    // Nothing moves until the slot answers: no task can run twice.
+    assert!(asked.iter().all(|id| seq_of(&free, *id).is_none()));
+    // The slot gives the first back and had started the rest.
+    give_back(&core, &busy, asked[0]);
+    let seq = seq_of(&free, asked[0]).expect("sent to the idle slot once given back");
+    assert!(fake::run(&core, &free, asked[0], seq, 100));
+    for id in &asked[1..] {
+        let seq = seq_of(&busy, *id).unwrap();
+        assert!(fake::run(&core, &busy, *id, seq, 200));
+        assert!(seq_of(&free, *id).is_none(), "a started task was not moved");
+    }
+    let by_id: std::collections::HashMap<u64, _> = shorts.into_iter().collect();
+    assert_eq!(outcome(&by_id[&asked[0]]), Ok(100));
+    for id in &asked[1..] {
+        assert_eq!(outcome(&by_id[id]), Ok(200));
+    }
+    fake::stop(&core, &launcher);
+}
+
+#[test]
+fn a_timeout_on_a_node_slot_stops_only_its_own_task() {
+    let (core, launcher, links) = fake::running(1, None);
+    let slot = &links[0];
+    slot.remote.store(true, Ordering::SeqCst);
+    let (a, ca) = core.submit(
+        "t",
+        false,
+        encode_one(&1u64).unwrap(),
+        Limits {
+            timeout: Some(Duration::from_millis(20)),
+            retries: 0,
+        },
+    );
+    let (b, cb) = submit(&core, 2);
+    assert!(slot.claims().start(seq_of(slot, a).unwrap()));
+    assert_eq!(outcome(&ca), Err(TaskError::TimedOut));
+    // Stopped in place: a Cancel for `a`, no kill of the slot.
+    assert!(slot.sent().contains(&Sent::Cancel { id: a }));
+    assert!(!slot.killed.load(Ordering::SeqCst));
+    let seq = seq_of(slot, b).unwrap();
+    assert!(fake::run(&core, slot, b, seq, 4));
+    assert_eq!(outcome(&cb), Ok(4));
+    fake::stop(&core, &launcher);
+}
