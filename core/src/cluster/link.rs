@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::{lock, NodeConn, Shared};
-use crate::error::{ExitInfo, TaskError};
+use crate::error::ExitInfo;
 use crate::executor::sched::link::{BootError, Event, Gone, Launcher, WorkerLink};
 use crate::executor::sched::proc_link::ProcLauncher;
 use crate::executor::sched::Core;
@@ -177,33 +177,29 @@ impl RemoteLink {
         self.end(Gone::NodeLost(self.node.info.id));
     }
 
-    /// The node answered request `id`.
-    pub(crate) fn done(&self, id: u64, exec_ns: u64, outcome: Result<Vec<u8>, TaskError>) {
-        self.answered(
-            id,
-            Event::Done {
-                id,
-                exec_ns,
-                outcome,
-            },
-        );
-    }
-
     /// The node gave request `id` back, unstarted.
     pub(crate) fn returned(&self, id: u64) {
-        self.answered(id, Event::Returned { id });
+        self.answered(vec![Event::Returned { id }]);
     }
 
-    fn answered(&self, id: u64, event: Event) {
+    /// The node answered: `Done` for requests that ran, `Returned` for
+    /// ones it gave back.
+    pub(crate) fn answered(&self, mut events: Vec<Event>) {
         let (closing, idle) = {
             let mut st = lock(&self.state);
-            if let Some(seq) = st.held.remove(&id) {
-                self.claims.finish(seq);
+            for ev in &events {
+                let id = match ev {
+                    Event::Done { id, .. } | Event::Returned { id } => *id,
+                    _ => continue,
+                };
+                if let Some(seq) = st.held.remove(&id) {
+                    self.claims.finish(seq);
+                }
             }
             (st.closing, st.held.is_empty())
         };
         if let Some(core) = self.core.upgrade() {
-            core.worker_events(self.key, &mut vec![event]);
+            core.worker_events(self.key, &mut events);
         }
         if closing && idle {
             self.end(Gone::Exited(ExitInfo {

@@ -39,6 +39,7 @@ use self::link::RemoteLink;
 pub use self::node::{join, join_tls};
 use crate::address::{NodeId, WorkerId};
 use crate::error::{Error, ErrorKind};
+use crate::executor::sched::link::Event;
 use crate::executor::sched::Core;
 use crate::outbox::Outbox;
 use crate::protocol::actor::Ended;
@@ -693,7 +694,13 @@ impl Wire {
 /// Reads a node's answers until its connection ends or falls silent.
 fn read_node(conn: Arc<NodeConn>, shared: Weak<Shared>) {
     let mut reader = FrameReader::new(DEFAULT_MAX_FRAME);
+    // Answers read in one go reach each scheduler in one call: one lock
+    // of its state per burst, not per task.
+    let mut done: Vec<(Arc<RemoteLink>, Event)> = Vec::new();
     let why = loop {
+        if !reader.has_frame() || done.len() >= 256 {
+            deliver(&mut done);
+        }
         match reader.next_frame(&*conn.chan) {
             Ok(frame) => match decode::<ToDriver<'_>>(frame) {
                 Ok(ToDriver::Done {
@@ -703,7 +710,15 @@ fn read_node(conn: Arc<NodeConn>, shared: Weak<Shared>) {
                 }) => {
                     let link = lock(&conn.routes).remove(&id).and_then(|l| l.upgrade());
                     if let Some(link) = link {
-                        link.done(id, exec_ns, result.map(|b| b.0.to_vec()));
+                        let outcome = result.map(|b| b.0.to_vec());
+                        done.push((
+                            link,
+                            Event::Done {
+                                id,
+                                exec_ns,
+                                outcome,
+                            },
+                        ));
                     }
                 }
                 Ok(ToDriver::Recalled { id, taken }) => {
@@ -731,8 +746,27 @@ fn read_node(conn: Arc<NodeConn>, shared: Weak<Shared>) {
             Err(e) => break e.to_string(),
         }
     };
+    deliver(&mut done);
     if let Some(sh) = shared.upgrade() {
         sh.lose(&conn, &why);
+    }
+}
+
+/// Hands answers to their slots, each slot's in one batch.
+fn deliver(done: &mut Vec<(Arc<RemoteLink>, Event)>) {
+    while !done.is_empty() {
+        let link = done[0].0.clone();
+        let mut mine = Vec::new();
+        done.retain_mut(|(l, ev)| {
+            if Arc::ptr_eq(l, &link) {
+                let ev = std::mem::replace(ev, Event::Returned { id: 0 });
+                mine.push(ev);
+                false
+            } else {
+                true
+            }
+        });
+        link.answered(mine);
     }
 }
 
