@@ -455,3 +455,51 @@ fn a_peer_that_trickles_its_handshake_is_dropped_after_the_deadline() {
     );
     assert!(cluster.nodes().is_empty());
 }
+
+#[test]
+fn a_map_on_node_workers_only_keeps_every_node_slot_busy() {
+    run(async {
+        let cluster = Cluster::listen("127.0.0.1:0", KEY).unwrap();
+        let nodes: Vec<Child> = (0..2)
+            .map(|_| start_node(cluster.address(), KEY, 2))
+            .collect();
+        let pids: Vec<u32> = nodes.iter().map(Child::id).collect();
+        let executor = Executor::builder()
+            .max_workers(0)
+            .cluster(&cluster)
+            .build()
+            .await
+            .unwrap();
+        cluster
+            .wait_for_nodes(2, Duration::from_secs(30))
+            .await
+            .unwrap();
+        // Every slot up.
+        let _: Vec<(u64, u32)> = executor
+            .map(where_am_i, 0..20u64)
+            .try_collect()
+            .await
+            .unwrap();
+        // Four slots, four slow items: all four run at once, so both nodes
+        // get some (a map sized by the local workers alone, zero here, kept
+        // two in flight on the first node's slots).
+        let nap = Duration::from_millis(1000);
+        let started = Instant::now();
+        let ran_on: Vec<u32> = executor
+            .map(nap_then, [nap.as_millis() as u64; 4])
+            .try_collect()
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        let used: std::collections::BTreeSet<u32> = ran_on.iter().copied().collect();
+        assert_eq!(used.len(), 2, "ran on {ran_on:?}");
+        assert!(took < 2 * nap, "four naps on four slots took {took:?}");
+        drop(executor);
+        drop(cluster);
+        for n in nodes {
+            let (status, err) = finish(n, Duration::from_secs(10));
+            assert!(status.success(), "node failed: {status} {err}");
+        }
+        assert!(wait_gone(&pids, Duration::from_secs(5)));
+    });
+}

@@ -44,6 +44,14 @@ impl MapOptions {
     }
 }
 
+/// Chunks a map keeps in flight for `workers` workers: enough to keep each
+/// busy, with requests sent ahead to local ones.
+fn max_chunks(workers: usize, chunksize: usize) -> usize {
+    (workers * 64)
+        .min((workers * 8192 / chunksize).max(workers * 2))
+        .max(2)
+}
+
 /// One chunk in flight.
 struct Chunk<T> {
     comp: Arc<Completion>,
@@ -98,6 +106,9 @@ where
     }
 
     fn top_up(&mut self) {
+        // Nodes join and leave while a map runs: size the window to the
+        // workers there are now, node slots included.
+        self.max_chunks = max_chunks(self.core.capacity(), self.chunksize);
         while !self.exhausted && self.len() < self.max_chunks {
             let chunk: Vec<I::Item> = self.iter.by_ref().take(self.chunksize).collect();
             if chunk.is_empty() {
@@ -219,10 +230,7 @@ impl<T: DeserializeOwned + Send + 'static> MapStream<T> {
     {
         let bar = opts.progress.then(|| progress_bar(iter.size_hint()));
         let chunksize = opts.chunksize.unwrap_or(1);
-        let workers = core.config().workers;
-        let max_chunks = (workers * 64)
-            .min((workers * 8192 / chunksize).max(workers * 2))
-            .max(2);
+        let max_chunks = max_chunks(core.capacity(), chunksize);
         let inflight = if ordered {
             InFlight::Ordered(FuturesOrdered::new())
         } else {

@@ -363,7 +363,7 @@ impl Core {
 
     /// The workers to keep: the configured local ones plus what the
     /// launcher offers elsewhere (the slots of a cluster's nodes).
-    fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.cfg.workers + self.launcher.extra_capacity()
     }
 
