@@ -134,15 +134,15 @@ impl Board {
 
 /// Reports to the board from wherever it runs, works as long as the board
 /// says, and returns its tag and node.
+///
+/// A sync task, so that a worker runs one at a time and "started" means
+/// "running" (a worker runs the async tasks it holds at once); the actor's
+/// client needs no runtime, so `block_on` will do for the call.
 #[mproc::task]
-async fn work(board: ActorRef<Board>, tag: u64) -> (u64, u32) {
+fn work(board: ActorRef<Board>, tag: u64) -> (u64, u32) {
     let node = mproc::current_node().get();
-    let ms = board
-        .arrived(tag, node)
-        .await
+    let ms = futures::executor::block_on(board.arrived(tag, node))
         .unwrap_or_else(|e| panic!("node {node} cannot call the board on the driver: {e}"));
-    // Blocking, on purpose: a worker runs the async tasks it holds at once,
-    // and these stand for work that keeps a worker busy.
     std::thread::sleep(Duration::from_millis(ms));
     (tag, node)
 }
