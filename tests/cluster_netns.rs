@@ -593,6 +593,23 @@ impl Drop for Hosts {
     }
 }
 
+/// A directory for the key file, removed on drop (a failed run too).
+struct KeyDir(std::path::PathBuf);
+
+impl KeyDir {
+    fn new() -> KeyDir {
+        let dir = std::env::temp_dir().join(format!("netns-cluster-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        KeyDir(dir)
+    }
+}
+
+impl Drop for KeyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Lines from a child's stdout, each with the time it arrived.
 fn lines(child: &mut Child) -> Receiver<(Instant, String)> {
     let out = child.stdout.take().unwrap();
@@ -677,9 +694,8 @@ fn a_map_across_two_hosts_survives_a_cut_link() {
     let addr: SocketAddr = addr.parse().unwrap();
     assert_eq!(addr.ip(), IpAddr::from(H0));
 
-    let dir = std::env::temp_dir().join(format!("netns-cluster-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key_file = dir.join("key");
+    let dir = KeyDir::new();
+    let key_file = dir.0.join("key");
     // With the newline `echo key > file` leaves, which nodes ignore.
     std::fs::write(&key_file, [KEY, b"\n"].concat()).unwrap();
     let workers = NODE_WORKERS.to_string();
@@ -775,6 +791,6 @@ fn a_map_across_two_hosts_survives_a_cut_link() {
         !list.lines().any(|l| l.starts_with("mproc-")),
         "namespaces left after down: {list}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
+    drop(dir);
     println!("the whole run took {:?}", started.elapsed());
 }
