@@ -13,7 +13,7 @@ use syn::{
     Path, Receiver, Result, ReturnType, Signature, Token, Type, Visibility,
 };
 
-use crate::valid::Errors;
+use crate::errors::Errors;
 
 /// The arguments of `#[task(...)]` and `#[actor(...)]`.
 #[derive(Default)]

@@ -170,6 +170,7 @@
 
 mod actor;
 mod ast;
+mod errors;
 mod expand;
 mod valid;
 

@@ -311,7 +311,8 @@ fn serve(
                     if out.send(&ToDriver::Ping).is_err() {
                         break;
                     }
-                    std::thread::sleep(HEARTBEAT);
+                    // Woken early when the node stops (see below).
+                    std::thread::park_timeout(HEARTBEAT);
                 }
             })
             .map_err(|e| Error::with_source(ErrorKind::Spawn, "cannot start a thread", e))?
@@ -385,6 +386,7 @@ fn serve(
     core.stop_blocking(TaskError::Shutdown);
     out.close();
     chan.shutdown();
+    beat.thread().unpark();
     let _ = beat.join();
     Ok(())
 }
