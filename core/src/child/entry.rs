@@ -17,5 +17,15 @@ pub(crate) fn set_fork_parent(pid: u32) {
 /// the worker boot.
 pub(crate) fn fork_entry() -> i32 {
     crate::children::forget_inherited_children();
-    super::worker::worker_main(FORK_PARENT.load(Ordering::Relaxed))
+    let parent = FORK_PARENT.load(Ordering::Relaxed);
+    // A lock inside std may have been held by another thread of the parent
+    // at the fork (see `sys::std_threads_start`); then no thread can start
+    // here, and the child boots afresh as a spawned worker would, on the
+    // same socket: slower, never stuck.
+    if !crate::sys::std_threads_start(std::time::Duration::from_millis(500)) {
+        let e = crate::sys::reexec_with(super::boot::WORKER_ENV, &parent.to_string());
+        eprintln!("mproc: a forked worker cannot start threads and cannot re-exec: {e}");
+        return 70;
+    }
+    super::worker::worker_main(parent)
 }

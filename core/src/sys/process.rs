@@ -16,7 +16,7 @@
 //! boot, which touches no parent state. The allocator is glibc's, whose
 //! `fork` resets its locks in the child.
 
-use std::ffi::{c_void, CStr};
+use std::ffi::{c_void, CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::Duration;
@@ -351,4 +351,63 @@ pub(crate) fn recv_byte_fds(sock: &impl AsFd) -> io::Result<Option<(u8, Vec<Owne
         return Ok(None);
     }
     Ok(Some((byte[0], fds)))
+}
+
+/// Whether a thread started with `std::thread` gets to run within `limit`.
+///
+/// Not always so in a process forked from a multi-threaded one: std keeps
+/// a lock (its stack-overflow handler's table of threads) that another
+/// thread of the parent may have held at the instant of the fork, and every
+/// std thread the child starts then blocks on it forever before running.
+pub(crate) fn std_threads_start(limit: Duration) -> bool {
+    let flag = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let seen = flag.clone();
+    let spawned = std::thread::Builder::new()
+        .name("mproc-probe".into())
+        .spawn(move || {
+            *seen.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            seen.1.notify_all();
+        });
+    if spawned.is_err() {
+        return false;
+    }
+    let guard = flag.0.lock().unwrap_or_else(|p| p.into_inner());
+    let (started, _) = flag
+        .1
+        .wait_timeout_while(guard, limit, |s| !*s)
+        .unwrap_or_else(|p| p.into_inner());
+    *started
+}
+
+/// Replaces this process with a fresh start of the program, with `var=value`
+/// added to its environment and the descriptors it has (fd 0: a worker's
+/// socket) kept: the spawn start method's boot, for a forked child that
+/// cannot run threads. Returns only if the exec failed.
+pub(crate) fn reexec_with(var: &str, value: &str) -> io::Error {
+    let arg0 = std::fs::read("/proc/self/cmdline")
+        .ok()
+        .and_then(|c| c.split(|b| *b == 0).next().map(<[u8]>::to_vec))
+        .and_then(|a| CString::new(a).ok())
+        .unwrap_or_else(|| CString::from(c"mproc-worker"));
+    let Ok(entry) = CString::new(format!("{var}={value}")) else {
+        return io::ErrorKind::InvalidInput.into();
+    };
+    let mut envp: Vec<*const libc::c_char> = vec![entry.as_ptr()];
+    // SAFETY: `environ` is the C library's environment, a null-terminated
+    // array of C strings; this process has one thread here (a forked
+    // child), so nothing changes it while it is read. The pointers are
+    // only passed on to execve.
+    unsafe {
+        let mut p = libc::environ;
+        while !p.is_null() && !(*p).is_null() {
+            envp.push((*p).cast_const());
+            p = p.add(1);
+        }
+    }
+    envp.push(std::ptr::null());
+    let argv = [arg0.as_ptr(), std::ptr::null()];
+    // SAFETY: every pointer is a valid C string (or null) that outlives the
+    // call; on success execve does not return.
+    unsafe { libc::execve(c"/proc/self/exe".as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    io::Error::last_os_error()
 }
