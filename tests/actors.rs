@@ -644,3 +644,72 @@ fn actor_calls_are_traced_on_both_sides() {
         "no caller-side span in:\n{text}"
     );
 }
+
+// ----- the examples ------------------------------------------------------
+
+/// Runs `examples/<name>` as `cargo test` builds it with the tests (a lone
+/// `cargo test --test actors` does not): its stdout, or `None` when it is
+/// not built, or built before its source last changed.
+fn run_example(name: &str) -> Option<String> {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent()?.parent()?.join("examples").join(name);
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(format!("{name}.rs"));
+    let built = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if built(&path).is_none() || built(&path) < built(&source) {
+        eprintln!("skipped: {} is not built from its source", path.display());
+        return None;
+    }
+    let child = std::process::Command::new(&path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(LIMIT) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = rx.recv_timeout(Duration::from_secs(5));
+            panic!("example {name} did not finish within {LIMIT:?}");
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{name}: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stderr.is_empty(), "{name} printed on stderr:\n{stderr}");
+    Some(stdout)
+}
+
+#[test]
+fn the_actor_examples_print_what_they_promise() {
+    if let Some(out) = run_example("actor_counter") {
+        for line in [
+            "c.incr(2)    = 7",
+            "c.slow_get() = 7",
+            "five calls in flight: [8, 9, 10, 11, 12]",
+            "d.incr(1)    = 1",
+            "c.get() fails: worker died (exit code 0)",
+        ] {
+            assert!(out.contains(line), "no {line:?} in:\n{out}");
+        }
+    }
+    if let Some(out) = run_example("actor_accumulator") {
+        assert!(out.contains("7 lines, 85 words"), "{out}");
+        assert!(out.contains("the tasks returned 85 words"), "{out}");
+        assert!(out.contains(" 11  the"), "{out}");
+    }
+}
