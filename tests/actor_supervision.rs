@@ -213,7 +213,10 @@ fn restarts_whose_constructor_fails_use_up_the_budget_and_calls_fail() {
         // Both restarts ran the constructor, which refused; the actor is
         // then gone for good, and calls say it died.
         let later = a.ping().await;
-        assert!(matches!(later, Err(TaskError::WorkerDied { .. })), "{later:?}");
+        assert!(
+            matches!(later, Err(TaskError::WorkerDied { .. })),
+            "{later:?}"
+        );
         assert_eq!(starts.get().unwrap(), 3);
         assert_eq!(a.restarts(), 2);
         drop(ex);
