@@ -69,6 +69,7 @@ fn authenticate(s: &mut TcpStream, key: &[u8]) {
     let nc = [7u8; 32];
     let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
     m.update(b"mproc client");
+    m.update(b"manager"); // the listener's purpose (protocol/auth.rs)
     m.update(&ns);
     m.update(&nc);
     let mut answer = Vec::new();
