@@ -291,6 +291,51 @@ const WORKLOADS: &[Workload] = &[
         floors: &[],
     },
     Workload {
+        id: "A1",
+        title: "2000 sequential calls to one actor, each awaited before the next",
+        run: Some(a1),
+        note: "",
+        floors: ROUND_TRIP_FLOORS,
+    },
+    Workload {
+        id: "A1-1core",
+        title: "A1 with the caller and the actor pinned to one core",
+        run: Some(a1_one_core),
+        note: "",
+        floors: &[
+            ("median", "socketpair ping-pong same core median"),
+            ("p99", "socketpair ping-pong same core p99"),
+        ],
+    },
+    Workload {
+        id: "A2",
+        title: "20 x (1000 calls made to one actor, then all awaited): 1000 in flight",
+        run: Some(a2),
+        note: "",
+        floors: &[],
+    },
+    Workload {
+        id: "A3-fork",
+        title: "actor spawned -> its first reply, start method fork",
+        run: Some(a3_fork),
+        note: "",
+        floors: &[],
+    },
+    Workload {
+        id: "A3-forkserver",
+        title: "actor spawned -> its first reply; 16 spawned at once -> each replied, start method forkserver",
+        run: Some(a3_forkserver),
+        note: "",
+        floors: &[],
+    },
+    Workload {
+        id: "A3-spawn",
+        title: "actor spawned -> its first reply; 16 spawned at once -> each replied, start method spawn",
+        run: Some(a3_spawn),
+        note: "",
+        floors: &[],
+    },
+    Workload {
         id: "W8",
         title: "a child: 10 000 dict sets + 10 000 gets, 10 000 list appends on a Manager",
         run: Some(w8),
@@ -594,6 +639,112 @@ fn w8_tcp(b: &Budget) -> Vec<Metric> {
     let _ = common::w8_remote(&manager, key);
     let reps = b.run(|| common::w8_remote(&manager, key));
     w8_metrics(&reps)
+}
+
+/// A1: sequential calls to one warm actor: round-trip latency, and calls
+/// per second over a whole repetition.
+fn a1(b: &Budget) -> Vec<Metric> {
+    let rt = common::runtime();
+    let ex = common::executor(&rt);
+    let actor = common::actor(&rt, &ex);
+    let reps = b.run(|| common::a1(&rt, &actor, common::A1_COUNT));
+    rt.block_on(ex.shutdown());
+    let per_rep: Vec<Duration> = reps.iter().map(|r| r.iter().sum()).collect();
+    let mut out = latency(&reps.concat());
+    out.push(Metric::new(
+        "throughput",
+        "calls/s",
+        Better::Higher,
+        common::A1_COUNT as f64 / median(per_rep.iter().map(secs).collect()),
+    ));
+    out
+}
+
+/// A1 with this process, its threads and the processes it starts (the
+/// actor's included) pinned to the core it runs on: the cost of a call
+/// without the wake-ups of another core, to set beside the same-core floor.
+fn a1_one_core(b: &Budget) -> Vec<Metric> {
+    // SAFETY: `set` is a zeroed `cpu_set_t` that CPU_SET writes into within
+    // its bounds (`sched_getcpu` is below CPU_SETSIZE), and
+    // `sched_setaffinity` reads `size_of::<cpu_set_t>()` bytes of it.
+    // Threads and processes started afterwards inherit the mask.
+    unsafe {
+        let cpu = libc::sched_getcpu().max(0) as usize;
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let r = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(r, 0, "sched_setaffinity");
+    }
+    a1(b)
+}
+
+/// A2: 1000 calls in flight to one warm actor: calls per second.
+fn a2(b: &Budget) -> Vec<Metric> {
+    let rt = common::runtime();
+    let ex = common::executor(&rt);
+    let actor = common::actor(&rt, &ex);
+    let reps = b.run(|| common::a2(&rt, &actor));
+    rt.block_on(ex.shutdown());
+    let calls = (common::A2_BATCHES * common::A2_IN_FLIGHT) as f64;
+    vec![Metric::new(
+        "throughput",
+        "calls/s",
+        Better::Higher,
+        calls / median(reps.iter().map(secs).collect()),
+    )]
+}
+
+/// A3: an actor spawned on a warm executor until its first reply (one
+/// untimed repetition first, so a fork server already runs, as in W5); and
+/// the rate of creations with 16 spawned at once.
+fn a3(b: &Budget, method: StartMethod) -> Vec<Metric> {
+    let rt = common::runtime();
+    let ex = rt
+        .block_on(
+            Executor::builder()
+                .max_workers(common::WORKERS)
+                .start_method(method)
+                .build(),
+        )
+        .expect("executor starts");
+    // Not under fork: a child forked while another thread of this process
+    // starts or ends (as many do when 16 actors start at once) can hang in
+    // std's thread start-up; see BENCHMARKS.md, "Actors".
+    let many = method != StartMethod::Fork;
+    common::a3(&rt, &ex);
+    let times = b.run(|| {
+        let one = common::a3(&rt, &ex);
+        (one, many.then(|| common::a3_many(&rt, &ex)))
+    });
+    rt.block_on(ex.shutdown());
+    let one = median(times.iter().map(|(t, _)| secs(t)).collect());
+    let mut out = vec![Metric::new("first reply", "ms", Better::Lower, one * 1e3)];
+    if many {
+        let t = median(
+            times
+                .iter()
+                .filter_map(|(_, t)| t.as_ref())
+                .map(secs)
+                .collect(),
+        );
+        out.push(Metric::new(
+            "creations, 16 at once",
+            "actors/s",
+            Better::Higher,
+            common::A3_AT_ONCE as f64 / t,
+        ));
+    }
+    out
+}
+
+fn a3_fork(b: &Budget) -> Vec<Metric> {
+    a3(b, StartMethod::Fork)
+}
+fn a3_forkserver(b: &Budget) -> Vec<Metric> {
+    a3(b, StartMethod::Forkserver)
+}
+fn a3_spawn(b: &Budget) -> Vec<Metric> {
+    a3(b, StartMethod::Spawn)
 }
 
 fn w1(b: &Budget) -> Vec<Metric> {

@@ -378,3 +378,124 @@ pub(crate) fn w8_remote(manager: &Manager, key: &[u8]) -> (f64, f64) {
     p.join().expect("join");
     times
 }
+
+// ----- actors: A1–A3 ------------------------------------------------------
+
+/// Sequential calls per repetition of A1.
+pub(crate) const A1_COUNT: u64 = 2000;
+/// Calls in flight at once in A2 (as Ray's "1:1 actor calls async": 1000
+/// calls made, then all awaited).
+pub(crate) const A2_IN_FLIGHT: u64 = 1000;
+/// Batches of [`A2_IN_FLIGHT`] calls per repetition of A2.
+pub(crate) const A2_BATCHES: u64 = 20;
+
+/// The actor of A1–A3: a counter whose one method does next to nothing, so
+/// that the figures are those of the call itself.
+#[mproc::actor]
+pub(crate) struct Tally {
+    n: u64,
+}
+
+#[mproc::actor]
+impl Tally {
+    pub(crate) fn new(start: u64) -> Self {
+        Tally { n: start }
+    }
+    pub(crate) fn add(&mut self, x: u64) -> u64 {
+        self.n = self.n.wrapping_add(x);
+        self.n
+    }
+}
+
+/// A `Tally` actor on `ex`, started and warmed (connected, and a few
+/// thousand calls answered), off the clock.
+pub(crate) fn actor(rt: &tokio::runtime::Runtime, ex: &Executor) -> ActorRef<Tally> {
+    rt.block_on(async {
+        let a = Tally::spawn(ex, 0).await.expect("actor starts");
+        let calls: Vec<_> = (0..2000).map(|_| a.add(1)).collect();
+        for c in calls {
+            c.await.expect("warm-up call");
+        }
+        for _ in 0..200 {
+            a.add(1).await.expect("warm-up call");
+        }
+        a
+    })
+}
+
+/// A1: `count` sequential calls to one actor, each awaited before the
+/// next; the latency of each.
+pub(crate) fn a1(rt: &tokio::runtime::Runtime, a: &ActorRef<Tally>, count: u64) -> Vec<Duration> {
+    rt.block_on(async {
+        let mut out = Vec::with_capacity(count as usize);
+        let mut last = a.add(0).await.expect("add");
+        for _ in 0..count {
+            let t = Instant::now();
+            let r = a.add(1).await.expect("add");
+            out.push(t.elapsed());
+            assert_eq!(r, last.wrapping_add(1));
+            last = r;
+        }
+        out
+    })
+}
+
+/// A2: [`A2_BATCHES`] × ([`A2_IN_FLIGHT`] calls made to one actor, then
+/// all awaited); the time of the whole.
+pub(crate) fn a2(rt: &tokio::runtime::Runtime, a: &ActorRef<Tally>) -> Duration {
+    rt.block_on(async {
+        let first = a.add(0).await.expect("add");
+        let t = Instant::now();
+        let mut last = first;
+        for _ in 0..A2_BATCHES {
+            let calls: Vec<_> = (0..A2_IN_FLIGHT).map(|_| a.add(1)).collect();
+            for c in calls {
+                last = c.await.expect("add");
+            }
+        }
+        let dt = t.elapsed();
+        assert_eq!(last, first.wrapping_add(A2_BATCHES * A2_IN_FLIGHT));
+        dt
+    })
+}
+
+/// A3: an actor spawned on `ex` until its first reply; stopped off the
+/// clock.
+pub(crate) fn a3(rt: &tokio::runtime::Runtime, ex: &Executor) -> Duration {
+    rt.block_on(async {
+        let t = Instant::now();
+        let a = Tally::spawn(ex, 41).await.expect("actor starts");
+        let r = a.add(1).await.expect("first reply");
+        let dt = t.elapsed();
+        assert_eq!(r, 42);
+        a.stop().await.expect("stop");
+        dt
+    })
+}
+
+/// Actors spawned at once in A3's rate.
+pub(crate) const A3_AT_ONCE: u64 = 16;
+
+/// A3's rate: [`A3_AT_ONCE`] actors spawned on `ex` at once, until each has
+/// replied once; stopped off the clock.
+pub(crate) fn a3_many(rt: &tokio::runtime::Runtime, ex: &Executor) -> Duration {
+    rt.block_on(async {
+        let t = Instant::now();
+        let spawns: Vec<_> = (0..A3_AT_ONCE)
+            .map(|i| tokio::spawn(Tally::spawn(ex, i)))
+            .collect();
+        let mut actors = Vec::with_capacity(spawns.len());
+        for s in spawns {
+            actors.push(s.await.expect("join").expect("actor starts"));
+        }
+        let replies: Vec<_> = actors.iter().map(|a| a.add(1)).collect();
+        for (i, r) in replies.into_iter().enumerate() {
+            assert_eq!(r.await.expect("first reply"), i as u64 + 1);
+        }
+        let dt = t.elapsed();
+        for a in &actors {
+            a.stop().await.expect("stop");
+        }
+        dt
+    })
+}

@@ -235,7 +235,7 @@ thread_local! {
 /// that will abort the worker — a second panic while the first unwinds, or
 /// any panic in a `panic = "abort"` build — is printed on stderr with the
 /// task's own message, and sent to the parent, before the abort.
-fn install_panic_hook(outbox: Arc<Outbox>) {
+pub(super) fn install_panic_hook(outbox: Arc<Outbox>) {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if !task_thread::in_task() {
