@@ -336,6 +336,27 @@ const WORKLOADS: &[Workload] = &[
         floors: &[],
     },
     Workload {
+        id: "N1",
+        title: "W1 through a node on loopback: 2000 sequential submit(square, i), node workers only",
+        run: Some(n1),
+        note: "",
+        floors: ROUND_TRIP_FLOORS,
+    },
+    Workload {
+        id: "N2a",
+        title: "W2a through 2 nodes of 1 worker each on loopback: 100 000 submits, then all awaited",
+        run: Some(n2a),
+        note: "",
+        floors: &[],
+    },
+    Workload {
+        id: "N3",
+        title: "8 x cpu_intensive(10^8): 1 local worker vs 2 nodes of 1 worker each (loopback)",
+        run: Some(n3),
+        note: "",
+        floors: &[],
+    },
+    Workload {
         id: "W8",
         title: "a child: 10 000 dict sets + 10 000 gets, 10 000 list appends on a Manager",
         run: Some(w8),
@@ -707,10 +728,7 @@ fn a3(b: &Budget, method: StartMethod) -> Vec<Metric> {
                 .build(),
         )
         .expect("executor starts");
-    // Not under fork: a child forked while another thread of this process
-    // starts or ends (as many do when 16 actors start at once) can hang in
-    // std's thread start-up; see BENCHMARKS.md, "Actors".
-    let many = method != StartMethod::Fork;
+    let many = true;
     common::a3(&rt, &ex);
     let times = b.run(|| {
         let one = common::a3(&rt, &ex);
@@ -745,6 +763,110 @@ fn a3_forkserver(b: &Budget) -> Vec<Metric> {
 }
 fn a3_spawn(b: &Budget) -> Vec<Metric> {
     a3(b, StartMethod::Spawn)
+}
+
+/// `n` nodes of this runner (its boot hook makes them nodes) with
+/// `workers` workers each, joined to a fresh loopback cluster, and an
+/// executor with node workers only; warmed off the clock.
+fn nodes(
+    rt: &tokio::runtime::Runtime,
+    n: usize,
+    workers: usize,
+) -> (Cluster, Executor, Vec<std::process::Child>) {
+    let key = format!("compare-{}", std::process::id());
+    let cluster = Cluster::listen("127.0.0.1:0", key.as_bytes()).expect("cluster listens");
+    let children = (0..n)
+        .map(|_| {
+            std::process::Command::new(std::env::current_exe().expect("this runner"))
+                .env("MPROC_JOIN", cluster.address().to_string())
+                .env("MPROC_AUTHKEY", &key)
+                .env("MPROC_NODE_WORKERS", workers.to_string())
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .expect("a node starts")
+        })
+        .collect();
+    let ex = rt.block_on(async {
+        let ex = Executor::builder()
+            .max_workers(0)
+            .cluster(&cluster)
+            .build()
+            .await
+            .expect("executor starts");
+        cluster
+            .wait_for_nodes(n, Duration::from_secs(60))
+            .await
+            .expect("nodes join");
+        let warm: Vec<_> = (0..1000).map(|i| ex.submit(common::square, i)).collect();
+        for h in warm {
+            h.await.expect("warm-up task");
+        }
+        ex
+    });
+    (cluster, ex, children)
+}
+
+/// Ends what [`nodes`] started: the nodes exit once the cluster closes.
+fn close_nodes(rt: &tokio::runtime::Runtime, parts: (Cluster, Executor, Vec<std::process::Child>)) {
+    let (cluster, ex, children) = parts;
+    rt.block_on(ex.shutdown());
+    drop(ex);
+    drop(cluster);
+    for mut c in children {
+        let _ = c.wait();
+    }
+}
+
+/// N1: W1 with the worker on a node.
+fn n1(b: &Budget) -> Vec<Metric> {
+    let rt = common::runtime();
+    let parts = nodes(&rt, 1, 1);
+    let lat = b
+        .run(|| common::w1(&rt, &parts.1, common::W1_COUNT))
+        .concat();
+    close_nodes(&rt, parts);
+    latency(&lat)
+}
+
+/// N2a: W2a with the workers on two nodes.
+fn n2a(b: &Budget) -> Vec<Metric> {
+    let rt = common::runtime();
+    let parts = nodes(&rt, 2, 1);
+    let reps = b.run(|| common::w2a(&rt, &parts.1));
+    close_nodes(&rt, parts);
+    throughput(common::N_TASKS as f64, &reps)
+}
+
+/// N3: eight `cpu_intensive(10^8)` on one local worker, then on two
+/// nodes of one worker each: the speed-up the nodes give.
+fn n3(b: &Budget) -> Vec<Metric> {
+    const N: u64 = 100_000_000;
+    let rt = common::runtime();
+    let run = |ex: &Executor| {
+        rt.block_on(async {
+            let t = Instant::now();
+            let hs: Vec<_> = (0..8)
+                .map(|_| ex.submit(common::cpu_intensive, N))
+                .collect();
+            for h in hs {
+                h.await.expect("cpu_intensive");
+            }
+            t.elapsed()
+        })
+    };
+    let local = rt.block_on(Executor::new(1)).expect("executor starts");
+    let parts = nodes(&rt, 2, 1);
+    let reps = b.run(|| (run(&local), run(&parts.1)));
+    rt.block_on(local.shutdown());
+    close_nodes(&rt, parts);
+    let one = median(reps.iter().map(|(l, _)| secs(l)).collect());
+    let two = median(reps.iter().map(|(_, n)| secs(n)).collect());
+    let speedup = median(reps.iter().map(|(l, n)| secs(l) / secs(n)).collect());
+    vec![
+        Metric::new("1 local worker", "s", Better::Lower, one),
+        Metric::new("2 nodes x 1 worker", "s", Better::Lower, two),
+        Metric::new("speedup", "x", Better::Higher, speedup),
+    ]
 }
 
 fn w1(b: &Budget) -> Vec<Metric> {
