@@ -550,6 +550,28 @@ fn leak_check() {
             files,
             "files left in the temp dir or /dev/shm"
         );
+        // Ended actors of a live executor keep no thread each: one thread
+        // answers for all of them.
+        let ex = Executor::new(1).await.unwrap();
+        let first = Mortal::spawn(&ex, 0).await.unwrap();
+        first.stop().await.unwrap();
+        let (_, before) = settled();
+        for _ in 0..30 {
+            let m = Mortal::spawn(&ex, 0).await.unwrap();
+            assert_eq!(m.incr(1).await, Ok(1));
+            m.stop().await.unwrap();
+            assert!(m.get().await.is_err());
+        }
+        let (_, after) = settled();
+        assert!(
+            after <= before + 2,
+            "30 stopped actors kept threads: {before} then {after}"
+        );
+        assert!(
+            first.get().await.is_err(),
+            "the first still answers as dead"
+        );
+        drop(ex);
         println!("LEAKS DONE");
     });
 }

@@ -25,6 +25,7 @@
 //! to code you would trust with the actor.
 
 mod client;
+mod graveyard;
 mod home;
 pub(crate) mod supervisor;
 

@@ -330,8 +330,8 @@ impl Supervisor {
         stopping
     }
 
-    /// Answers every caller with how the instances ended, until the owner
-    /// stops.
+    /// Hands the actor's addresses to the graveyard, which answers every
+    /// caller with how the instances ended until the owner stops.
     fn tombstone(&self, history: Vec<Ended>) {
         let hello = ActorHello {
             generation: u32::try_from(history.len()).unwrap_or(u32::MAX),
@@ -341,34 +341,21 @@ impl Supervisor {
         let Ok(bytes) = frame(&hello, 64 * 1024) else {
             return;
         };
-        let bytes = Arc::new(bytes);
-        let key = Arc::new(self.spec.key.clone());
-        if let Some(tcp) = self.spec.tcp.as_ref().and_then(|l| l.try_clone().ok()) {
-            let (bytes, key) = (bytes.clone(), key.clone());
-            let _ = std::thread::Builder::new()
-                .name("mproc-actor-sup".into())
-                .spawn(move || {
-                    for conn in tcp.incoming() {
-                        match conn {
-                            Ok(c) => answer_dead(c, bytes.clone(), key.clone()),
-                            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return,
-                            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                        }
-                    }
-                });
-        }
-        for conn in self.listener.incoming() {
-            if self.lock().closing {
-                return;
-            }
-            let Ok(conn) = conn else {
-                if self.lock().closing {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            };
-            answer_dead(conn, bytes.clone(), key.clone());
+        let (Ok(unix), tcp) = (
+            self.listener.try_clone(),
+            self.spec.tcp.as_ref().map(TcpListener::try_clone),
+        ) else {
+            return;
+        };
+        let grave = super::graveyard::Grave {
+            unix,
+            tcp: tcp.and_then(Result::ok),
+            hello: Arc::new(bytes),
+            key: Arc::new(self.spec.key.clone()),
+        };
+        let st = self.lock();
+        if !st.closing && super::graveyard::bury(self.spec.id.serial(), grave) {
+            drop(st);
         }
     }
 
@@ -388,7 +375,8 @@ impl Supervisor {
                 let _ = child.signal(Signal::SIGKILL);
             }
         }
-        // Wakes a tombstone's accept, and refuses callers from now on.
+        // No more answers for it, and callers are refused from now on.
+        super::graveyard::forget(self.spec.id.serial());
         let _ = nix::sys::socket::shutdown(
             self.listener.as_fd().as_raw_fd(),
             nix::sys::socket::Shutdown::Both,
@@ -407,7 +395,7 @@ impl Supervisor {
 
 /// Tells one caller how the actor's instances ended. The handshake may take
 /// a slow peer up to its deadline: not on the accepting thread.
-fn answer_dead<S>(mut conn: S, hello: Arc<Vec<u8>>, key: Arc<Vec<u8>>)
+pub(crate) fn answer_dead<S>(mut conn: S, hello: Arc<Vec<u8>>, key: Arc<Vec<u8>>)
 where
     S: std::io::Read + Write + Send + 'static + Timeouts,
 {
