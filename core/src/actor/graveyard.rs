@@ -14,6 +14,9 @@ use std::net::TcpListener;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use crate::protocol::auth::{self, AUTH_DEADLINE};
 
 /// One dead actor's address and what it answers.
 pub(crate) struct Grave {
@@ -76,7 +79,7 @@ fn serve(wake: OwnedFd) {
     loop {
         let Some(y) = yard() else { return };
         // The listeners are duplicated so that polling them needs no lock.
-        let mut socks: Vec<(Listener, Arc<Vec<u8>>, Arc<Vec<u8>>)> = Vec::new();
+        let mut socks: Vec<Answer> = Vec::new();
         for g in lock(y).graves.values() {
             let dups = std::iter::once(g.unix.try_clone().map(Listener::Unix))
                 .chain(g.tcp.as_ref().map(|t| t.try_clone().map(Listener::Tcp)));
@@ -111,6 +114,9 @@ fn serve(wake: OwnedFd) {
     }
 }
 
+/// A listening socket of a grave, with what it answers (hello, key).
+type Answer = (Listener, Arc<Vec<u8>>, Arc<Vec<u8>>);
+
 /// A grave's listening socket.
 enum Listener {
     Unix(UnixListener),
@@ -134,7 +140,7 @@ impl Listener {
                 if l.set_nonblocking(true).is_ok() {
                     if let Ok((c, _)) = l.accept() {
                         if c.set_nonblocking(false).is_ok() {
-                            super::supervisor::answer_dead(c, hello.clone(), key.clone());
+                            answer_dead(c, hello.clone(), key.clone());
                         }
                     }
                 }
@@ -143,11 +149,48 @@ impl Listener {
                 if l.set_nonblocking(true).is_ok() {
                     if let Ok((c, _)) = l.accept() {
                         if c.set_nonblocking(false).is_ok() {
-                            super::supervisor::answer_dead(c, hello.clone(), key.clone());
+                            answer_dead(c, hello.clone(), key.clone());
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// Tells one caller how the actor's instances ended. The handshake may take
+/// a slow peer up to its deadline: not on the accepting thread.
+fn answer_dead<S>(mut conn: S, hello: Arc<Vec<u8>>, key: Arc<Vec<u8>>)
+where
+    S: std::io::Read + std::io::Write + Send + 'static + Timeouts,
+{
+    let _ = std::thread::Builder::new()
+        .name("mproc-actor-rip".into())
+        .spawn(move || {
+            conn.set_timeouts(Some(AUTH_DEADLINE));
+            if auth::server(&mut conn, &key, auth::Purpose::Actor).is_ok() {
+                let _ = conn.write_all(&hello);
+            }
+        });
+}
+
+/// Sockets whose reads and writes can be bounded.
+trait Timeouts {
+    /// Bounds reads and writes (`None`: no bound).
+    fn set_timeouts(&self, t: Option<Duration>);
+}
+
+impl Timeouts for std::os::unix::net::UnixStream {
+    fn set_timeouts(&self, t: Option<Duration>) {
+        let _ = self.set_read_timeout(t);
+        let _ = self.set_write_timeout(t);
+    }
+}
+
+impl Timeouts for std::net::TcpStream {
+    fn set_timeouts(&self, t: Option<Duration>) {
+        let _ = self.set_read_timeout(t);
+        let _ = self.set_write_timeout(t);
+        let _ = self.set_nodelay(true);
     }
 }

@@ -19,7 +19,6 @@
 //!    instance exits after the call it is running) and the listening socket
 //!    (callers then learn the actor is gone), reaps, and ends.
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -35,7 +34,6 @@ use crate::address::WorkerId;
 use crate::children::ChildProc;
 use crate::error::{Error, ErrorKind, ExitInfo, TaskError};
 use crate::protocol::actor::{ActorHello, Ended, StartActor, MODE_ACTOR};
-use crate::protocol::auth::{self, AUTH_DEADLINE};
 use crate::protocol::manager::frame;
 use crate::protocol::{decode, encode_frame, level_to_u8, ToParent, MAGIC, PROTOCOL_VERSION};
 use crate::spawn::StartMethod;
@@ -390,42 +388,5 @@ impl Supervisor {
                 let _ = h.join();
             }
         }
-    }
-}
-
-/// Tells one caller how the actor's instances ended. The handshake may take
-/// a slow peer up to its deadline: not on the accepting thread.
-pub(crate) fn answer_dead<S>(mut conn: S, hello: Arc<Vec<u8>>, key: Arc<Vec<u8>>)
-where
-    S: std::io::Read + Write + Send + 'static + Timeouts,
-{
-    let _ = std::thread::Builder::new()
-        .name("mproc-actor-rip".into())
-        .spawn(move || {
-            conn.set_timeouts(Some(AUTH_DEADLINE));
-            if auth::server(&mut conn, &key, auth::Purpose::Actor).is_ok() {
-                let _ = conn.write_all(&hello);
-            }
-        });
-}
-
-/// Sockets whose reads and writes can be bounded.
-pub(crate) trait Timeouts {
-    /// Bounds reads and writes (`None`: no bound).
-    fn set_timeouts(&self, t: Option<Duration>);
-}
-
-impl Timeouts for UnixStream {
-    fn set_timeouts(&self, t: Option<Duration>) {
-        let _ = self.set_read_timeout(t);
-        let _ = self.set_write_timeout(t);
-    }
-}
-
-impl Timeouts for std::net::TcpStream {
-    fn set_timeouts(&self, t: Option<Duration>) {
-        let _ = self.set_read_timeout(t);
-        let _ = self.set_write_timeout(t);
-        let _ = self.set_nodelay(true);
     }
 }

@@ -71,7 +71,7 @@ pub(crate) fn run_actor(
     crate::trace::install_forwarder(boot_out.clone(), msg.log_level);
     // A panic in the constructor or a method is the caller's error, as a
     // task's is: reported, not printed.
-    super::worker::install_panic_hook(boot_out.clone());
+    super::panics::install_panic_hook(boot_out.clone());
 
     let entry = actors::lookup(&msg.type_name);
     let built = match entry {

@@ -9,9 +9,7 @@
 //! the fork server instead, and with `MPROC_JOIN` a node of a cluster (see
 //! `cluster`).
 
-/// The environment variable that marks a worker; its value is the parent's
-/// pid.
-pub(crate) const WORKER_ENV: &str = "__MPROC_WORKER";
+pub(crate) use super::entry::WORKER_ENV;
 /// The environment variable that marks the fork server; its value is the
 /// program's pid.
 pub(crate) const FORKSERVER_ENV: &str = "__MPROC_FORKSERVER";

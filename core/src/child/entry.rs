@@ -3,6 +3,10 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// The environment variable that marks a worker; its value is the parent's
+/// pid (see `boot`).
+pub(crate) const WORKER_ENV: &str = "__MPROC_WORKER";
+
 /// The process a forked worker must die with (its parent), recorded before
 /// each fork so the child reads its own copy.
 static FORK_PARENT: AtomicU32 = AtomicU32::new(0);
@@ -23,7 +27,7 @@ pub(crate) fn fork_entry() -> i32 {
     // here, and the child boots afresh as a spawned worker would, on the
     // same socket: slower, never stuck.
     if !crate::sys::std_threads_start(std::time::Duration::from_millis(500)) {
-        let e = crate::sys::reexec_with(super::boot::WORKER_ENV, &parent.to_string());
+        let e = crate::sys::reexec_with(WORKER_ENV, &parent.to_string());
         eprintln!("mproc: a forked worker cannot start threads and cannot re-exec: {e}");
         return 70;
     }

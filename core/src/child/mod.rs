@@ -10,6 +10,7 @@ pub(crate) mod boot;
 pub(crate) mod entry;
 pub(crate) mod forkserver;
 mod manager;
+mod panics;
 mod process;
 mod worker;
 
