@@ -72,6 +72,12 @@ impl Core {
                     st.boot.start_error = Some(err);
                 }
             }
+            Phase::Running | Phase::Draining if matches!(err, BootError::Killed(_)) => {
+                // Replaced at once, like a ready worker that dies: not a
+                // failed start, so a kill storm never fails queued work.
+                tracing::warn!("mproc {err}; starting another");
+                self.top_up_workers(&mut st);
+            }
             Phase::Running | Phase::Draining => {
                 st.boot.failures += 1;
                 let n = st.boot.failures;

@@ -131,6 +131,10 @@ pub(crate) enum BootError {
     /// The worker broke off the handshake.
     #[error("worker handshake failed: {0}")]
     Handshake(String),
+    /// The worker was SIGKILLed from outside (the OOM killer, a user)
+    /// during its start-up: that says nothing about the next start.
+    #[error("worker killed during start-up: {0}")]
+    Killed(String),
     /// The worker is another build or speaks another protocol.
     #[error("{0}")]
     Incompatible(String),

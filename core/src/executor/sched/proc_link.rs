@@ -128,8 +128,12 @@ fn serve(core: Arc<Core>, key: u64, name: String, link: Arc<ProcLink>) {
         Ok(chan) => chan,
         Err(e) => {
             link.close();
-            let exit = link.child.reap(REAP_GRACE);
+            // Exited by itself (or killed by someone else), or killed here.
+            let exited = link.child.wait_timeout(Some(REAP_GRACE));
+            let exit = exited.unwrap_or_else(|| link.child.reap(Duration::ZERO));
+            let killed = exited.is_some_and(|x| x.signal == Some(Signal::SIGKILL as i32));
             let e = match e {
+                BootError::Handshake(m) if killed => BootError::Killed(format!("{m} ({exit})")),
                 BootError::Handshake(m) => BootError::Handshake(format!("{m} ({exit})")),
                 e => e,
             };

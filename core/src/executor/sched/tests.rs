@@ -445,6 +445,23 @@ fn failed_respawns_back_off_and_then_fail_the_queue_with_the_cause() {
 }
 
 #[test]
+fn workers_killed_during_start_up_are_replaced_and_fail_no_queued_work() {
+    let (core, launcher, links) = fake::running(1, None);
+    // More kills in a row, with no worker up, than failed starts allowed.
+    launcher.plan(&[Plan::Killed; 6]);
+    let before = launcher.launches().len();
+    fake::exit(&core, &links[0], KILLED);
+    let (id, c) = submit(&core, 7);
+    assert!(launcher.wait_pending(1));
+    assert_eq!(launcher.launches().len(), before + 7);
+    assert!(!c.is_resolved(), "queued work failed: {:?}", c.take());
+    let fresh = launcher.ready_all(&core).pop().unwrap();
+    assert!(fake::run(&core, &fresh, id, seq_of(&fresh, id).unwrap(), 7));
+    assert_eq!(outcome(&c), Ok(7));
+    fake::stop(&core, &launcher);
+}
+
+#[test]
 fn results_in_parts_are_joined() {
     let (core, launcher, links) = fake::running(1, None);
     let w = &links[0];
