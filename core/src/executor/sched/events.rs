@@ -241,6 +241,8 @@ impl Core {
                     job.retries_left -= 1;
                     job.place = Place::Queued;
                     job.recalling = false;
+                    // Results the dead run sent in parts are not this run's.
+                    job.parts = None;
                     job.span.in_scope(|| {
                         tracing::info!(
                             "{}; running the task again ({} retries left)",

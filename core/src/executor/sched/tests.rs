@@ -497,6 +497,56 @@ fn results_in_parts_are_joined() {
 }
 
 #[test]
+fn a_retried_batch_keeps_no_part_of_its_first_run() {
+    let (core, launcher, links) = fake::running(1, None);
+    let w = &links[0];
+    let payload = crate::protocol::batch::encode_chunk(&[1u64, 2, 3]).unwrap();
+    let limits = Limits {
+        timeout: None,
+        retries: 1,
+    };
+    let (id, c) = core.submit("t", false, payload, limits);
+    let seq = seq_of(w, id).unwrap();
+    assert!(w.claims().start(seq));
+    // The first run sends its first results in parts, then dies.
+    let mut items = Items::with_capacity(3);
+    for v in [10u64, 20, 30] {
+        items.push(Ok::<u64, TaskError>(v));
+    }
+    let mut events = Vec::new();
+    let _ = items.finish(2, |count, bytes| {
+        events.push(Event::Part {
+            id,
+            count,
+            items: bytes.to_vec(),
+        })
+    });
+    assert!(!events.is_empty());
+    core.worker_events(w.key, &mut events);
+    fake::exit(&core, w, KILLED);
+    // The run again answers in one message.
+    assert!(launcher.wait_pending(1));
+    let fresh = launcher.ready_all(&core).pop().unwrap();
+    let seq = seq_of(&fresh, id).unwrap();
+    assert!(fresh.claims().start(seq) && fresh.claims().finish(seq));
+    let mut items = Items::with_capacity(3);
+    for v in [11u64, 21, 31] {
+        items.push(Ok::<u64, TaskError>(v));
+    }
+    let last = items.finish(usize::MAX, |_, _| {}).to_vec();
+    let mut events = vec![Event::Done {
+        id,
+        exec_ns: 1,
+        outcome: Ok(last),
+    }];
+    core.worker_events(fresh.key, &mut events);
+    assert!(c.wait_until(None));
+    let v: Vec<Result<u64, TaskError>> = crate::protocol::batch::decode_batch(c.take().unwrap(), 3);
+    assert_eq!(v, vec![Ok(11), Ok(21), Ok(31)]);
+    fake::stop(&core, &launcher);
+}
+
+#[test]
 fn a_worker_still_starting_when_draining_begins_is_asked_to_exit_once_up() {
     let launcher = Arc::new(fake::FakeLauncher::default());
     let core = Core::with_launcher(fake::config(2, None), launcher.clone());
