@@ -171,3 +171,21 @@ pub(crate) fn start_victim(
         }
     }
 }
+
+/// [`mproc_files`] that belong to the processes `pids` (whose pid is part
+/// of the name), and anything in `/dev/shm`: what a test that shares the
+/// machine with others can hold its own processes to.
+pub(crate) fn mproc_files_of(pids: &[u32]) -> Vec<String> {
+    mproc_files()
+        .into_iter()
+        .filter(|f| {
+            f.starts_with("/dev/shm/")
+                || pids.iter().any(|p| {
+                    let p = p.to_string();
+                    f.rsplit('/')
+                        .next()
+                        .is_some_and(|name| name.split('-').any(|part| part == p))
+                })
+        })
+        .collect()
+}
