@@ -1,7 +1,8 @@
 //! Chaos: a 100 000-item `map` while a helper thread SIGKILLs a random
 //! worker every few milliseconds. Without retries every item is its value
 //! or `WorkerDied`; with `MapOptions::retries(5)` every item is its value;
-//! nothing hangs, and no process, descriptor or `/dev/shm` entry is left.
+//! nothing hangs, and no process, descriptor, thread or `/dev/shm` entry
+//! is left.
 //! One test in this binary, so the descriptor count is exact.
 
 mod common;
@@ -140,6 +141,7 @@ fn a_map_under_a_kill_storm_gives_values_or_worker_died_and_with_retries_only_va
             ex.build().await.unwrap().shutdown().await;
         }
         let fds = common::open_fds();
+        let threads = common::thread_count();
         let mut all_pids = vec![std::process::id()];
         let files = common::mproc_files();
         let started = Instant::now();
@@ -213,6 +215,7 @@ fn a_map_under_a_kill_storm_gives_values_or_worker_died_and_with_retries_only_va
         );
         all_pids.extend(ex.worker_pids());
         ex.shutdown().await;
+        drop(ex);
         eprintln!("all runs: {:?}", started.elapsed());
 
         // Nothing is left: no process, descriptor or file.
@@ -225,6 +228,10 @@ fn a_map_under_a_kill_storm_gives_values_or_worker_died_and_with_retries_only_va
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(common::open_fds(), fds, "descriptors leaked");
+        while common::thread_count() > threads && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(common::thread_count(), threads, "threads left running");
         let left: Vec<String> = common::mproc_files_of(&all_pids)
             .into_iter()
             .filter(|f| !files.contains(f))
