@@ -475,7 +475,17 @@ impl Conn {
             return;
         }
         let chan: Arc<dyn ByteStream> = Arc::new(UnixChannel::from_fd(stream.into()));
-        let out = Outbox::new(chan.clone(), DEFAULT_MAX_FRAME);
+        let out = match Outbox::try_new(chan.clone(), DEFAULT_MAX_FRAME) {
+            Ok(out) => out,
+            Err(e) => {
+                drop(st);
+                chan.shutdown();
+                let hint = crate::error::limit_hint(&e);
+                return self.fail_all(TaskError::Spawn {
+                    message: format!("cannot start a thread to write to the actor: {e}{hint}"),
+                });
+            }
+        };
         let gen = hello.generation;
         let mut failed = Vec::new();
         for (seq, w) in st.waiting.iter_mut() {
