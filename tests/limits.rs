@@ -252,6 +252,9 @@ fn limited_child() {
         assert!(wait_gone(&descendants(), Duration::from_secs(10)));
 
         let ex = Executor::new(1).await.unwrap();
+        // Never called before the limit: calling it then needs a new
+        // connection.
+        let cold = Echo::spawn(&ex, 0).await.unwrap();
         let mut actors = Vec::new();
         // The limit stops the next spawn, or the first call of the next
         // actor (its caller needs a thread too).
@@ -294,6 +297,23 @@ fn limited_child() {
             assert_eq!(a.calls().await, Ok(0), "an actor started before the limit");
         }
         println!("OUTCOME the {} actors started still answer", actors.len());
+        // One not yet connected answers, or its call fails clearly (it
+        // needs a descriptor, a thread), never as if the executor had
+        // shut down.
+        match cold.calls().await {
+            Ok(n) => assert_eq!(n, 0),
+            Err(TaskError::Spawn { message }) => {
+                assert!(message.contains(name), "{message}");
+                println!("OUTCOME a first call at the limit failed: {message}");
+            }
+            Err(TaskError::WorkerDied { exit })
+                if exit.code == Some(71) || (exit.code, exit.signal) == (None, None) =>
+            {
+                println!("OUTCOME a first call at the limit failed: WorkerDied ({exit:?})");
+            }
+            Err(e) => panic!("an unclear error at the limit: {e:?}"),
+        }
+        drop(cold);
         let pids = descendants();
         ex.shutdown().await;
         drop(actors);
