@@ -65,7 +65,9 @@ fn parse_args() -> Result<Args, String> {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--local-nodes" => {
-                a.local_nodes = value()?.parse().map_err(|e| format!("--local-nodes: {e}"))?
+                a.local_nodes = value()?
+                    .parse()
+                    .map_err(|e| format!("--local-nodes: {e}"))?
             }
             "--listen" => a.listen = Some(value()?),
             "--wait-nodes" => {
@@ -103,11 +105,16 @@ fn start_local_nodes(n: usize, cluster: &Cluster, key: &str) -> std::io::Result<
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args().map_err(|e| {
-        format!("{e}\nusage: cluster [--local-nodes N] [--listen ADDR --wait-nodes K --key-file PATH]")
+        format!(
+            "{e}\nusage: cluster [--local-nodes N] [--listen ADDR --wait-nodes K --key-file PATH]"
+        )
     })?;
     let mut children = Vec::new();
     let cluster = if let Some(addr) = &args.listen {
-        let path = args.key_file.as_deref().ok_or("--listen needs --key-file")?;
+        let path = args
+            .key_file
+            .as_deref()
+            .ok_or("--listen needs --key-file")?;
         let mut key = std::fs::read(path)?;
         if key.last() == Some(&b'\n') {
             key.pop();
