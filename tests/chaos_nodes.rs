@@ -178,7 +178,7 @@ struct Node {
 fn start_node(relay: &Relay, cluster: &Cluster) -> Node {
     let known: HashSet<NodeId> = cluster.nodes().iter().map(NodeInfo::id).collect();
     let before = relay.connections();
-    let child = Command::new(std::env::current_exe().unwrap())
+    let mut child = Command::new(std::env::current_exe().unwrap())
         .env("MPROC_JOIN", relay.addr.to_string())
         .env("MPROC_AUTHKEY", std::str::from_utf8(KEY).unwrap())
         .env("MPROC_NODE_WORKERS", "2")
@@ -188,23 +188,30 @@ fn start_node(relay: &Relay, cluster: &Cluster) -> Node {
         .spawn()
         .unwrap();
     let end = Instant::now() + Duration::from_secs(30);
-    loop {
+    let failure = loop {
         let fresh = cluster
             .nodes()
             .into_iter()
             .find(|n| !known.contains(&n.id()));
         if let Some(n) = fresh {
             let pipes = relay.pipes.lock().unwrap();
-            assert_eq!(pipes.len(), before + 1, "one connection per node");
+            if pipes.len() != before + 1 {
+                break format!("{} connections for one node", pipes.len() - before);
+            }
             return Node {
                 child,
                 id: n.id(),
                 pipe: pipes[before].clone(),
             };
         }
-        assert!(Instant::now() < end, "a node did not join within 30 s");
+        if Instant::now() >= end {
+            break "a node did not join within 30 s".to_string();
+        }
         std::thread::sleep(Duration::from_millis(5));
-    }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("{failure}");
 }
 
 /// Waits for a cut node to exit by itself: its status, stderr and how long
