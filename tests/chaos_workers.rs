@@ -8,12 +8,12 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{run, wait_gone};
+use common::{run_within, wait_gone};
 use mproc::prelude::*;
 
 const ITEMS: u64 = 100_000;
@@ -62,8 +62,13 @@ impl Rng {
     }
 }
 
-/// SIGKILLs a random worker of `ex` every 1–5 ms until stopped; keeps every
-/// pid it saw.
+/// SIGKILLs a random worker of `ex` every 1–5 ms until stopped, as long
+/// as the map made progress: at least `gap` more results since its last
+/// kill. So a slow (loaded) machine gets fewer kills, not a map that
+/// never ends, and a chunk's odds of being killed six runs in a row (past
+/// `retries(5)`) stay negligible: each kill stops at most one running
+/// chunk, and [`gap`]'s chunks finish between two kills. Keeps every pid it
+/// saw.
 struct Killer {
     stop: Arc<AtomicBool>,
     seen: Arc<Mutex<HashSet<u32>>>,
@@ -71,19 +76,22 @@ struct Killer {
 }
 
 impl Killer {
-    fn start(ex: &Executor, mut rng: Rng) -> Killer {
+    fn start(ex: &Executor, mut rng: Rng, progress: Arc<AtomicU64>, gap: u64) -> Killer {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(HashSet::new()));
         let (ex, st, sn) = (ex.clone(), stop.clone(), seen.clone());
         let thread = std::thread::spawn(move || {
             let mut kills = 0u64;
+            let mut at = 0;
             while !st.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_micros(1_000 + rng.below(4_000)));
                 let pids = ex.worker_pids();
                 sn.lock().unwrap().extend(pids.iter().copied());
-                if pids.is_empty() {
+                let done = progress.load(Ordering::Relaxed);
+                if pids.is_empty() || done < at + gap {
                     continue;
                 }
+                at = done;
                 let victim = pids[rng.below(pids.len() as u64) as usize];
                 let pid = nix::unistd::Pid::from_raw(victim as i32);
                 if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).is_ok() {
@@ -108,14 +116,29 @@ impl Killer {
     }
 }
 
+/// Results between two kills, for chunks of `chunksize`: at least 30
+/// chunks (a chunk killed with probability 1/30 per run dies six runs in a
+/// row with probability 1e-9), and 100 items.
+fn gap(chunksize: usize) -> u64 {
+    (30 * chunksize as u64).max(100)
+}
+
 /// One map of [`ITEMS`] under a kill storm; its results and the pids seen.
 async fn map_under_fire(
     ex: &Executor,
     opts: MapOptions,
+    chunksize: usize,
 ) -> (Vec<Result<u64, TaskError>>, u64, Vec<u32>, Duration) {
-    let killer = Killer::start(ex, Rng::from_env());
+    let progress = Arc::new(AtomicU64::new(0));
+    let killer = Killer::start(ex, Rng::from_env(), progress.clone(), gap(chunksize));
     let started = Instant::now();
-    let results: Vec<Result<u64, TaskError>> = ex.map_with(square, 0..ITEMS, opts).collect().await;
+    let results: Vec<Result<u64, TaskError>> = ex
+        .map_with(square, 0..ITEMS, opts)
+        .inspect(|_| {
+            progress.fetch_add(1, Ordering::Relaxed);
+        })
+        .collect()
+        .await;
     let took = started.elapsed();
     let (kills, mut seen) = killer.stop();
     seen.extend(ex.worker_pids());
@@ -133,7 +156,9 @@ const RUNS: &[(TransportKind, StartMethod, usize)] = &[
 
 #[test]
 fn a_map_under_a_kill_storm_gives_values_or_worker_died_and_with_retries_only_values() {
-    run(async {
+    // About 15 s on an idle 2-vCPU machine; the bound leaves room for a
+    // loaded CI host, and is still a bound.
+    run_within(Duration::from_secs(110), async {
         // Warm up once: the runtime's and mproc's long-lived threads start
         // (and the fork server, which lives as long as the program).
         for m in [StartMethod::Spawn, StartMethod::Forkserver] {
@@ -156,7 +181,7 @@ fn a_map_under_a_kill_storm_gives_values_or_worker_died_and_with_retries_only_va
                 .unwrap();
             let what = format!("{transport:?}/{method:?}/chunksize {chunksize}");
             let opts = MapOptions::default().chunksize(chunksize);
-            let (results, kills, seen, took) = map_under_fire(&ex, opts.clone()).await;
+            let (results, kills, seen, took) = map_under_fire(&ex, opts.clone(), chunksize).await;
             all_pids.extend(seen);
             assert_eq!(results.len(), ITEMS as usize);
             let mut died = 0;
@@ -173,7 +198,8 @@ fn a_map_under_a_kill_storm_gives_values_or_worker_died_and_with_retries_only_va
             eprintln!("{what}, no retries: {kills} kills, {died} items WorkerDied, {took:?}");
             assert!(kills > 0, "the killer never struck");
 
-            let (results, kills, seen, took) = map_under_fire(&ex, opts.retries(5)).await;
+            let (results, kills, seen, took) =
+                map_under_fire(&ex, opts.retries(5), chunksize).await;
             all_pids.extend(seen);
             assert_eq!(results.len(), ITEMS as usize);
             for (i, r) in results.iter().enumerate() {
@@ -195,11 +221,17 @@ fn a_map_under_a_kill_storm_gives_values_or_worker_died_and_with_retries_only_va
             .build()
             .await
             .unwrap();
-        let killer = Killer::start(&ex, Rng::from_env());
+        let progress = Arc::new(AtomicU64::new(0));
+        let killer = Killer::start(&ex, Rng::from_env(), progress.clone(), gap(10));
         let t = Instant::now();
         let opts = MapOptions::default().chunksize(10).retries(5);
-        let results: Vec<Result<serde_bytes::ByteBuf, TaskError>> =
-            ex.map_with(bulky, 0..5_000u64, opts).collect().await;
+        let results: Vec<Result<serde_bytes::ByteBuf, TaskError>> = ex
+            .map_with(bulky, 0..5_000u64, opts)
+            .inspect(|_| {
+                progress.fetch_add(1, Ordering::Relaxed);
+            })
+            .collect()
+            .await;
         let (kills, seen) = killer.stop();
         all_pids.extend(seen);
         for (i, r) in results.iter().enumerate() {

@@ -34,13 +34,18 @@ pub(crate) fn wait_gone(pids: &[u32], within: Duration) -> bool {
 
 /// Runs an async test body on a multi-threaded runtime with a time limit.
 pub(crate) fn run<F: std::future::Future<Output = ()>>(f: F) {
+    run_within(LIMIT, f)
+}
+
+/// [`run`] with a time limit of its own, for a long test.
+pub(crate) fn run_within<F: std::future::Future<Output = ()>>(limit: Duration, f: F) {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap()
         .block_on(async {
-            tokio::time::timeout(LIMIT, f)
+            tokio::time::timeout(limit, f)
                 .await
                 .expect("test timed out");
         });
