@@ -514,6 +514,10 @@ DOC_METHOD = """\
 """
 
 
+# The first line of the sections of BENCHMARKS.md that write_doc keeps.
+KEPT_FROM = "## Soak"
+
+
 def write_doc(results, plot_ok):
     m = results["machine"]
     lines = [
@@ -562,8 +566,18 @@ def write_doc(results, plot_ok):
     lines += actors_lines(results["rows"], results["floor"])
     lines += nodes_lines(results["rows"])
     lines += [DOC_METHOD]
+    # Sections this script does not make (the soak, written from
+    # scripts/soak.sh's run) sit at the end, from KEPT_FROM on: kept as
+    # they are.
+    kept = ""
+    if os.path.exists(DOC):
+        with open(DOC) as f:
+            old = f.read()
+        at = old.find("\n" + KEPT_FROM)
+        if at >= 0:
+            kept = old[at:]
     with open(DOC, "w") as f:
-        f.write("\n".join(lines))
+        f.write("\n".join(lines).rstrip("\n") + "\n" + kept)
 
 
 # --- main -----------------------------------------------------------------------

@@ -74,6 +74,16 @@ fn sigkill_self() {
     let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
 }
 
+/// Kills its worker the first time it sees item `i`; returns `i` after.
+#[mproc::task]
+fn die_first_time(seen: Array<u8>, i: usize) -> usize {
+    if seen.get(i) == 0 {
+        seen.set(i, 1);
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+    i
+}
+
 #[mproc::task]
 fn segfault() {
     // SAFETY: none — this deliberately writes through a null pointer to
@@ -165,6 +175,61 @@ fn task_stays_callable_in_process() {
     assert!(parent_process().is_none());
     assert!(<square as Task>::NAME.ends_with("::square"));
     assert!(mproc::registered_tasks().contains(&<square as Task>::NAME));
+}
+
+#[test]
+fn a_map_with_retries_runs_a_chunk_again_when_its_worker_dies() {
+    run(async {
+        let ex = Executor::builder()
+            .max_workers(2)
+            .start_method(start_method())
+            .build()
+            .await
+            .unwrap();
+        let items = |seen: &Array<u8>| {
+            let seen = seen.clone();
+            (0..6usize).map(move |i| (seen.clone(), i))
+        };
+        // Without retries every item dies once.
+        let seen = Array::<u8>::zeroed(6).unwrap();
+        let plain: Vec<_> = ex.map(die_first_time, items(&seen)).collect().await;
+        assert!(
+            plain
+                .iter()
+                .all(|r| matches!(r, Err(TaskError::WorkerDied { .. }))),
+            "{plain:?}"
+        );
+        // With retries each runs again on a fresh worker: one item per
+        // chunk; then chunks of two, which die twice (once per item) since
+        // the whole chunk runs again.
+        for chunksize in [1, 2] {
+            let seen = Array::<u8>::zeroed(6).unwrap();
+            let opts = MapOptions::default()
+                .chunksize(chunksize)
+                .retries(chunksize as u32);
+            let again: Vec<usize> = ex
+                .map_with(die_first_time, items(&seen), opts)
+                .try_collect()
+                .await
+                .unwrap();
+            assert_eq!(again, (0..6).collect::<Vec<_>>());
+        }
+        let pids = ex.worker_pids();
+        ex.shutdown().await;
+        assert!(wait_gone(&pids, Duration::from_secs(5)));
+    });
+    // Pool::map_with takes the same option.
+    let pool = Pool::builder()
+        .processes(1)
+        .start_method(start_method())
+        .build()
+        .unwrap();
+    let seen = Array::<u8>::zeroed(3).unwrap();
+    let args: Vec<_> = (0..3usize).map(|i| (seen.clone(), i)).collect();
+    let opts = MapOptions::default().chunksize(1).retries(1);
+    assert_eq!(pool.map_with(die_first_time, args, opts), Ok(vec![0, 1, 2]));
+    pool.close();
+    pool.join();
 }
 
 /// The start method of this copy of the suite, from the test crate's name.

@@ -129,6 +129,8 @@ pub struct Error {
     /// message alone.
     context: Option<String>,
     cause: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    /// Printed after the cause: which limit a failed start ran into.
+    hint: String,
 }
 
 impl Error {
@@ -138,19 +140,27 @@ impl Error {
             kind,
             context: Some(message.into()),
             cause: None,
+            hint: String::new(),
         }
     }
 
-    /// An error of `kind`: `context` says what failed, `cause` why.
+    /// An error of `kind`: `context` says what failed, `cause` why. A
+    /// start ([`ErrorKind::Spawn`]) that failed for want of descriptors,
+    /// processes or threads says which limit it met (see [`limit_hint`]).
     pub(crate) fn with_source(
         kind: ErrorKind,
         context: impl Into<String>,
         cause: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
+        let hint = match (&cause as &dyn std::any::Any).downcast_ref::<std::io::Error>() {
+            Some(io) if kind == ErrorKind::Spawn => limit_hint(io),
+            _ => String::new(),
+        };
         Error {
             kind,
             context: Some(context.into()),
             cause: Some(Box::new(cause)),
+            hint,
         }
     }
 
@@ -163,6 +173,7 @@ impl Error {
             kind,
             context: None,
             cause: Some(Box::new(cause)),
+            hint: String::new(),
         }
     }
 
@@ -180,7 +191,7 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.context, &self.cause) {
-            (Some(c), Some(cause)) => write!(f, "{c}: {cause}"),
+            (Some(c), Some(cause)) => write!(f, "{c}: {cause}{}", self.hint),
             (Some(c), None) => f.write_str(c),
             (None, Some(cause)) => fmt::Display::fmt(cause, f),
             (None, None) => f.write_str("unknown error"),
@@ -199,6 +210,49 @@ impl std::error::Error for Error {
 impl From<TaskError> for Error {
     fn from(e: TaskError) -> Self {
         Error::transparent(ErrorKind::Task, e)
+    }
+}
+
+/// Advice for the failures users meet at scale when a process, thread or
+/// socket cannot be created: which limit was reached, its value, and what
+/// to do. Empty for other errors.
+pub(crate) fn limit_hint(e: &std::io::Error) -> String {
+    use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
+    let soft = |r| {
+        getrlimit(r).map_or_else(
+            |_| "?".to_string(),
+            |(s, _)| {
+                if s == RLIM_INFINITY {
+                    "unlimited".to_string()
+                } else {
+                    s.to_string()
+                }
+            },
+        )
+    };
+    let sysctl = |name: &str| {
+        std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+            .map_or_else(|_| "?".to_string(), |v| v.trim().to_string())
+    };
+    match e.raw_os_error() {
+        Some(libc::EMFILE) => format!(
+            " (the process has run out of file descriptors: its limit, RLIMIT_NOFILE, is {}, \
+             and each worker or actor needs several; raise it with `ulimit -n` or start fewer)",
+            soft(Resource::RLIMIT_NOFILE)
+        ),
+        Some(libc::ENFILE) => " (the system has run out of file descriptors: its limit is \
+             fs.file-max; start fewer workers or actors)"
+            .to_string(),
+        Some(libc::EAGAIN) => format!(
+            " (no more processes or threads can be made: the user's limit, RLIMIT_NPROC, is {} \
+             (not applied to root), the system's kernel.pid_max is {} and kernel.threads-max \
+             {}; each worker or actor is a process, with a thread or two here; raise \
+             `ulimit -u` or start fewer)",
+            soft(Resource::RLIMIT_NPROC),
+            sysctl("pid_max"),
+            sysctl("threads-max")
+        ),
+        _ => String::new(),
     }
 }
 
@@ -300,6 +354,37 @@ mod tests {
     }
 
     #[test]
+    fn a_start_that_met_a_limit_names_it() {
+        let e = |errno| {
+            let io = std::io::Error::from_raw_os_error(errno);
+            Error::with_source(ErrorKind::Spawn, "cannot start a process", io).to_string()
+        };
+        assert!(
+            e(libc::EMFILE).contains("RLIMIT_NOFILE"),
+            "{}",
+            e(libc::EMFILE)
+        );
+        assert!(
+            e(libc::ENFILE).contains("fs.file-max"),
+            "{}",
+            e(libc::ENFILE)
+        );
+        let procs = e(libc::EAGAIN);
+        assert!(
+            procs.contains("RLIMIT_NPROC") && procs.contains("pid_max"),
+            "{procs}"
+        );
+        assert_eq!(
+            e(libc::ENOENT),
+            "cannot start a process: No such file or directory (os error 2)"
+        );
+        // Only starts get the advice.
+        let io = std::io::Error::from_raw_os_error(libc::EAGAIN);
+        let other = Error::with_source(ErrorKind::Io, "cannot read", io).to_string();
+        assert!(!other.contains("RLIMIT"), "{other}");
+    }
+
+    #[test]
     fn a_cause_is_printed_once() {
         let io = std::io::Error::from_raw_os_error(libc::EMFILE);
         let text = io.to_string();
@@ -318,6 +403,7 @@ mod tests {
             report(&wrapped)
         );
         assert_eq!(wrapped.kind(), ErrorKind::Spawn);
+        assert!(wrapped.to_string().contains("RLIMIT_NOFILE"), "{wrapped}");
         let task = Error::from(TaskError::TimedOut);
         assert_eq!(task.task_error(), Some(&TaskError::TimedOut));
         assert_eq!(report(&task), "task timed out");

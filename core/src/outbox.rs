@@ -38,7 +38,20 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     /// Creates the outbox and its writer thread.
+    ///
+    /// # Panics
+    /// When the thread cannot be started; [`try_new`](Self::try_new) says so
+    /// instead.
     pub(crate) fn new(chan: Arc<dyn ByteStream>, max_frame: usize) -> Arc<Self> {
+        Self::try_new(chan, max_frame).expect("spawn mproc writer thread")
+    }
+
+    /// [`new`](Self::new), or the error when the writer thread cannot be
+    /// started (the process or thread limit).
+    pub(crate) fn try_new(
+        chan: Arc<dyn ByteStream>,
+        max_frame: usize,
+    ) -> std::io::Result<Arc<Self>> {
         let ob = Arc::new(Outbox {
             chan,
             max_frame,
@@ -49,10 +62,9 @@ impl Outbox {
         let w = ob.clone();
         let handle = std::thread::Builder::new()
             .name("mproc-writer".into())
-            .spawn(move || w.writer_thread())
-            .expect("spawn mproc writer thread");
+            .spawn(move || w.writer_thread())?;
         *ob.writer.lock().unwrap() = Some(handle);
-        ob
+        Ok(ob)
     }
 
     /// Appends one frame without writing it; call [`flush`](Self::flush)

@@ -34,13 +34,18 @@ pub(crate) fn wait_gone(pids: &[u32], within: Duration) -> bool {
 
 /// Runs an async test body on a multi-threaded runtime with a time limit.
 pub(crate) fn run<F: std::future::Future<Output = ()>>(f: F) {
+    run_within(LIMIT, f)
+}
+
+/// [`run`] with a time limit of its own, for a long test.
+pub(crate) fn run_within<F: std::future::Future<Output = ()>>(limit: Duration, f: F) {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap()
         .block_on(async {
-            tokio::time::timeout(LIMIT, f)
+            tokio::time::timeout(limit, f)
                 .await
                 .expect("test timed out");
         });
@@ -170,4 +175,22 @@ pub(crate) fn start_victim(
             panic!("helper {name} did not report its pids: {e}");
         }
     }
+}
+
+/// [`mproc_files`] that belong to the processes `pids` (whose pid is part
+/// of the name), and anything in `/dev/shm`: what a test that shares the
+/// machine with others can hold its own processes to.
+pub(crate) fn mproc_files_of(pids: &[u32]) -> Vec<String> {
+    mproc_files()
+        .into_iter()
+        .filter(|f| {
+            f.starts_with("/dev/shm/")
+                || pids.iter().any(|p| {
+                    let p = p.to_string();
+                    f.rsplit('/')
+                        .next()
+                        .is_some_and(|name| name.split('-').any(|part| part == p))
+                })
+        })
+        .collect()
 }

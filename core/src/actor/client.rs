@@ -402,9 +402,10 @@ impl Conn {
         let spawned = std::thread::Builder::new()
             .name("mproc-actor-dial".into())
             .spawn(move || me.dial());
-        if spawned.is_err() {
+        if let Err(e) = spawned {
+            let hint = crate::error::limit_hint(&e);
             self.fail_all(TaskError::Spawn {
-                message: "cannot start a thread to reach the actor".into(),
+                message: format!("cannot start a thread to reach the actor: {e}{hint}"),
             });
         }
     }
@@ -417,6 +418,12 @@ impl Conn {
             match connect(&self.addr) {
                 Ok(c) => break c,
                 Err(Dial::Gone) => return self.fail_all(TaskError::Shutdown),
+                Err(Dial::NoSocket(e)) => {
+                    let hint = crate::error::limit_hint(&e);
+                    return self.fail_all(TaskError::Spawn {
+                        message: format!("cannot open a connection to the actor: {e}{hint}"),
+                    });
+                }
                 Err(Dial::Broken) if attempts < DIAL_ATTEMPTS => {
                     attempts += 1;
                     std::thread::sleep(Duration::from_millis(20));
@@ -475,7 +482,17 @@ impl Conn {
             return;
         }
         let chan: Arc<dyn ByteStream> = Arc::new(UnixChannel::from_fd(stream.into()));
-        let out = Outbox::new(chan.clone(), DEFAULT_MAX_FRAME);
+        let out = match Outbox::try_new(chan.clone(), DEFAULT_MAX_FRAME) {
+            Ok(out) => out,
+            Err(e) => {
+                drop(st);
+                chan.shutdown();
+                let hint = crate::error::limit_hint(&e);
+                return self.fail_all(TaskError::Spawn {
+                    message: format!("cannot start a thread to write to the actor: {e}{hint}"),
+                });
+            }
+        };
         let gen = hello.generation;
         let mut failed = Vec::new();
         for (seq, w) in st.waiting.iter_mut() {
@@ -501,9 +518,10 @@ impl Conn {
         let spawned = std::thread::Builder::new()
             .name("mproc-actor-read".into())
             .spawn(move || me.read_replies(chan, out));
-        if spawned.is_err() {
+        if let Err(e) = spawned {
+            let hint = crate::error::limit_hint(&e);
             self.fail_all(TaskError::Spawn {
-                message: "cannot start a thread to read the actor's replies".into(),
+                message: format!("cannot start a thread to read the actor's replies: {e}{hint}"),
             });
         }
     }
@@ -564,6 +582,9 @@ enum Dial {
     Gone,
     /// The connection broke before the hello; worth another try.
     Broken,
+    /// No socket could be made here (the descriptor limit): not the
+    /// actor's doing.
+    NoSocket(std::io::Error),
 }
 
 /// A socket to an actor, over Unix on its host or TCP from another.
@@ -625,11 +646,14 @@ fn open(addr: &ActorAddr) -> Result<Sock, Dial> {
             std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
         )
     };
+    let no_socket =
+        |e: &std::io::Error| matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
     if addr.host == crate::address::host_tag() {
         let a = UnixAddr::from_abstract_name(addr.local.as_bytes()).map_err(|_| Dial::Gone)?;
         return match UnixStream::connect_addr(&a) {
             Ok(s) => Ok(Sock::Unix(s)),
             Err(e) if gone(&e) => Err(Dial::Gone),
+            Err(e) if no_socket(&e) => Err(Dial::NoSocket(e)),
             Err(_) => Err(Dial::Broken),
         };
     }
@@ -649,6 +673,7 @@ fn open(addr: &ActorAddr) -> Result<Sock, Dial> {
             Ok(Sock::Tcp(s))
         }
         Err(e) if gone(&e) => Err(Dial::Gone),
+        Err(e) if no_socket(&e) => Err(Dial::NoSocket(e)),
         Err(_) => Err(Dial::Broken),
     }
 }

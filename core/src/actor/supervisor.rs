@@ -169,6 +169,16 @@ impl Supervisor {
                 self.lock().boot = None;
                 chan.shutdown();
                 let exit = child.reap(REAP_GRACE);
+                let error = if exit.code == Some(crate::child::EXIT_NO_THREAD) {
+                    // It said why on stderr; here the limit is named.
+                    Error::with_source(
+                        ErrorKind::Spawn,
+                        format!("the actor's process could not start a thread ({exit})"),
+                        std::io::Error::from_raw_os_error(libc::EAGAIN),
+                    )
+                } else {
+                    error
+                };
                 Err(StartFailure { exit, error })
             }
         }

@@ -67,7 +67,7 @@ pub(crate) fn run_actor(
     crate::address::set_current_node(msg.id.node());
     let max_frame = usize::try_from(msg.max_frame).unwrap_or(usize::MAX);
     let boot: Arc<dyn ByteStream> = chan.clone();
-    let boot_out = Outbox::new(boot.clone(), max_frame);
+    let boot_out = Outbox::try_new(boot.clone(), max_frame).map_err(ChildError::Thread)?;
     crate::trace::install_forwarder(boot_out.clone(), msg.log_level);
     // A panic in the constructor or a method is the caller's error, as a
     // task's is: reported, not printed.
@@ -154,7 +154,7 @@ fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) {
         })
         .is_err()
     {
-        exit_child(71);
+        exit_child(super::EXIT_NO_THREAD);
     }
 }
 
@@ -400,7 +400,11 @@ impl Acceptor {
             return false;
         }
         let chan = Arc::new(UnixChannel::from_fd(conn.into()));
-        let out = Outbox::new(chan.clone(), self.max_frame);
+        // No thread to spare (the process limit): the caller is told by
+        // the connection's end.
+        let Ok(out) = Outbox::try_new(chan.clone(), self.max_frame) else {
+            return false;
+        };
         let caller = Caller {
             chan,
             out,

@@ -14,6 +14,11 @@ mod panics;
 mod process;
 mod worker;
 
+/// The exit code of a child that could not start a thread it needs
+/// (`EX_OSERR`): the process or thread limit was reached. The parent names
+/// the limit in the error it reports.
+pub(crate) const EXIT_NO_THREAD: i32 = 71;
+
 /// Why a child could not do what it was started for.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ChildError {
@@ -43,4 +48,7 @@ pub(crate) enum ChildError {
     /// The initializer failed (the parent has been told).
     #[error("the initializer failed")]
     Initializer,
+    /// A thread could not be started (the process or thread limit).
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
 }

@@ -81,6 +81,10 @@ pub(crate) fn worker_main(os_parent: u32) -> ! {
         // The parent has the initializer's error and reports it; a line here
         // would only repeat it, in a worse place (a test's output).
         Err(ChildError::Initializer) => exit_child(70),
+        Err(e @ ChildError::Thread(_)) => {
+            eprintln!("mproc worker {}: {e}", std::process::id());
+            exit_child(super::EXIT_NO_THREAD)
+        }
         Err(e) => {
             eprintln!("mproc worker {}: {e}", std::process::id());
             exit_child(70)
@@ -185,7 +189,7 @@ fn run_worker(chan: UnixChannel) -> Result<i32, ChildError> {
         }
     };
 
-    let outbox = Outbox::new(chan.clone(), max_frame);
+    let outbox = Outbox::try_new(chan.clone(), max_frame).map_err(ChildError::Thread)?;
     install_panic_hook(outbox.clone());
     crate::trace::install_forwarder(outbox.clone(), log_level);
 

@@ -448,6 +448,8 @@ impl Shared {
         lock(&self.state).live.remove(&conn.info.id);
         self.changed.notify_all();
         conn.chan.shutdown();
+        // Its writer thread holds the connection until told to stop.
+        conn.out.close();
         let links: Vec<_> = lock(&conn.links).iter().filter_map(Weak::upgrade).collect();
         for l in links {
             l.lost();

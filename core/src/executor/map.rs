@@ -26,6 +26,7 @@ use crate::registry::Task;
 pub struct MapOptions {
     pub(crate) chunksize: Option<usize>,
     pub(crate) progress: bool,
+    pub(crate) retries: u32,
 }
 
 impl MapOptions {
@@ -40,6 +41,18 @@ impl MapOptions {
     /// overhead for small tasks; a failing item fails only itself.
     pub fn chunksize(mut self, n: usize) -> Self {
         self.chunksize = Some(n.max(1));
+        self
+    }
+
+    /// Runs a chunk again, up to `n` more times (`n + 1` runs in all), when
+    /// the worker running it dies ([`TaskError::WorkerDied`]) or the node
+    /// running it is lost ([`TaskError::NodeLost`]), as
+    /// [`TaskOptions::retries`](super::TaskOptions::retries) does for one
+    /// task. The whole chunk runs again, so with a `chunksize` above one an
+    /// item may run again although it had finished: use it for tasks that
+    /// may run twice. A task that panics or fails is not run again.
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = n;
         self
     }
 }
@@ -78,6 +91,8 @@ struct Driver<T: DeserializeOwned, I> {
     is_async: bool,
     iter: I,
     chunksize: usize,
+    /// Runs again allowed per chunk (see [`MapOptions::retries`]).
+    retries: u32,
     max_chunks: usize,
     inflight: InFlight<T>,
     ready: VecDeque<Result<T, TaskError>>,
@@ -135,9 +150,15 @@ where
                 self.submit_chunk(b);
                 return;
             }
-            Ok(payload) => self
-                .core
-                .submit(self.task, self.is_async, payload, Limits::default()),
+            Ok(payload) => self.core.submit(
+                self.task,
+                self.is_async,
+                payload,
+                Limits {
+                    timeout: None,
+                    retries: self.retries,
+                },
+            ),
             Err(e) => {
                 let c = Completion::new();
                 c.resolve(Err(e));
@@ -242,6 +263,7 @@ impl<T: DeserializeOwned + Send + 'static> MapStream<T> {
             is_async: K::IS_ASYNC,
             iter: Box::new(iter) as Box<dyn Iterator<Item = K::Args> + Send>,
             chunksize,
+            retries: opts.retries,
             max_chunks,
             inflight,
             ready: VecDeque::new(),

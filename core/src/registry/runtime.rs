@@ -11,10 +11,20 @@ use std::sync::OnceLock;
 pub(crate) fn runtime() -> &'static tokio::runtime::Handle {
     static RT: OnceLock<tokio::runtime::Handle> = OnceLock::new();
     RT.get_or_init(|| {
+        // Without it no async task or method can run here. This runs in a
+        // child only, so at the descriptor or thread limit the child exits
+        // with the code its parent reports as such, rather than panic.
+        let unavailable = |e: std::io::Error| -> ! {
+            eprintln!(
+                "mproc {}: cannot start the task runtime: {e}",
+                std::process::id()
+            );
+            crate::children::exit_child(crate::child::EXIT_NO_THREAD)
+        };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("build the worker's tokio runtime");
+            .unwrap_or_else(|e| unavailable(e));
         let handle = rt.handle().clone();
         std::thread::Builder::new()
             .name("mproc-runtime".into())
@@ -23,7 +33,7 @@ pub(crate) fn runtime() -> &'static tokio::runtime::Handle {
                 super::task_thread::mark_task_thread();
                 rt.block_on(std::future::pending::<()>())
             })
-            .expect("spawn the worker's runtime thread");
+            .unwrap_or_else(|e| unavailable(e));
         handle
     })
 }

@@ -72,6 +72,12 @@ impl Core {
                     st.boot.start_error = Some(err);
                 }
             }
+            Phase::Running | Phase::Draining if matches!(err, BootError::Killed(_)) => {
+                // Replaced at once, like a ready worker that dies: not a
+                // failed start, so a kill storm never fails queued work.
+                tracing::warn!("mproc {err}; starting another");
+                self.top_up_workers(&mut st);
+            }
             Phase::Running | Phase::Draining => {
                 st.boot.failures += 1;
                 let n = st.boot.failures;
@@ -235,6 +241,8 @@ impl Core {
                     job.retries_left -= 1;
                     job.place = Place::Queued;
                     job.recalling = false;
+                    // Results the dead run sent in parts are not this run's.
+                    job.parts = None;
                     job.span.in_scope(|| {
                         tracing::info!(
                             "{}; running the task again ({} retries left)",

@@ -114,6 +114,8 @@ pub(super) enum Plan {
     Manual,
     /// Fails at once, as when the process cannot be created (EMFILE).
     Fail,
+    /// Is SIGKILLed from outside during its start-up.
+    Killed,
 }
 
 #[derive(Debug, Default)]
@@ -148,6 +150,12 @@ impl Launcher for FakeLauncher {
                 std::thread::spawn(move || {
                     let e = std::io::Error::from_raw_os_error(libc::EMFILE);
                     core.worker_failed(key, BootError::Spawn(e));
+                });
+            }
+            Plan::Killed => {
+                std::thread::spawn(move || {
+                    let e = BootError::Killed("peer disconnected (killed by signal 9)".into());
+                    core.worker_failed(key, e);
                 });
             }
         }

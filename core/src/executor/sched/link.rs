@@ -126,35 +126,21 @@ pub(crate) enum Event {
 pub(crate) enum BootError {
     /// The process (or what it needs: a socket, a shared page, a thread)
     /// could not be created.
-    #[error("cannot start a worker process: {0}{hint}", hint = fd_hint(.0))]
+    #[error("cannot start a worker process: {0}{hint}", hint = crate::error::limit_hint(.0))]
     Spawn(std::io::Error),
     /// The worker broke off the handshake.
     #[error("worker handshake failed: {0}")]
     Handshake(String),
+    /// The worker was SIGKILLed from outside (the OOM killer, a user)
+    /// during its start-up: that says nothing about the next start.
+    #[error("worker killed during start-up: {0}")]
+    Killed(String),
     /// The worker is another build or speaks another protocol.
     #[error("{0}")]
     Incompatible(String),
     /// Its initializer failed.
     #[error("initializer failed: {0}")]
     Initializer(String),
-}
-
-/// Advice for the one spawn failure users meet most: running out of file
-/// descriptors.
-fn fd_hint(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(libc::EMFILE) | Some(libc::ENFILE) => {
-            let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-                .map(|(soft, _)| soft.to_string())
-                .unwrap_or_else(|_| "?".into());
-            format!(
-                " (the process has run out of file descriptors: its limit, RLIMIT_NOFILE, \
-                 is {limit}, and each worker needs several; raise it with `ulimit -n` or ask for \
-                 fewer workers)"
-            )
-        }
-        _ => String::new(),
-    }
 }
 
 impl BootError {

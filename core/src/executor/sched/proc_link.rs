@@ -128,8 +128,19 @@ fn serve(core: Arc<Core>, key: u64, name: String, link: Arc<ProcLink>) {
         Ok(chan) => chan,
         Err(e) => {
             link.close();
-            let exit = link.child.reap(REAP_GRACE);
+            // Exited by itself (or killed by someone else), or killed here.
+            let exited = link.child.wait_timeout(Some(REAP_GRACE));
+            let exit = exited.unwrap_or_else(|| link.child.reap(Duration::ZERO));
+            let killed = exited.is_some_and(|x| x.signal == Some(Signal::SIGKILL as i32));
             let e = match e {
+                BootError::Handshake(m) if killed => BootError::Killed(format!("{m} ({exit})")),
+                BootError::Handshake(m) if exit.code == Some(crate::child::EXIT_NO_THREAD) => {
+                    let no_thread = std::io::Error::from_raw_os_error(libc::EAGAIN);
+                    let hint = crate::error::limit_hint(&no_thread);
+                    BootError::Handshake(format!(
+                        "{m} ({exit}): the worker could not start a thread{hint}"
+                    ))
+                }
                 BootError::Handshake(m) => BootError::Handshake(format!("{m} ({exit})")),
                 e => e,
             };
@@ -277,7 +288,7 @@ fn handshake(
         }) => return Err(BootError::Initializer(e)),
         _ => return Err(BootError::Handshake("worker sent no valid ready".into())),
     }
-    let outbox = Outbox::new(transport.clone(), cfg.max_frame);
+    let outbox = Outbox::try_new(transport.clone(), cfg.max_frame).map_err(BootError::Spawn)?;
     let _ = link.chan.set((transport.clone(), outbox));
     if wire != TransportWire::UnixSocket {
         // The bootstrap socket is done with.

@@ -445,6 +445,23 @@ fn failed_respawns_back_off_and_then_fail_the_queue_with_the_cause() {
 }
 
 #[test]
+fn workers_killed_during_start_up_are_replaced_and_fail_no_queued_work() {
+    let (core, launcher, links) = fake::running(1, None);
+    // More kills in a row, with no worker up, than failed starts allowed.
+    launcher.plan(&[Plan::Killed; 6]);
+    let before = launcher.launches().len();
+    fake::exit(&core, &links[0], KILLED);
+    let (id, c) = submit(&core, 7);
+    assert!(launcher.wait_pending(1));
+    assert_eq!(launcher.launches().len(), before + 7);
+    assert!(!c.is_resolved(), "queued work failed: {:?}", c.take());
+    let fresh = launcher.ready_all(&core).pop().unwrap();
+    assert!(fake::run(&core, &fresh, id, seq_of(&fresh, id).unwrap(), 7));
+    assert_eq!(outcome(&c), Ok(7));
+    fake::stop(&core, &launcher);
+}
+
+#[test]
 fn results_in_parts_are_joined() {
     let (core, launcher, links) = fake::running(1, None);
     let w = &links[0];
@@ -476,6 +493,56 @@ fn results_in_parts_are_joined() {
     assert!(c.wait_until(None));
     let v: Vec<Result<u64, TaskError>> = crate::protocol::batch::decode_batch(c.take().unwrap(), 3);
     assert_eq!(v, vec![Ok(10), Ok(20), Ok(30)]);
+    fake::stop(&core, &launcher);
+}
+
+#[test]
+fn a_retried_batch_keeps_no_part_of_its_first_run() {
+    let (core, launcher, links) = fake::running(1, None);
+    let w = &links[0];
+    let payload = crate::protocol::batch::encode_chunk(&[1u64, 2, 3]).unwrap();
+    let limits = Limits {
+        timeout: None,
+        retries: 1,
+    };
+    let (id, c) = core.submit("t", false, payload, limits);
+    let seq = seq_of(w, id).unwrap();
+    assert!(w.claims().start(seq));
+    // The first run sends its first results in parts, then dies.
+    let mut items = Items::with_capacity(3);
+    for v in [10u64, 20, 30] {
+        items.push(Ok::<u64, TaskError>(v));
+    }
+    let mut events = Vec::new();
+    let _ = items.finish(2, |count, bytes| {
+        events.push(Event::Part {
+            id,
+            count,
+            items: bytes.to_vec(),
+        })
+    });
+    assert!(!events.is_empty());
+    core.worker_events(w.key, &mut events);
+    fake::exit(&core, w, KILLED);
+    // The run again answers in one message.
+    assert!(launcher.wait_pending(1));
+    let fresh = launcher.ready_all(&core).pop().unwrap();
+    let seq = seq_of(&fresh, id).unwrap();
+    assert!(fresh.claims().start(seq) && fresh.claims().finish(seq));
+    let mut items = Items::with_capacity(3);
+    for v in [11u64, 21, 31] {
+        items.push(Ok::<u64, TaskError>(v));
+    }
+    let last = items.finish(usize::MAX, |_, _| {}).to_vec();
+    let mut events = vec![Event::Done {
+        id,
+        exec_ns: 1,
+        outcome: Ok(last),
+    }];
+    core.worker_events(fresh.key, &mut events);
+    assert!(c.wait_until(None));
+    let v: Vec<Result<u64, TaskError>> = crate::protocol::batch::decode_batch(c.take().unwrap(), 3);
+    assert_eq!(v, vec![Ok(11), Ok(21), Ok(31)]);
     fake::stop(&core, &launcher);
 }
 
