@@ -280,6 +280,30 @@ fn a_full_area_at_its_maximum_waits_instead_of_growing() {
     }
 }
 
+/// An item larger than half the area, put into an empty queue whose
+/// position is mid-area: it fits neither before the end nor, after a skip,
+/// in what is left, so the put used to wait for ever even though the queue
+/// was empty (found by the loom model, `core/tests/loom_queue_ring.rs`).
+#[test]
+fn an_item_of_most_of_the_area_fits_an_empty_queue_at_any_position() {
+    for first in [8, 100, 2000, 3000, 4000] {
+        let q: Queue<Vec<u8>> = Queue::__with_data_bytes(4096, None).unwrap();
+        q.put(vec![1; first]).unwrap();
+        assert_eq!(q.get().unwrap().len(), first);
+        for big in [2100, 3000, 4000] {
+            q.put_timeout(vec![2; big], Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("after {first}: {big} bytes: {e}"));
+            assert_eq!(q.try_get().unwrap().len(), big);
+        }
+    }
+    // At its maximum after growing, too.
+    let q: Queue<Vec<u8>> = Queue::__with_growth(4096, 16 << 10, None).unwrap();
+    q.put(vec![1; 9 << 10]).unwrap();
+    q.get().unwrap();
+    q.try_put(vec![2; 15 << 10]).unwrap();
+    assert_eq!(q.try_get().unwrap().len(), 15 << 10);
+}
+
 #[mproc::task]
 fn echo_growing(from: Queue<Vec<u8>>, to: Connection<Vec<u8>>, n: u32) {
     for _ in 0..n {

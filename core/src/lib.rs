@@ -24,6 +24,13 @@ mod sys;
 mod tls;
 mod trace;
 
+/// Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`, off by
+/// default). Not public API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
+
 pub use actor::{Actor, ActorCall, ActorOptions, ActorRef};
 pub use address::{current_node, NodeId, WorkerId};
 pub use cluster::{join, join_tls, Cluster, NodeInfo};

@@ -30,10 +30,14 @@ pub(crate) fn push_varint(out: &mut Vec<u8>, mut v: u64) {
     }
 }
 
-/// Reads a varint at the start of `bytes`: the value and the rest.
+/// Reads a varint at the start of `bytes`: the value and the rest. `None`
+/// when it is cut short or does not fit a `u64` (as postcard decides).
 fn take_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
     let mut v: u64 = 0;
     for (i, b) in bytes.iter().enumerate().take(10) {
+        if i == 9 && *b > 1 {
+            return None;
+        }
         v |= u64::from(b & 0x7f) << (7 * i);
         if b & 0x80 == 0 {
             return Some((v, &bytes[i + 1..]));
@@ -269,8 +273,14 @@ pub(crate) fn join_parts(parts: (u64, Vec<u8>), last: &[u8]) -> Outcome {
         message: "malformed result batch".into(),
     })?;
     let (n, mut items) = parts;
+    // Both counts come from the worker: their sum must not wrap.
+    let total = n
+        .checked_add(count)
+        .ok_or_else(|| TaskError::Serialization {
+            message: "malformed result batch: too many items".into(),
+        })?;
     let mut out = Vec::with_capacity(items.len() + rest.len() + 10);
-    push_varint(&mut out, n + count);
+    push_varint(&mut out, total);
     out.append(&mut items);
     out.extend_from_slice(rest);
     Ok(out)
@@ -386,6 +396,24 @@ mod tests {
         for (i, r) in v.into_iter().enumerate() {
             assert_eq!(r, Ok(vec![i as u8; 400]));
         }
+    }
+
+    /// Found by `fuzz/` (msg_parent): a worker's final batch announcing
+    /// nearly 2⁶⁴ items after parts overflowed the sum of the counts (a
+    /// panic in debug builds, a wrapped count in release).
+    #[test]
+    fn a_count_that_overflows_is_malformed_not_a_panic() {
+        let huge = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        assert_eq!(take_varint(&huge), Some((u64::MAX - 1, &[][..])));
+        assert!(matches!(
+            join_parts((2, vec![0; 4]), &huge),
+            Err(TaskError::Serialization { .. })
+        ));
+        // A tenth byte over 1 does not fit a u64: postcard refuses it too.
+        let over = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+        assert_eq!(take_varint(&over), None);
+        assert!(postcard::from_bytes::<u64>(&over).is_err());
+        assert!(join_parts((2, vec![]), &over).is_err());
     }
 
     #[test]

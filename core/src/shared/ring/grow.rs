@@ -87,6 +87,59 @@ impl Ring {
         Ok(Some((new, h)))
     }
 
+    /// Moves an *empty* ring's position to the start of its data area, so
+    /// that a record of up to the area's size fits. Without it, a record
+    /// longer than both the bytes left before the end of the area and the
+    /// bytes before the position could never be put, not even into an
+    /// empty ring (it would need a skip marker *and* the whole area), and
+    /// the put would wait for ever. The caller holds the producer lock;
+    /// this takes the consumer lock, commits a skip marker to the end of
+    /// the area and passes over it as a consumer would. True when it did.
+    ///
+    /// Each store leaves a state a consumer can read if this process dies
+    /// here: the marker is written before `tail` publishes it, the cached
+    /// `tail` is moved before `head` (so it never falls behind `head`), and
+    /// a marker left unpassed is passed by the next consumer.
+    pub(super) fn rewind(
+        &self,
+        c: &RingCtrl,
+        area: Area,
+        tb: u32,
+        rec: usize,
+        deadline: Deadline,
+    ) -> bool {
+        let pos = tb as usize & (area.len - 1);
+        if pos == 0 || rec > area.len {
+            return false;
+        }
+        let wait = if deadline.passed() {
+            Deadline::after(Duration::from_millis(20))
+        } else {
+            deadline
+        };
+        if c.cons.lock.lock(wait).is_none() {
+            return false;
+        }
+        let _cons = Held(&c.cons.lock);
+        let (hi, hb) = unpack(c.head.at.load(Ordering::Acquire));
+        if hb != tb {
+            // Not empty: consumers will make room.
+            return false;
+        }
+        let (ti, _) = unpack(c.tail.at.load(Ordering::Relaxed));
+        let skip = area.len - pos;
+        // SAFETY: `pos` is 8-aligned and not 0, so at least 8 bytes remain
+        // before the end of the area; the ring is empty and we hold both
+        // locks, so no producer or consumer of any process touches the
+        // data area.
+        unsafe { write_header(area, pos, SKIP, skip as u32) };
+        let new_tb = tb.wrapping_add(skip as u32);
+        c.tail.at.store(pack(ti, new_tb), Ordering::Release);
+        c.cons.tail_cache.store(pack(ti, new_tb), Ordering::Relaxed);
+        c.head.at.store(pack(hi, new_tb), Ordering::Release);
+        true
+    }
+
     /// Gives consumed chunks back to the kernel, so a long-lived queue's
     /// memory follows its occupancy, not its traffic. Called by the
     /// lock-holding producer after a commit that crossed a chunk boundary.

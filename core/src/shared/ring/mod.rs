@@ -307,7 +307,9 @@ impl Ring {
             return false;
         }
         let len = self.area_len(c);
-        rec <= len && need(len, tb, rec) <= len - tb.wrapping_sub(hb) as usize
+        let used = tb.wrapping_sub(hb) as usize;
+        // An empty ring takes any record that fits the area (`rewind`).
+        rec <= len && (used == 0 || need(len, tb, rec) <= len - used)
     }
 
     /// Appends one record holding `payload`, waiting for room until
@@ -411,6 +413,13 @@ impl Ring {
                 Ok(Some((grown, head))) => {
                     area = grown;
                     h = head;
+                }
+                // An empty ring whose position alone is in the way: start
+                // again from the beginning of the area.
+                Ok(None) | Err(RingError::NoMemory)
+                    if self.rewind(c, area, old_tb, rec, deadline) =>
+                {
+                    return self.try_put_locked(seg, c, payload, rec, deadline, stall);
                 }
                 // Cannot grow enough now (at the maximum, or a consumer
                 // kept its lock): wait for consumers, then try again.
