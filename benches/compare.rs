@@ -191,14 +191,14 @@ const WORKLOADS: &[Workload] = &[
     },
     Workload {
         id: "W4s",
-        title: "echo of 1 KiB byte payloads (ByteBuf), 20 000 tasks (Executor)",
+        title: "echo of 1 KiB byte payloads (Bytes), 20 000 tasks (Executor)",
         run: Some(w4s),
         note: "",
         floors: &[],
     },
     Workload {
         id: "W4l",
-        title: "echo of one 64 MiB byte payload (ByteBuf) (Executor)",
+        title: "echo of one 64 MiB byte payload (Bytes) (Executor)",
         run: Some(w4l),
         note: "",
         floors: &[
@@ -1030,11 +1030,7 @@ fn w4l(b: &Budget) -> Vec<Metric> {
     let ex = common::executor(&rt);
     let payload = common::w4l_payload();
     let mut dst = payload.clone(); // faulted in, off the clock
-    common::w4l(
-        &rt,
-        &ex,
-        serde_bytes::ByteBuf::from(payload[..1 << 20].to_vec()),
-    ); // warm-up
+    common::w4l(&rt, &ex, Bytes::from(&payload[..1 << 20])); // warm-up
     let reps = b.run(|| {
         let copy = payload.clone();
         let rt_time = common::w4l(&rt, &ex, copy);

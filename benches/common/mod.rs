@@ -11,7 +11,6 @@
 // Each bench binary uses a subset of this module.
 #![allow(dead_code)]
 
-use serde_bytes::ByteBuf;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -40,11 +39,11 @@ pub(crate) fn square(x: u64) -> u64 {
     x * x
 }
 
-/// `echo(x) = x`, on a byte payload. `ByteBuf` travels as one byte string
+/// `echo(x) = x`, on a byte payload. `Bytes` travels as one byte string
 /// (a memcpy each way); a plain `Vec<u8>` would go through serde element by
 /// element, about 1.5 ns per byte in postcard.
 #[mproc::task]
-pub(crate) fn echo(x: ByteBuf) -> ByteBuf {
+pub(crate) fn echo(x: Bytes) -> Bytes {
     x
 }
 
@@ -67,9 +66,23 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
 
 /// An executor of [`WORKERS`] workers, started and warmed (every worker has
 /// run tasks), off the clock.
+///
+/// The transport is the default unless `MPROC_BENCH_TRANSPORT` names
+/// another (`unix`, `pipe` or `shm`), so a workload can be run on each.
 pub(crate) fn executor(rt: &tokio::runtime::Runtime) -> Executor {
+    let transport = match std::env::var("MPROC_BENCH_TRANSPORT").as_deref() {
+        Ok("pipe") => TransportKind::Pipe,
+        Ok("shm") => TransportKind::ShmRing,
+        Ok("unix") | Err(_) => TransportKind::UnixSocket,
+        Ok(other) => panic!("MPROC_BENCH_TRANSPORT={other}: expected unix, pipe or shm"),
+    };
     rt.block_on(async {
-        let ex = Executor::new(WORKERS).await.expect("executor starts");
+        let ex = Executor::builder()
+            .max_workers(WORKERS)
+            .transport(transport)
+            .build()
+            .await
+            .expect("executor starts");
         let handles: Vec<_> = (0..1000).map(|i| ex.submit(square, i)).collect();
         for h in handles {
             h.await.expect("warm-up task");
@@ -230,15 +243,15 @@ pub(crate) fn w3_pool(pool: &Pool) -> Duration {
 }
 
 /// The W4s inputs: [`W4S_COUNT`] payloads of [`W4S_SIZE`] bytes.
-pub(crate) fn w4s_payloads() -> Vec<ByteBuf> {
+pub(crate) fn w4s_payloads() -> Vec<Bytes> {
     (0..W4S_COUNT)
-        .map(|i| ByteBuf::from(vec![(i % 251) as u8; W4S_SIZE]))
+        .map(|i| Bytes::from(vec![(i % 251) as u8; W4S_SIZE]))
         .collect()
 }
 
 /// W4s: `submit(echo, payload)` for every payload, then wait for all. The
 /// payloads are moved in (prepared off the clock).
-pub(crate) fn w4s(rt: &tokio::runtime::Runtime, ex: &Executor, payloads: Vec<ByteBuf>) -> Duration {
+pub(crate) fn w4s(rt: &tokio::runtime::Runtime, ex: &Executor, payloads: Vec<Bytes>) -> Duration {
     let count = payloads.len();
     rt.block_on(async {
         let t = Instant::now();
@@ -256,14 +269,14 @@ pub(crate) fn w4s(rt: &tokio::runtime::Runtime, ex: &Executor, payloads: Vec<Byt
 }
 
 /// The W4l input: [`W4L_SIZE`] bytes.
-pub(crate) fn w4l_payload() -> ByteBuf {
-    ByteBuf::from((0..W4L_SIZE).map(|i| i as u8).collect::<Vec<u8>>())
+pub(crate) fn w4l_payload() -> Bytes {
+    Bytes::from((0..W4L_SIZE).map(|i| i as u8).collect::<Vec<u8>>())
 }
 
 /// W4l: one `submit(echo, payload)`, awaited: the round trip of 64 MiB. The
 /// payload is moved in (a copy prepared off the clock) and the answer is
 /// dropped off the clock.
-pub(crate) fn w4l(rt: &tokio::runtime::Runtime, ex: &Executor, payload: ByteBuf) -> Duration {
+pub(crate) fn w4l(rt: &tokio::runtime::Runtime, ex: &Executor, payload: Bytes) -> Duration {
     let len = payload.len();
     let (dt, back) = rt.block_on(async {
         let t = Instant::now();

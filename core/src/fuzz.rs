@@ -256,7 +256,7 @@ pub fn join_parts(count: u64, items: Vec<u8>, last: &[u8]) -> Result<Vec<u8>, St
 /// The parent decoding a finished batch of `n` arguments
 /// (`batch::decode_batch`), and `batch::first_failed` on it.
 pub fn decode_results(outcome: Option<Vec<u8>>, n: usize) -> (Vec<Result<Probe, String>>, bool) {
-    let outcome = outcome.ok_or(TaskError::Cancelled);
+    let outcome = outcome.map(Into::into).ok_or(TaskError::Cancelled);
     let failed = batch::first_failed(&outcome);
     let items = batch::decode_batch::<Probe>(outcome, n)
         .into_iter()

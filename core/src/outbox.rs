@@ -6,17 +6,25 @@
 //! arrive meanwhile ride along in the same write. When the socket is full the
 //! remainder goes to a writer thread that blocks for it, so no caller (a
 //! submitting task, a reader thread) ever blocks on the peer.
+//!
+//! Large messages: a frame built in its own buffer (a worker's result batch)
+//! is taken over whole, not copied ([`Outbox::send_owned`]); a partial write
+//! only moves an offset (no `memmove` of what is left); and a large buffer
+//! that has been written goes to `mproc_transport::spare` for the next
+//! large message instead of back to the system.
 
 use std::sync::{Arc, Condvar, Mutex};
 
-use mproc_transport::ByteStream;
+use mproc_transport::{spare, ByteStream};
 use serde::Serialize;
 
 use crate::protocol::{encode_frame, FrameError};
 
 #[derive(Debug, Default)]
 struct State {
+    /// Frames to write: `buf[off..]` (`buf[..off]` is written already).
     buf: Vec<u8>,
+    off: usize,
     spare: Vec<u8>,
     /// A thread (a caller or the writer thread) owns the socket's write side.
     flushing: bool,
@@ -24,6 +32,31 @@ struct State {
     handoff: bool,
     closed: bool,
     broken: bool,
+}
+
+impl State {
+    /// Bytes queued and not yet written.
+    fn pending(&self) -> usize {
+        self.buf.len() - self.off
+    }
+
+    /// Drops every queued frame.
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.off = 0;
+    }
+
+    /// Keeps a written buffer for the next frames: a small one as this
+    /// connection's spare, a large one in the process-wide pool (bounded,
+    /// released after a while) rather than here for good.
+    fn keep_spare(&mut self, mut data: Vec<u8>) {
+        data.clear();
+        if data.capacity() >= spare::LARGE {
+            spare::give(data);
+        } else if self.spare.capacity() < data.capacity() {
+            self.spare = data;
+        }
+    }
 }
 
 /// The outgoing side of a connection.
@@ -77,6 +110,27 @@ impl Outbox {
         encode_frame(&mut st.buf, msg, self.max_frame)
     }
 
+    /// Queues a frame that `frame[start..]` holds, taking the buffer over
+    /// (no copy when nothing else is pending), and writes what is pending.
+    pub(crate) fn send_owned(&self, frame: Vec<u8>, start: usize) {
+        {
+            let mut st = self.state.lock().unwrap();
+            if st.broken || st.closed {
+                return;
+            }
+            if st.buf.len() == st.off {
+                let old = std::mem::replace(&mut st.buf, frame);
+                st.off = start;
+                st.keep_spare(old);
+            } else {
+                st.buf.extend_from_slice(&frame[start..]);
+                drop(st);
+                spare::give(frame);
+            }
+        }
+        self.flush();
+    }
+
     /// Appends one frame and writes what is pending.
     pub(crate) fn send<M: Serialize>(&self, msg: &M) -> Result<(), FrameError> {
         self.enqueue(msg)?;
@@ -88,15 +142,15 @@ impl Outbox {
     /// whatever does not fit.
     pub(crate) fn flush(&self) {
         let mut st = self.state.lock().unwrap();
-        if st.flushing || st.buf.is_empty() {
+        if st.flushing || st.pending() == 0 {
             return;
         }
         st.flushing = true;
         loop {
             let spare = std::mem::take(&mut st.spare);
             let mut data = std::mem::replace(&mut st.buf, spare);
+            let mut off = std::mem::take(&mut st.off);
             drop(st);
-            let mut off = 0;
             let mut failed = false;
             while off < data.len() {
                 match self.chan.try_write(&data[off..]) {
@@ -111,25 +165,27 @@ impl Outbox {
             st = self.state.lock().unwrap();
             if failed {
                 st.broken = true;
-                st.buf.clear();
+                st.clear();
                 st.flushing = false;
                 self.cond.notify_all();
                 return;
             }
             if off < data.len() {
-                // Socket full: put the rest in front and let the writer block.
-                data.drain(..off);
-                data.extend_from_slice(&st.buf);
-                st.buf = data;
+                // Channel full: the rest, then what came meanwhile, goes to
+                // the writer thread, which blocks for it.
+                if st.pending() > 0 {
+                    let o = st.off;
+                    data.extend_from_slice(&st.buf[o..]);
+                }
+                let newer = std::mem::replace(&mut st.buf, data);
+                st.off = off;
+                st.keep_spare(newer);
                 st.handoff = true;
                 self.cond.notify_all();
                 return;
             }
-            data.clear();
-            if st.spare.capacity() < data.capacity() {
-                st.spare = data;
-            }
-            if st.buf.is_empty() {
+            st.keep_spare(data);
+            if st.pending() == 0 {
                 st.flushing = false;
                 self.cond.notify_all();
                 return;
@@ -142,7 +198,7 @@ impl Outbox {
     pub(crate) fn drain(&self) {
         self.flush();
         let mut st = self.state.lock().unwrap();
-        while (st.flushing || !st.buf.is_empty()) && !st.broken && !st.closed {
+        while (st.flushing || st.pending() > 0) && !st.broken && !st.closed {
             if !st.flushing {
                 st.flushing = true;
                 st.handoff = true;
@@ -178,14 +234,16 @@ impl Outbox {
                 return;
             }
             let data = std::mem::take(&mut st.buf);
+            let off = std::mem::take(&mut st.off);
             drop(st);
-            let res = self.chan.write_all(&data);
+            let res = self.chan.write_all(&data[off..]);
             st = self.state.lock().unwrap();
             if res.is_err() {
                 st.broken = true;
-                st.buf.clear();
+                st.clear();
             }
-            if st.buf.is_empty() || st.broken {
+            st.keep_spare(data);
+            if st.pending() == 0 || st.broken {
                 st.handoff = false;
                 st.flushing = false;
                 self.cond.notify_all();

@@ -1,6 +1,8 @@
 //! Length-prefixed frames: `[len: u32 LE][payload: len bytes]`.
 
-use crate::{ByteStream, TransportError};
+use std::time::Instant;
+
+use crate::{spare, ByteStream, TransportError};
 
 /// Bytes in a frame header.
 pub const FRAME_HEADER: usize = 4;
@@ -36,12 +38,22 @@ pub fn end_frame(buf: &mut Vec<u8>, start: usize, max: usize) -> Result<(), Tran
 
 /// Reads frames from a [`ByteStream`], many per system call when they are
 /// small.
+///
+/// A buffer grown for a large frame is kept while large frames keep coming
+/// (no fresh allocation, no page faults per message) and given back (to
+/// [`spare`](crate::spare)) at the first small frame that finds it unused by
+/// large frames for [`spare::STALE`].
 #[derive(Debug)]
 pub struct FrameReader {
     buf: Vec<u8>,
     start: usize,
     end: usize,
     max: usize,
+    /// When the last frame over [`spare::LARGE`] was returned.
+    last_large: Option<Instant>,
+    /// Where the payload of the frame last returned lies in `buf`, until
+    /// the next call.
+    last: Option<std::ops::Range<usize>>,
 }
 
 impl FrameReader {
@@ -52,6 +64,8 @@ impl FrameReader {
             start: 0,
             end: 0,
             max: max.min(MAX_FRAME_LIMIT),
+            last_large: None,
+            last: None,
         }
     }
 
@@ -78,6 +92,7 @@ impl FrameReader {
     /// of a frame: a torn frame is never returned), `FrameTooLarge` when the
     /// announced length exceeds the limit, `Io` otherwise.
     pub fn next_frame(&mut self, src: &dyn ByteStream) -> Result<&[u8], TransportError> {
+        self.last = None;
         loop {
             if let Some(len) = self.pending_len() {
                 if len > self.max {
@@ -89,11 +104,15 @@ impl FrameReader {
                 let need = FRAME_HEADER + len;
                 if self.end - self.start >= need {
                     let frame = self.start + FRAME_HEADER..self.start + need;
+                    if need > spare::LARGE {
+                        self.last_large = Some(Instant::now());
+                    }
                     self.start += need;
                     if self.start == self.end {
                         self.start = 0;
                         self.end = 0;
                     }
+                    self.last = Some(frame.clone());
                     return Ok(&self.buf[frame]);
                 }
                 self.make_room(need);
@@ -118,6 +137,7 @@ impl FrameReader {
         &mut self,
         src: &dyn ByteStream,
     ) -> Result<Option<&[u8]>, TransportError> {
+        self.last = None;
         if !self.has_frame() {
             let need = self
                 .pending_len()
@@ -150,6 +170,34 @@ impl FrameReader {
         self.next_frame(src).map(Some)
     }
 
+    /// Hands over the buffer that holds the frame last returned (by
+    /// [`next_frame`](Self::next_frame) or
+    /// [`try_next_frame`](Self::try_next_frame), with no call since), so
+    /// that a large payload is kept without copying it: returns the buffer,
+    /// cut at the frame's end, and where the payload starts in it. The
+    /// reader goes on in a buffer from [`spare`](crate::spare) (or a new
+    /// one), with whatever followed the frame moved into it.
+    ///
+    /// `None` when the frame is smaller than [`spare::LARGE`] (copying it is
+    /// cheaper) or there is no frame to take.
+    pub fn take_last_frame(&mut self) -> Option<(Vec<u8>, usize)> {
+        let last = self.last.take()?;
+        if last.len() < spare::LARGE {
+            return None;
+        }
+        let rest = self.end - self.start;
+        let mut next = spare::take(MIN_READ.max(rest)).unwrap_or_default();
+        if next.len() < MIN_READ.max(rest) {
+            next.resize(MIN_READ.max(rest), 0);
+        }
+        next[..rest].copy_from_slice(&self.buf[self.start..self.end]);
+        let mut buf = std::mem::replace(&mut self.buf, next);
+        self.start = 0;
+        self.end = rest;
+        buf.truncate(last.end);
+        Some((buf, last.start))
+    }
+
     /// Ensures the buffer can hold `need` bytes from `start`, growing only
     /// with the data that actually arrived (at most doubling what is held).
     fn make_room(&mut self, need: usize) {
@@ -161,15 +209,35 @@ impl FrameReader {
         if self.end == self.buf.len() {
             let held = self.end.max(MIN_READ);
             let target = need.min(held.saturating_mul(2)).max(self.end + MIN_READ);
-            self.buf.resize(target, 0);
+            self.grow(target);
         } else if self.buf.len() < need.min(self.end + MIN_READ) {
-            self.buf
-                .resize(need.min(self.end + MIN_READ).max(MIN_READ), 0);
+            self.grow(need.min(self.end + MIN_READ).max(MIN_READ));
         }
-        if self.buf.len() > 16 * MIN_READ && self.end == 0 && need <= MIN_READ {
-            // A large frame has passed: give the memory back.
-            self.buf.truncate(MIN_READ);
-            self.buf.shrink_to_fit();
+        if self.buf.len() > spare::LARGE
+            && self.end == 0
+            && need <= MIN_READ
+            && self.last_large.is_none_or(|t| t.elapsed() >= spare::STALE)
+        {
+            // No large frame for a while: give the memory back.
+            spare::give(std::mem::replace(&mut self.buf, vec![0; MIN_READ]));
+            self.last_large = None;
         }
+    }
+
+    /// Resizes the buffer to `len` bytes (keeping `[0, end)`), into a pooled
+    /// buffer when it becomes large.
+    fn grow(&mut self, len: usize) {
+        if len > spare::LARGE && len > self.buf.capacity() {
+            if let Some(mut bigger) = spare::take(len) {
+                // Left-over bytes need no zeroing: only `[0, end)` is read.
+                if bigger.len() < len {
+                    bigger.resize(len, 0);
+                }
+                bigger[..self.end].copy_from_slice(&self.buf[..self.end]);
+                self.buf = bigger;
+                return;
+            }
+        }
+        self.buf.resize(len, 0);
     }
 }

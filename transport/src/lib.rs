@@ -14,6 +14,9 @@
 //!   than the bytes that actually arrived (plus amortised growth), whatever
 //!   length a peer announces.
 //!
+//! * [`spare`]: large buffers kept for reuse, so that a large message does
+//!   not cost a fresh allocation (and its page faults) at every step.
+//!
 //! Message encoding (postcard) and the handshake live in `mproc-core`, which
 //! uses only the items re-exported here.
 
@@ -22,6 +25,7 @@ mod frame;
 mod listener;
 mod pipe;
 mod shm;
+pub mod spare;
 mod sys;
 mod unix;
 

@@ -139,6 +139,35 @@ mod tests {
     }
 
     #[test]
+    fn a_large_frame_is_handed_over_and_reading_goes_on() {
+        let (a, b) = socketpair().unwrap();
+        let big: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+        let mut out = Vec::new();
+        for payload in [&big[..], b"after", b"x"] {
+            let s = begin_frame(&mut out);
+            out.extend_from_slice(payload);
+            end_frame(&mut out, s, 8 << 20).unwrap();
+        }
+        let writer = std::thread::spawn(move || {
+            a.write_all(&out).unwrap();
+            a
+        });
+        let mut r = FrameReader::new(8 << 20);
+        assert_eq!(r.next_frame(&b).unwrap().len(), big.len());
+        let (buf, start) = r.take_last_frame().expect("a large frame");
+        assert_eq!(&buf[start..], &big[..], "the payload, to the buffer's end");
+        assert!(r.take_last_frame().is_none(), "taken once");
+        assert_eq!(r.next_frame(&b).unwrap(), b"after");
+        assert!(r.take_last_frame().is_none(), "a small frame is copied");
+        assert_eq!(r.next_frame(&b).unwrap(), b"x");
+        drop(writer.join().unwrap());
+        assert!(matches!(
+            r.next_frame(&b),
+            Err(TransportError::Disconnected)
+        ));
+    }
+
+    #[test]
     fn torn_frame_is_disconnect_not_data() {
         let (a, b) = socketpair().unwrap();
         a.write_all(&10u32.to_le_bytes()).unwrap();

@@ -6,7 +6,8 @@
 //!   while it has nothing to do, and between two tasks it takes in, without
 //!   blocking, whatever has arrived, so a request costs no thread hand-off.
 //!   It runs sync tasks one at a time and starts async tasks on the runtime
-//!   thread. Before it starts request `seq` it claims the request's slot in
+//!   thread; a request that finds nothing queued before it runs straight
+//!   from the frame it came in, its arguments never copied out. Before it starts request `seq` it claims the request's slot in
 //!   the shared claim table (see `protocol::claims`); a request the parent
 //!   took back is skipped. End of stream means the parent is gone: the
 //!   worker exits at once.
@@ -35,7 +36,7 @@ use crate::protocol::actor::MODE_ACTOR;
 use crate::protocol::claims::Claims;
 use crate::protocol::manager::MODE_MANAGER;
 use crate::protocol::{
-    decode, encode_frame, Bytes, ToParent, ToWorker, TransportWire, MAGIC, MODE_PROCESS,
+    decode, done_head, encode_frame, Bytes, ToParent, ToWorker, TransportWire, MAGIC, MODE_PROCESS,
     MODE_WORKER, PROTOCOL_VERSION,
 };
 use crate::registry::invoke::BatchResult;
@@ -254,14 +255,25 @@ fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) 
                     seq,
                     task,
                     args,
-                }) => queue.push_back(Request {
-                    id,
-                    seq,
-                    entry: lookup(task).ok_or_else(|| TaskError::UnknownTask {
+                }) => {
+                    let entry = lookup(task).ok_or_else(|| TaskError::UnknownTask {
                         name: task.to_string(),
-                    }),
-                    args: args.0.to_vec(),
-                }),
+                    });
+                    if queue.is_empty() {
+                        // Nothing before it: run it from the frame, without
+                        // copying the arguments out. What else has arrived
+                        // is taken in right after, as it would be had it
+                        // arrived while the task ran.
+                        run_request(shared, id, seq, entry, args.0);
+                    } else {
+                        queue.push_back(Request {
+                            id,
+                            seq,
+                            entry,
+                            args: args.0.to_vec(),
+                        });
+                    }
+                }
                 Ok(ToWorker::Cancel { id }) => cancel(shared, id),
                 Ok(ToWorker::Shutdown) => shutdown = true,
                 Ok(ToWorker::Welcome { .. } | ToWorker::Reject { .. }) => {}
@@ -275,7 +287,7 @@ fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) 
             }
         }
         match queue.pop_front() {
-            Some(req) => run_request(shared, req),
+            Some(req) => run_request(shared, req.id, req.seq, req.entry, &req.args),
             None if shutdown => {
                 let mut a = shared.asyncs.lock().unwrap();
                 while !a.is_empty() {
@@ -301,28 +313,34 @@ fn cancel(shared: &Shared, id: u64) {
     // Otherwise it has finished already; its result is on its way.
 }
 
-fn run_request(shared: &Arc<Shared>, req: Request) {
-    if !shared.claims.start(req.seq) {
+fn run_request(
+    shared: &Arc<Shared>,
+    id: u64,
+    seq: u64,
+    entry: Result<&'static TaskEntry, TaskError>,
+    args: &[u8],
+) {
+    if !shared.claims.start(seq) {
         return; // taken back by the parent: it runs elsewhere
     }
-    let entry = match req.entry {
+    let entry = match entry {
         Ok(e) => e,
         Err(unknown) => {
-            finish(shared, req.seq);
-            return send_done(shared, req.id, 0, Err(unknown));
+            finish(shared, seq);
+            return send_done(shared, id, 0, Err(unknown));
         }
     };
     if entry.is_async {
-        return start_async(shared, req.id, req.seq, entry, &req.args);
+        return start_async(shared, id, seq, entry, args);
     }
-    let span = tracing::debug_span!("mproc.task", task = entry.name, id = req.id);
+    let span = tracing::debug_span!("mproc.task", task = entry.name, id = id);
     let started = Instant::now();
-    RUNNING.with(|r| r.set(Some((req.id, entry.name))));
-    let result = span.in_scope(|| (entry.run)(&req.args).block());
+    RUNNING.with(|r| r.set(Some((id, entry.name))));
+    let result = span.in_scope(|| (entry.run)(args).block());
     RUNNING.with(|r| r.set(None));
     let exec_ns = started.elapsed().as_nanos().max(1) as u64;
-    finish(shared, req.seq);
-    send_done(shared, req.id, exec_ns, result);
+    finish(shared, seq);
+    send_done(shared, id, exec_ns, result);
 }
 
 /// Marks request `seq` done; a doomed request means the parent is killing
@@ -373,25 +391,44 @@ fn send_done(shared: &Shared, id: u64, exec_ns: u64, result: BatchResult) {
     };
     items.cap_items(limit);
     let outbox = &shared.outbox;
-    let last = items.finish(limit, |count, bytes| {
+    let at = items.finish_at(limit, |count, bytes| {
         let _ = outbox.enqueue(&ToParent::Part {
             id,
             count,
             items: Bytes(bytes),
         });
     });
-    let msg = ToParent::Done {
-        id,
-        exec_ns,
-        result: Ok(Bytes(last)),
+    let len = items.bytes_from(at).len();
+    let head = match done_head(id, exec_ns, len, shared.max_frame) {
+        Ok(head) => head,
+        Err(e) => {
+            let err = ToParent::Done {
+                id,
+                exec_ns,
+                result: Err(e.into_task_error()),
+            };
+            let _ = outbox.send(&err);
+            return;
+        }
     };
-    if let Err(e) = outbox.send(&msg) {
-        let err = ToParent::Done {
-            id,
-            exec_ns,
-            result: Err(e.into_task_error()),
-        };
-        let _ = outbox.send(&err);
+    // The frame is finished in the items' own buffer and sent from there.
+    match items.into_frame(at, &head) {
+        Ok((frame, start)) => outbox.send_owned(frame, start),
+        Err(items) => {
+            let msg = ToParent::Done {
+                id,
+                exec_ns,
+                result: Ok(Bytes(items.bytes_from(at))),
+            };
+            if let Err(e) = outbox.send(&msg) {
+                let err = ToParent::Done {
+                    id,
+                    exec_ns,
+                    result: Err(e.into_task_error()),
+                };
+                let _ = outbox.send(&err);
+            }
+        }
     }
 }
 

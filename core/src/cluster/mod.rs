@@ -712,7 +712,7 @@ fn read_node(conn: Arc<NodeConn>, shared: Weak<Shared>) {
                 }) => {
                     let link = lock(&conn.routes).remove(&id).and_then(|l| l.upgrade());
                     if let Some(link) = link {
-                        let outcome = result.map(|b| b.0.to_vec());
+                        let outcome = result.map(|b| b.0.to_vec().into());
                         done.push((
                             link,
                             Event::Done {

@@ -134,7 +134,7 @@ impl<T> Job<T> {
 
 impl<T> Drop for Job<T> {
     fn drop(&mut self) {
-        self.gate.resolve(Ok(Vec::new()));
+        self.gate.resolve(Ok(Vec::new().into()));
     }
 }
 

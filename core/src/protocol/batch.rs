@@ -12,6 +12,8 @@
 //! is sent in parts (see `ToParent::Part`) that the parent joins with
 //! [`join_parts`].
 
+use mproc_transport::spare;
+use postcard::ser_flavors::Flavor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -46,14 +48,37 @@ fn take_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
     None
 }
 
-/// Lets postcard append to a borrowed `Vec` (so a failed encode can be
-/// rolled back instead of losing the buffer).
-pub(crate) struct ExtendVec<'a>(pub(crate) &'a mut Vec<u8>);
+/// A postcard flavor that appends to a borrowed `Vec` (so a failed encode
+/// can be rolled back instead of losing the buffer). A byte string is one
+/// `memcpy`, and a buffer growing past `spare::LARGE` grows into a pooled
+/// buffer instead of a fresh allocation.
+pub(crate) struct VecFlavor<'a>(pub(crate) &'a mut Vec<u8>);
 
-impl Extend<u8> for ExtendVec<'_> {
-    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
-        self.0.extend(iter);
+impl Flavor for VecFlavor<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        spare::reserve(self.0, data.len());
+        self.0.extend_from_slice(data);
+        Ok(())
     }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Appends the postcard encoding of `value` to `out`.
+pub(crate) fn encode_into<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), postcard::Error> {
+    postcard::serialize_with_flavor(value, VecFlavor(out))
 }
 
 // ----- why a decode failed ----------------------------------------------
@@ -88,7 +113,7 @@ pub(crate) fn decode_error_message(e: &postcard::Error) -> String {
 pub(crate) fn encode_one<A: Serialize>(args: &A) -> Result<Vec<u8>, TaskError> {
     let mut buf = Vec::with_capacity(16);
     push_varint(&mut buf, 1);
-    postcard::to_extend(args, ExtendVec(&mut buf)).map_err(|e| TaskError::Serialization {
+    encode_into(args, &mut buf).map_err(|e| TaskError::Serialization {
         message: format!("cannot encode the arguments: {e}"),
     })?;
     Ok(buf)
@@ -96,9 +121,11 @@ pub(crate) fn encode_one<A: Serialize>(args: &A) -> Result<Vec<u8>, TaskError> {
 
 /// Encodes a chunk of arguments as one batch.
 pub(crate) fn encode_chunk<A: Serialize>(items: &[A]) -> Result<Vec<u8>, TaskError> {
-    postcard::to_stdvec(items).map_err(|e| TaskError::Serialization {
+    let mut buf = Vec::new();
+    encode_into(items, &mut buf).map_err(|e| TaskError::Serialization {
         message: format!("cannot encode the arguments: {e}"),
-    })
+    })?;
+    Ok(buf)
 }
 
 /// Decodes a batch of arguments of task `task` (in the worker).
@@ -116,8 +143,10 @@ pub(crate) fn decode_args<A: DeserializeOwned>(
 
 // ----- results, worker side ----------------------------------------------
 
-/// Room left before the first item for the batch's length prefix.
-const HEAD: usize = 10;
+/// Room left before the first item for the batch's length prefix and,
+/// in front of it, the frame and message header of the `Done` that carries
+/// the batch (see [`Items::into_frame`]).
+const HEAD: usize = 64;
 
 /// The encoded result items of one batch, with their boundaries. The
 /// bytes start with room for the batch's length, so the finished batch is
@@ -149,7 +178,7 @@ impl Items {
     /// `Err(Serialization)`.
     pub(crate) fn push<O: Serialize>(&mut self, r: Result<O, TaskError>) {
         let mark = self.bytes.len();
-        if let Err(e) = postcard::to_extend(&r, ExtendVec(&mut self.bytes)) {
+        if let Err(e) = encode_into(&r, &mut self.bytes) {
             self.bytes.truncate(mark);
             self.push_error(&TaskError::Serialization {
                 message: format!("cannot encode the result: {e}"),
@@ -161,7 +190,7 @@ impl Items {
 
     fn push_error(&mut self, e: &TaskError) {
         let err: Result<(), &TaskError> = Err(e);
-        postcard::to_extend(&err, ExtendVec(&mut self.bytes)).expect("a TaskError encodes");
+        encode_into(&err, &mut self.bytes).expect("a TaskError encodes");
         self.ends.push(self.bytes.len());
     }
 
@@ -211,7 +240,15 @@ impl Items {
     /// `(count, concatenated items)`; the last run is returned as a batch
     /// (with its length), ready for the final message. An item is never
     /// split; call [`cap_items`](Self::cap_items) first.
-    pub(crate) fn finish(&mut self, limit: usize, mut part: impl FnMut(u32, &[u8])) -> &[u8] {
+    #[cfg(test)]
+    pub(crate) fn finish(&mut self, limit: usize, part: impl FnMut(u32, &[u8])) -> &[u8] {
+        let at = self.finish_at(limit, part);
+        &self.bytes[at..]
+    }
+
+    /// [`finish`](Self::finish), returning where the final batch starts in
+    /// the buffer (it runs to the end).
+    pub(crate) fn finish_at(&mut self, limit: usize, mut part: impl FnMut(u32, &[u8])) -> usize {
         let mut first = 0;
         for i in 0..self.len() {
             if self.ends[i] - self.start(first) > limit && i > first {
@@ -228,13 +265,33 @@ impl Items {
         push_varint(&mut len, (self.len() - first) as u64);
         let at = self.start(first) - len.len();
         self.bytes[at..at + len.len()].copy_from_slice(&len);
+        at
+    }
+
+    /// After [`finish_at`](Self::finish_at) returned `at`: the buffer with
+    /// `head` written right before the final batch, and where `head` starts,
+    /// so that a whole frame is sent from this buffer without a copy.
+    /// `None` (and the items untouched) when `head` does not fit in front.
+    pub(crate) fn into_frame(mut self, at: usize, head: &[u8]) -> Result<(Vec<u8>, usize), Self> {
+        let Some(start) = at.checked_sub(head.len()) else {
+            return Err(self);
+        };
+        self.bytes[start..at].copy_from_slice(head);
+        Ok((self.bytes, start))
+    }
+
+    /// The encoded bytes from `at` to the end (after
+    /// [`finish_at`](Self::finish_at)).
+    pub(crate) fn bytes_from(&self, at: usize) -> &[u8] {
         &self.bytes[at..]
     }
 
     /// The whole batch as one `Vec<Result<O, TaskError>>` encoding.
     #[cfg(test)]
-    pub(crate) fn into_batch(mut self) -> Vec<u8> {
-        self.finish(usize::MAX, |_, _| unreachable!()).to_vec()
+    pub(crate) fn into_batch(mut self) -> Batch {
+        self.finish(usize::MAX, |_, _| unreachable!())
+            .to_vec()
+            .into()
     }
 
     /// For a batch of one (an initializer, a `Process` target): `Ok(())`
@@ -263,7 +320,38 @@ impl Items {
 
 /// What a finished request carries: the encoded
 /// `Vec<Result<Output, TaskError>>` of its batch, or one error for all of it.
-pub(crate) type Outcome = Result<Vec<u8>, TaskError>;
+pub(crate) type Outcome = Result<Batch, TaskError>;
+
+/// The encoded result batch of a finished request: `buf[start..]`. A
+/// large batch stays in the buffer of the frame it arrived in (the reader
+/// hands that buffer over instead of copying the batch out); the buffer
+/// goes back to `spare` once the batch is decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Batch {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Batch {
+    /// The batch `buf[start..]`.
+    pub(crate) fn within(buf: Vec<u8>, start: usize) -> Batch {
+        assert!(start <= buf.len(), "a batch starts inside its buffer");
+        Batch { buf, start }
+    }
+}
+
+impl From<Vec<u8>> for Batch {
+    fn from(buf: Vec<u8>) -> Batch {
+        Batch { buf, start: 0 }
+    }
+}
+
+impl std::ops::Deref for Batch {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
 
 /// Joins parts received before the final answer: `parts` holds the
 /// concatenated items of earlier parts and their count; `last` is the
@@ -279,11 +367,13 @@ pub(crate) fn join_parts(parts: (u64, Vec<u8>), last: &[u8]) -> Outcome {
         .ok_or_else(|| TaskError::Serialization {
             message: "malformed result batch: too many items".into(),
         })?;
-    let mut out = Vec::with_capacity(items.len() + rest.len() + 10);
+    let mut out = Vec::new();
+    spare::reserve(&mut out, items.len() + rest.len() + 10);
     push_varint(&mut out, total);
-    out.append(&mut items);
+    out.extend_from_slice(&items);
+    spare::give(std::mem::take(&mut items));
     out.extend_from_slice(rest);
-    Ok(out)
+    Ok(out.into())
 }
 
 /// Decodes the items of a finished batch of `n` arguments.
@@ -292,7 +382,9 @@ pub(crate) fn decode_batch<T: DeserializeOwned>(
     n: usize,
 ) -> Vec<Result<T, TaskError>> {
     match outcome {
-        Ok(bytes) => match postcard::from_bytes::<Vec<Result<T, TaskError>>>(&bytes) {
+        Ok(batch) => match recycle_after(batch, |b| {
+            postcard::from_bytes::<Vec<Result<T, TaskError>>>(b)
+        }) {
             Ok(v) if v.len() == n => v,
             Ok(v) => {
                 let e = TaskError::Serialization {
@@ -311,6 +403,13 @@ pub(crate) fn decode_batch<T: DeserializeOwned>(
     }
 }
 
+/// Runs `f` on the batch, then gives its buffer back for reuse.
+fn recycle_after<R>(batch: Batch, f: impl FnOnce(&[u8]) -> R) -> R {
+    let r = f(&batch);
+    spare::give(batch.buf);
+    r
+}
+
 /// Decodes the single item of a one-argument request.
 pub(crate) fn decode_one<T: DeserializeOwned>(outcome: Outcome) -> Result<T, TaskError> {
     decode_batch(outcome, 1)
@@ -326,7 +425,7 @@ pub(crate) fn decode_one<T: DeserializeOwned>(outcome: Outcome) -> Result<T, Tas
 pub(crate) fn first_failed(outcome: &Outcome) -> bool {
     match outcome {
         Err(_) => true,
-        Ok(bytes) => match take_varint(bytes) {
+        Ok(batch) => match take_varint(batch) {
             // Postcard encodes `Result` as a variant index: 0 Ok, 1 Err.
             Some((n, rest)) if n > 0 => rest.first() == Some(&1),
             _ => true,
@@ -392,6 +491,7 @@ mod tests {
             .to_vec();
         assert!(parts >= 3, "{parts}");
         let joined = join_parts(acc, &last).unwrap();
+        assert_eq!(joined.len(), joined.buf.len());
         let v: Vec<Result<Vec<u8>, TaskError>> = decode_batch(Ok(joined), 8);
         for (i, r) in v.into_iter().enumerate() {
             assert_eq!(r, Ok(vec![i as u8; 400]));

@@ -191,16 +191,78 @@ pub(crate) fn encode_frame<M: Serialize>(
     max: usize,
 ) -> Result<(), FrameError> {
     let start = mproc_transport::begin_frame(out);
-    if let Err(e) = postcard::to_extend(msg, batch::ExtendVec(out)) {
+    if let Err(e) = batch::encode_into(msg, out) {
         out.truncate(start);
         return Err(FrameError::Encode(e));
     }
     mproc_transport::end_frame(out, start, max).map_err(FrameError::TooLarge)
 }
 
+/// The frame header and the start of a [`ToParent::Done`] of `Ok(result)`
+/// whose `result` is `len` bytes: what goes right before those bytes so
+/// that they are sent as one frame from where they are (see
+/// `batch::Items::into_frame`). Checks the frame against `max`.
+pub(crate) fn done_head(
+    id: u64,
+    exec_ns: u64,
+    len: usize,
+    max: usize,
+) -> Result<Vec<u8>, FrameError> {
+    let mut head = Vec::with_capacity(40);
+    let start = mproc_transport::begin_frame(&mut head);
+    let msg = ToParent::Done {
+        id,
+        exec_ns,
+        result: Ok(Bytes(&[])),
+    };
+    batch::encode_into(&msg, &mut head).map_err(FrameError::Encode)?;
+    // The message ends with the byte string's length, 0 here: replace it.
+    debug_assert_eq!(head.last(), Some(&0));
+    head.pop();
+    batch::push_varint(&mut head, len as u64);
+    let total = head.len() - start - mproc_transport::FRAME_HEADER + len;
+    if total > max.min(mproc_transport::MAX_FRAME_LIMIT) {
+        return Err(FrameError::TooLarge(
+            mproc_transport::TransportError::FrameTooLarge {
+                size: total as u64,
+                limit: max as u64,
+            },
+        ));
+    }
+    head[start..start + mproc_transport::FRAME_HEADER]
+        .copy_from_slice(&(total as u32).to_le_bytes());
+    Ok(head)
+}
+
 /// Decodes one message from a frame.
 pub(crate) fn decode<'a, M: Deserialize<'a>>(frame: &'a [u8]) -> Result<M, postcard::Error> {
     postcard::from_bytes(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_done_framed_in_place_is_the_same_frame() {
+        for len in [0usize, 1, 127, 128, 70_000] {
+            let result = vec![7u8; len];
+            let mut whole = Vec::new();
+            let msg = ToParent::Done {
+                id: 300,
+                exec_ns: u64::MAX,
+                result: Ok(Bytes(&result)),
+            };
+            encode_frame(&mut whole, &msg, 1 << 20).unwrap();
+            let mut split = done_head(300, u64::MAX, len, 1 << 20).unwrap();
+            split.extend_from_slice(&result);
+            assert_eq!(split, whole, "{len}");
+        }
+        assert!(matches!(
+            done_head(1, 1, 2000, 1000),
+            Err(FrameError::TooLarge(_))
+        ));
+    }
 }
 
 /// Why a frame could not be built.

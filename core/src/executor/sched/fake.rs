@@ -270,7 +270,7 @@ pub(super) fn finish(core: &Arc<Core>, link: &FakeLink, id: u64, seq: u64, value
         &mut vec![Event::Done {
             id,
             exec_ns: 1_000,
-            outcome: Ok(batch),
+            outcome: Ok(batch.into()),
         }],
     );
     true

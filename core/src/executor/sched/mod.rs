@@ -165,6 +165,13 @@ struct Job {
     span: tracing::Span,
 }
 
+impl Drop for Job {
+    /// A large payload's buffer serves the next large message.
+    fn drop(&mut self) {
+        mproc_transport::spare::give(std::mem::take(&mut self.payload));
+    }
+}
+
 #[derive(Debug)]
 struct Worker {
     name: String,

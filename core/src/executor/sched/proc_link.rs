@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mproc_transport::{
-    socketpair, ByteStream, FrameReader, PipeChannel, ShmChannel, TransportError, UnixChannel,
-    DEFAULT_RING_SIZE,
+    socketpair, spare, ByteStream, FrameReader, PipeChannel, ShmChannel, TransportError,
+    UnixChannel, DEFAULT_RING_SIZE,
 };
 use nix::sys::signal::Signal;
 use nix::sys::socket::{setsockopt, sockopt};
@@ -26,6 +26,7 @@ use crate::children::ChildProc;
 use crate::error::ExitInfo;
 use crate::executor::TransportKind;
 use crate::outbox::Outbox;
+use crate::protocol::batch::Batch;
 use crate::protocol::claims::Claims;
 use crate::protocol::{
     decode, level_to_u8, FrameError, ToParent, ToWorker, TransportWire, MAGIC, MODE_WORKER,
@@ -156,7 +157,35 @@ fn serve(core: Arc<Core>, key: u64, name: String, link: Arc<ProcLink>) {
             Err(TransportError::Disconnected) => break None,
             Err(e) => break Some(e.to_string()),
         };
-        match decode::<ToParent<'_>>(frame) {
+        let base = frame.as_ptr() as usize;
+        let msg = decode::<ToParent<'_>>(frame);
+        // A large result batch ends the frame: keep it in the frame's own
+        // buffer rather than copying it out.
+        if let Ok(ToParent::Done {
+            id,
+            exec_ns,
+            result: Ok(bytes),
+        }) = &msg
+        {
+            let at = bytes.0.as_ptr() as usize - base;
+            let (id, exec_ns, ends_frame) = (*id, *exec_ns, at + bytes.0.len() == frame.len());
+            if ends_frame && bytes.0.len() >= spare::LARGE {
+                drop(msg);
+                let (buf, start) = reader
+                    .take_last_frame()
+                    .expect("the frame just read, over spare::LARGE, can be taken");
+                events.push(Event::Done {
+                    id,
+                    exec_ns,
+                    outcome: Ok(Batch::within(buf, start + at)),
+                });
+                if !reader.has_frame() {
+                    core.worker_events(key, &mut events);
+                }
+                continue;
+            }
+        }
+        match msg {
             Ok(ToParent::Done {
                 id,
                 exec_ns,
@@ -164,12 +193,12 @@ fn serve(core: Arc<Core>, key: u64, name: String, link: Arc<ProcLink>) {
             }) => events.push(Event::Done {
                 id,
                 exec_ns,
-                outcome: result.map(|b| b.0.to_vec()),
+                outcome: result.map(|b| spare::copy_of(b.0).into()),
             }),
             Ok(ToParent::Part { id, count, items }) => events.push(Event::Part {
                 id,
                 count,
-                items: items.0.to_vec(),
+                items: spare::copy_of(items.0),
             }),
             Ok(ToParent::Cancelled { id }) => events.push(Event::Cancelled { id }),
             Ok(ToParent::LastWords { id, message }) => events.push(Event::LastWords {

@@ -229,7 +229,7 @@ fn a_timeout_kills_only_when_its_own_task_runs() {
         &mut vec![Event::Done {
             id: a,
             exec_ns: 1,
-            outcome: Ok(batch),
+            outcome: Ok(batch.into()),
         }],
     );
     assert_eq!(outcome(&ca), Ok(1));
@@ -487,7 +487,7 @@ fn results_in_parts_are_joined() {
     events.push(Event::Done {
         id,
         exec_ns: 1,
-        outcome: Ok(last),
+        outcome: Ok(last.into()),
     });
     core.worker_events(w.key, &mut events);
     assert!(c.wait_until(None));
@@ -537,7 +537,7 @@ fn a_retried_batch_keeps_no_part_of_its_first_run() {
     let mut events = vec![Event::Done {
         id,
         exec_ns: 1,
-        outcome: Ok(last),
+        outcome: Ok(last.into()),
     }];
     core.worker_events(fresh.key, &mut events);
     assert!(c.wait_until(None));
