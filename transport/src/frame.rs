@@ -237,6 +237,11 @@ impl FrameReader {
                 self.buf = bigger;
                 return;
             }
+            let mut bigger = spare::with_capacity(len);
+            bigger.extend_from_slice(&self.buf[..self.end]);
+            bigger.resize(len, 0);
+            self.buf = bigger;
+            return;
         }
         self.buf.resize(len, 0);
     }

@@ -16,6 +16,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::sys;
+
 /// Buffers smaller than this are not pooled (the allocator serves them
 /// well).
 pub const LARGE: usize = 1 << 20;
@@ -89,10 +91,21 @@ pub fn give(buf: Vec<u8>) {
     drop(gone);
 }
 
+/// A new, empty buffer with room for `cap` bytes. A large one asks for
+/// transparent huge pages, so that filling it the first time costs a few
+/// dozen page faults instead of one per 4 KiB (where the system allows).
+pub fn with_capacity(cap: usize) -> Vec<u8> {
+    let v = Vec::with_capacity(cap);
+    if cap >= LARGE {
+        sys::advise_huge_pages(v.as_ptr(), v.capacity());
+    }
+    v
+}
+
 /// `bytes` copied into a buffer from the pool (or a fresh one).
 pub fn copy_of(bytes: &[u8]) -> Vec<u8> {
     let mut v = if bytes.len() >= LARGE {
-        take(bytes.len()).unwrap_or_default()
+        take(bytes.len()).unwrap_or_else(|| with_capacity(bytes.len()))
     } else {
         Vec::new()
     };
@@ -117,7 +130,9 @@ pub fn reserve(buf: &mut Vec<u8>, more: usize) {
             give(std::mem::replace(buf, bigger));
             return;
         }
-        buf.reserve_exact(want - buf.len());
+        let mut bigger = with_capacity(want);
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
         return;
     }
     buf.reserve(more);

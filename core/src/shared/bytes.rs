@@ -240,7 +240,42 @@ impl Serialize for Bytes {
 
 impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
-        serde_bytes::ByteBuf::deserialize(d).map(|b| Bytes(b.into_vec()))
+        d.deserialize_byte_buf(BytesVisitor)
+    }
+}
+
+/// Decodes a byte string with one copy into a buffer made for it (large
+/// ones on transparent huge pages, see `spare::with_capacity`); a format
+/// that writes bytes as a sequence is read element by element.
+struct BytesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for BytesVisitor {
+    type Value = Bytes;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a byte string")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+        let mut buf = mproc_transport::spare::with_capacity(v.len());
+        buf.extend_from_slice(v);
+        Ok(Bytes(buf))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Bytes, E> {
+        self.visit_bytes(v.as_bytes())
+    }
+
+    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+        Ok(Bytes(v))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+        let mut buf = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+        while let Some(b) = seq.next_element::<u8>()? {
+            buf.push(b);
+        }
+        Ok(Bytes(buf))
     }
 }
 
@@ -255,6 +290,9 @@ mod tests {
         // A length prefix (2 bytes for 1000) and the bytes: nothing per byte.
         assert_eq!(wire.len(), 1002);
         assert_eq!(postcard::from_bytes::<Bytes>(&wire).unwrap(), b);
+        let big = Bytes::from(vec![5u8; 3 << 20]);
+        let wire = postcard::to_stdvec(&big).unwrap();
+        assert_eq!(postcard::from_bytes::<Bytes>(&wire).unwrap(), big);
     }
 
     #[test]
