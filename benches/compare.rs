@@ -12,6 +12,9 @@
 //! compare --plot results.json out.png  draw the comparison (log scale)
 //! ```
 //!
+//! The pools use the default transport; `MPROC_BENCH_TRANSPORT=pipe` (or
+//! `shm`, `unix`) runs a workload on another one.
+//!
 //! It is a `harness = false` bench target: `cargo bench --bench compare --
 //! --workload W2a`, or the built binary directly (the script does that).
 //!

@@ -40,9 +40,10 @@ pub fn end_frame(buf: &mut Vec<u8>, start: usize, max: usize) -> Result<(), Tran
 /// small.
 ///
 /// A buffer grown for a large frame is kept while large frames keep coming
-/// (no fresh allocation, no page faults per message) and given back (to
-/// [`spare`](crate::spare)) at the first small frame that finds it unused by
-/// large frames for [`spare::STALE`].
+/// (no fresh allocation, no page faults per message). Once small frames
+/// follow and no large one has come for [`spare::STALE`], it is given back
+/// (to [`spare`](crate::spare)); a reader that only ever sees large frames,
+/// or none, keeps it.
 #[derive(Debug)]
 pub struct FrameReader {
     buf: Vec<u8>,
@@ -51,6 +52,8 @@ pub struct FrameReader {
     max: usize,
     /// When the last frame over [`spare::LARGE`] was returned.
     last_large: Option<Instant>,
+    /// A small frame has been returned since the last large one.
+    small_since: bool,
     /// Where the payload of the frame last returned lies in `buf`, until
     /// the next call.
     last: Option<std::ops::Range<usize>>,
@@ -65,6 +68,7 @@ impl FrameReader {
             end: 0,
             max: max.min(MAX_FRAME_LIMIT),
             last_large: None,
+            small_since: false,
             last: None,
         }
     }
@@ -106,6 +110,9 @@ impl FrameReader {
                     let frame = self.start + FRAME_HEADER..self.start + need;
                     if need > spare::LARGE {
                         self.last_large = Some(Instant::now());
+                        self.small_since = false;
+                    } else {
+                        self.small_since = true;
                     }
                     self.start += need;
                     if self.start == self.end {
@@ -216,6 +223,7 @@ impl FrameReader {
         if self.buf.len() > spare::LARGE
             && self.end == 0
             && need <= MIN_READ
+            && self.small_since
             && self.last_large.is_none_or(|t| t.elapsed() >= spare::STALE)
         {
             // No large frame for a while: give the memory back.
@@ -224,24 +232,25 @@ impl FrameReader {
         }
     }
 
-    /// Resizes the buffer to `len` bytes (keeping `[0, end)`), into a pooled
-    /// buffer when it becomes large.
+    /// Resizes the buffer to `len` bytes (keeping `[0, end)`): into a
+    /// pooled buffer when it becomes large and one is there, else by the
+    /// vector's own amortised growth (large memory on huge pages).
     fn grow(&mut self, len: usize) {
-        if len > spare::LARGE && len > self.buf.capacity() {
-            if let Some(mut bigger) = spare::take(len) {
-                // Left-over bytes need no zeroing: only `[0, end)` is read.
-                if bigger.len() < len {
-                    bigger.resize(len, 0);
+        if len > self.buf.capacity() {
+            if len > spare::LARGE {
+                if let Some(mut bigger) = spare::take(len) {
+                    // Left-over bytes need no zeroing: only `[0, end)` is
+                    // read.
+                    if bigger.len() < len {
+                        bigger.resize(len, 0);
+                    }
+                    bigger[..self.end].copy_from_slice(&self.buf[..self.end]);
+                    self.buf = bigger;
+                    return;
                 }
-                bigger[..self.end].copy_from_slice(&self.buf[..self.end]);
-                self.buf = bigger;
-                return;
             }
-            let mut bigger = spare::with_capacity(len);
-            bigger.extend_from_slice(&self.buf[..self.end]);
-            bigger.resize(len, 0);
-            self.buf = bigger;
-            return;
+            let more = len - self.buf.len();
+            spare::reserve(&mut self.buf, more);
         }
         self.buf.resize(len, 0);
     }

@@ -130,9 +130,10 @@ pub fn reserve(buf: &mut Vec<u8>, more: usize) {
             give(std::mem::replace(buf, bigger));
             return;
         }
-        let mut bigger = with_capacity(want);
-        bigger.extend_from_slice(buf);
-        *buf = bigger;
+        // Grown in place where the allocator can (a large block is
+        // remapped, not copied); the new pages on huge pages.
+        buf.reserve_exact(want - buf.len());
+        sys::advise_huge_pages(buf.as_ptr(), buf.capacity());
         return;
     }
     buf.reserve(more);

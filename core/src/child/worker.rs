@@ -46,6 +46,9 @@ use crate::sys::{self, SharedPage};
 
 /// Room in a message for everything but the result items.
 const FRAME_OVERHEAD: usize = 64;
+/// Result batches from this size on are framed in their own buffer and
+/// handed to the outbox whole (see `send_done`).
+const IN_PLACE_MIN: usize = 64 << 10;
 
 struct Request {
     id: u64,
@@ -399,36 +402,39 @@ fn send_done(shared: &Shared, id: u64, exec_ns: u64, result: BatchResult) {
         });
     });
     let len = items.bytes_from(at).len();
-    let head = match done_head(id, exec_ns, len, shared.max_frame) {
-        Ok(head) => head,
-        Err(e) => {
-            let err = ToParent::Done {
-                id,
-                exec_ns,
-                result: Err(e.into_task_error()),
-            };
-            let _ = outbox.send(&err);
-            return;
-        }
-    };
-    // The frame is finished in the items' own buffer and sent from there.
-    match items.into_frame(at, &head) {
-        Ok((frame, start)) => outbox.send_owned(frame, start),
-        Err(items) => {
-            let msg = ToParent::Done {
-                id,
-                exec_ns,
-                result: Ok(Bytes(items.bytes_from(at))),
-            };
-            if let Err(e) = outbox.send(&msg) {
+    if len >= IN_PLACE_MIN {
+        match done_head(id, exec_ns, len, shared.max_frame) {
+            // The frame is finished in the items' own buffer and sent from
+            // there: encoded once, never copied into the outbox.
+            Ok(head) => match items.into_frame(at, &head) {
+                Ok((frame, start)) => return outbox.send_owned(frame, start),
+                Err(back) => items = back,
+            },
+            Err(e) => {
                 let err = ToParent::Done {
                     id,
                     exec_ns,
                     result: Err(e.into_task_error()),
                 };
                 let _ = outbox.send(&err);
+                return;
             }
         }
+    }
+    // A small batch is copied into the outbox, where it rides along with
+    // the other frames of the same write.
+    let msg = ToParent::Done {
+        id,
+        exec_ns,
+        result: Ok(Bytes(items.bytes_from(at))),
+    };
+    if let Err(e) = outbox.send(&msg) {
+        let err = ToParent::Done {
+            id,
+            exec_ns,
+            result: Err(e.into_task_error()),
+        };
+        let _ = outbox.send(&err);
     }
 }
 
