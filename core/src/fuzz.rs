@@ -250,7 +250,9 @@ pub fn decode_args(input: &[u8]) -> Result<Vec<Probe>, String> {
 /// # Errors
 /// The task error the request fails with.
 pub fn join_parts(count: u64, items: Vec<u8>, last: &[u8]) -> Result<Vec<u8>, String> {
-    batch::join_parts((count, items), last).map_err(|e| e.to_string())
+    batch::join_parts((count, items), last)
+        .map(|b| b.to_vec())
+        .map_err(|e| e.to_string())
 }
 
 /// The parent decoding a finished batch of `n` arguments
@@ -362,7 +364,8 @@ pub fn samples(m: Message) -> Vec<Vec<u8>> {
     items.push(Err::<Probe, _>(TaskError::Panicked {
         message: "boom".into(),
     }));
-    let results = items.finish(usize::MAX, |_, _| ()).to_vec();
+    let at = items.finish_at(usize::MAX, |_, _| ());
+    let results = items.bytes_from(at).to_vec();
     let worker = WorkerId::fresh(WorkerKind::Actor);
     let exited = Ended::Exited(ExitInfo {
         code: None,
