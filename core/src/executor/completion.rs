@@ -28,6 +28,9 @@ struct Slot {
     resolved: bool,
     /// Every task waiting: clones of a handle may be polled by several.
     wakers: Vec<Waker>,
+    /// Threads blocked in `wait_until`: the condition variable is signalled
+    /// only for them (a signal costs a system call even with no waiter).
+    blocked: usize,
 }
 
 /// The rendezvous between the scheduler, which resolves a request once, and
@@ -59,8 +62,11 @@ impl Completion {
         s.outcome = Some(outcome);
         let wakers = std::mem::take(&mut s.wakers);
         let hooks = std::mem::take(&mut s.hooks.0);
+        let blocked = s.blocked > 0;
         drop(s);
-        self.cond.notify_all();
+        if blocked {
+            self.cond.notify_all();
+        }
         for w in wakers {
             w.wake();
         }
@@ -128,18 +134,21 @@ impl Completion {
     /// Blocks until resolved or `deadline`; true when resolved.
     pub(crate) fn wait_until(&self, deadline: Option<Instant>) -> bool {
         let mut s = self.slot.lock().unwrap();
+        s.blocked += 1;
         while !s.resolved {
             match deadline {
                 None => s = self.cond.wait(s).unwrap(),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
+                        s.blocked -= 1;
                         return false;
                     }
                     s = self.cond.wait_timeout(s, d - now).unwrap().0;
                 }
             }
         }
+        s.blocked -= 1;
         true
     }
 
