@@ -99,6 +99,8 @@ impl Core {
             }
         }
         let mut flush = Vec::new();
+        // The queue may have been failed: `submit` must hear it is empty.
+        self.fill(&mut st, &mut flush);
         self.finish_drain(&mut st, &mut flush);
         self.notify(&mut st);
         drop(st);
