@@ -2,6 +2,7 @@
 //! request once, and whoever waits for it (a `TaskHandle`, a map, an
 //! `AsyncResult`), async or blocking.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -39,6 +40,10 @@ struct Slot {
 pub(crate) struct Completion {
     slot: Mutex<Slot>,
     cond: Condvar,
+    /// `TaskHandle`s of it alive: the last one takes the outcome instead of
+    /// copying it. (Counted here rather than in an `Arc` of the handle's
+    /// own, which cost an allocation per task.)
+    handles: AtomicUsize,
 }
 
 fn register(s: &mut Slot, cx: &Context<'_>) {
@@ -50,6 +55,22 @@ fn register(s: &mut Slot, cx: &Context<'_>) {
 impl Completion {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Completion::default())
+    }
+
+    /// A `TaskHandle` of it was made.
+    pub(crate) fn handle_cloned(&self) {
+        self.handles.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A `TaskHandle` of it was dropped.
+    pub(crate) fn handle_dropped(&self) {
+        self.handles.fetch_sub(1, Ordering::Release);
+    }
+
+    /// True when one `TaskHandle` of it is alive: the caller's, which
+    /// alone can make another.
+    pub(crate) fn sole_handle(&self) -> bool {
+        self.handles.load(Ordering::Acquire) == 1
     }
 
     /// Resolves once; later calls are ignored and return false.
