@@ -190,6 +190,7 @@ impl Core {
                 }
             }
         }
+        st.trim();
         if let Some(w) = st.workers.get_mut(&key) {
             if w.retiring && w.outstanding.is_empty() && !w.shutdown_sent {
                 w.shutdown_sent = true;

@@ -223,6 +223,25 @@ struct State {
     waiters: Vec<Waker>,
 }
 
+/// Tables smaller than this are never shrunk.
+const TRIM_FLOOR: usize = 4096;
+
+impl State {
+    /// Gives back the memory of a burst once it has drained: the job table
+    /// and the queue shrink when under a sixteenth full, so a burst of a
+    /// million tasks does not keep its tables for good.
+    fn trim(&mut self) {
+        if self.jobs.capacity() > TRIM_FLOOR && self.jobs.len() < self.jobs.capacity() / 16 {
+            self.jobs
+                .shrink_to((self.jobs.len() * 2).max(TRIM_FLOOR / 4));
+        }
+        if self.queue.capacity() > TRIM_FLOOR && self.queue.len() < self.queue.capacity() / 16 {
+            self.queue
+                .shrink_to((self.queue.len() * 2).max(TRIM_FLOOR / 4));
+        }
+    }
+}
+
 /// How [`Core::abort`] treats a request that is running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Running {
