@@ -198,7 +198,7 @@ struct Boot {
 #[derive(Debug)]
 struct Intake {
     id: u64,
-    job: Job,
+    job: Box<Job>,
     /// When it times out, counted from submission.
     deadline: Option<Instant>,
 }
@@ -208,7 +208,9 @@ struct State {
     phase: Phase,
     /// Submissions not yet in `jobs`; taken in by [`Core::admit`].
     intake: mpsc::Receiver<Intake>,
-    jobs: IdMap<Job>,
+    /// Boxed, so the table stays dense (16 bytes a slot) and a lookup
+    /// rarely misses the cache in a table of many pending jobs.
+    jobs: IdMap<Box<Job>>,
     queue: VecDeque<u64>,
     workers: IdMap<Worker>,
     /// Workers requested and not yet reaped.
@@ -496,7 +498,7 @@ impl Core {
             }));
             return (id, comp);
         }
-        let job = Job {
+        let job = Box::new(Job {
             retries_left: limits.retries,
             task,
             payload,
@@ -507,7 +509,7 @@ impl Core {
             recalling: false,
             parts: None,
             span: tracing::debug_span!("mproc.task", task, id, worker = tracing::field::Empty),
-        };
+        });
         let entry = Intake {
             id,
             job,
