@@ -13,6 +13,15 @@
 //! table (see `protocol::claims`) and sent to the idle worker — even from a
 //! worker that is stopped or wedged.
 //!
+//! # Submission
+//! `submit` takes the state lock only when the queue is empty, to place
+//! its job at once. While work waits in the queue a new job could not go
+//! before it anyway, so `submit` sends it into a lock-free intake instead,
+//! off the lock the result readers hold; the next `fill` (which a queued
+//! job guarantees) takes the batch in. `settle` publishes whether the queue
+//! is backed up and, when it is not, takes in what raced with it, so no
+//! job waits in the intake with nothing to come for it.
+//!
 //! # Accounting
 //! Every request sent to a worker has a per-worker `seq` and a slot in the
 //! claim table shared with it. The worker claims a slot before it starts
