@@ -24,6 +24,9 @@ struct State {
     handoff: bool,
     closed: bool,
     broken: bool,
+    /// Threads blocked in [`Outbox::drain`]: only they need to hear that a
+    /// flush ended.
+    draining: usize,
 }
 
 /// The outgoing side of a connection.
@@ -32,7 +35,11 @@ pub(crate) struct Outbox {
     chan: Arc<dyn ByteStream>,
     max_frame: usize,
     state: Mutex<State>,
-    cond: Condvar,
+    /// Wakes the writer thread: a hand-off or close. Signalled only then,
+    /// so the common flush costs no wake-up of a sleeping thread.
+    to_writer: Condvar,
+    /// Wakes `drain` callers when a flush ends.
+    idle: Condvar,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -56,7 +63,8 @@ impl Outbox {
             chan,
             max_frame,
             state: Mutex::new(State::default()),
-            cond: Condvar::new(),
+            to_writer: Condvar::new(),
+            idle: Condvar::new(),
             writer: Mutex::new(None),
         });
         let w = ob.clone();
@@ -113,7 +121,7 @@ impl Outbox {
                 st.broken = true;
                 st.buf.clear();
                 st.flushing = false;
-                self.cond.notify_all();
+                self.flush_ended(&st);
                 return;
             }
             if off < data.len() {
@@ -122,7 +130,7 @@ impl Outbox {
                 data.extend_from_slice(&st.buf);
                 st.buf = data;
                 st.handoff = true;
-                self.cond.notify_all();
+                self.to_writer.notify_one();
                 return;
             }
             data.clear();
@@ -131,9 +139,16 @@ impl Outbox {
             }
             if st.buf.is_empty() {
                 st.flushing = false;
-                self.cond.notify_all();
+                self.flush_ended(&st);
                 return;
             }
+        }
+    }
+
+    /// Tells `drain` callers, if there are any, that a flush ended.
+    fn flush_ended(&self, st: &State) {
+        if st.draining > 0 {
+            self.idle.notify_all();
         }
     }
 
@@ -142,14 +157,16 @@ impl Outbox {
     pub(crate) fn drain(&self) {
         self.flush();
         let mut st = self.state.lock().unwrap();
+        st.draining += 1;
         while (st.flushing || !st.buf.is_empty()) && !st.broken && !st.closed {
             if !st.flushing {
                 st.flushing = true;
                 st.handoff = true;
-                self.cond.notify_all();
+                self.to_writer.notify_one();
             }
-            st = self.cond.wait(st).unwrap();
+            st = self.idle.wait(st).unwrap();
         }
+        st.draining -= 1;
     }
 
     /// Stops the writer thread and waits for it, so it holds no reference
@@ -158,7 +175,8 @@ impl Outbox {
         {
             let mut st = self.state.lock().unwrap();
             st.closed = true;
-            self.cond.notify_all();
+            self.to_writer.notify_all();
+            self.idle.notify_all();
         }
         let handle = self.writer.lock().unwrap().take();
         if let Some(h) = handle {
@@ -172,7 +190,7 @@ impl Outbox {
         let mut st = self.state.lock().unwrap();
         loop {
             while !st.handoff && !st.closed {
-                st = self.cond.wait(st).unwrap();
+                st = self.to_writer.wait(st).unwrap();
             }
             if st.closed {
                 return;
@@ -188,7 +206,7 @@ impl Outbox {
             if st.buf.is_empty() || st.broken {
                 st.handoff = false;
                 st.flushing = false;
-                self.cond.notify_all();
+                self.flush_ended(&st);
             }
         }
     }

@@ -69,13 +69,21 @@ impl Core {
     /// Sends queued jobs to workers: an idle worker first, else the least
     /// loaded one under the window. Then, if a worker is still idle, takes
     /// back work that waits behind another worker's task.
+    ///
+    /// Takes in what `submit` left in the intake first, and publishes at the
+    /// end whether work still waits (see `Core::settle`).
     pub(super) fn fill(self: &Arc<Self>, st: &mut State, flush: &mut Flush) {
-        if st.phase == Phase::Stopping {
-            return;
-        }
-        self.place_queued(st, flush);
-        if st.queue.is_empty() && self.steal(st) {
-            self.place_queued(st, flush);
+        self.admit(st);
+        loop {
+            if st.phase != Phase::Stopping {
+                self.place_queued(st, flush);
+                if st.queue.is_empty() && self.steal(st) {
+                    self.place_queued(st, flush);
+                }
+            }
+            if !self.settle(st) {
+                return;
+            }
         }
     }
 
