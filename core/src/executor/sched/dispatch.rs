@@ -1,6 +1,7 @@
 //! Dispatch: which worker gets the next queued job, how far ahead work is
 //! sent, and taking back work that waits behind another task.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,8 @@ impl Core {
     /// loaded one under the window. Then, if a worker is still idle, takes
     /// back work that waits behind another worker's task.
     pub(super) fn fill(self: &Arc<Self>, st: &mut State, flush: &mut Flush) {
+        self.backlog
+            .store(st.jobs.len() > st.workers.len(), Ordering::Relaxed);
         if st.phase == Phase::Stopping {
             return;
         }
