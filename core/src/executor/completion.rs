@@ -2,10 +2,12 @@
 //! request once, and whoever waits for it (a `TaskHandle`, a map, an
 //! `AsyncResult`), async or blocking.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
+
+use mproc_transport::Spin;
 
 use crate::error::TaskError;
 use crate::protocol::batch::{first_failed, Outcome};
@@ -44,6 +46,8 @@ pub(crate) struct Completion {
     /// copying it. (Counted here rather than in an `Arc` of the handle's
     /// own, which cost an allocation per task.)
     handles: AtomicUsize,
+    /// Set once resolved, for waiters that poll without the lock.
+    done: AtomicBool,
 }
 
 fn register(s: &mut Slot, cx: &Context<'_>) {
@@ -81,6 +85,7 @@ impl Completion {
         }
         s.resolved = true;
         s.outcome = Some(outcome);
+        self.done.store(true, Ordering::Release);
         let wakers = std::mem::take(&mut s.wakers);
         let hooks = std::mem::take(&mut s.hooks.0);
         let blocked = s.blocked > 0;
@@ -111,6 +116,16 @@ impl Completion {
 
     pub(crate) fn is_resolved(&self) -> bool {
         self.slot.lock().unwrap().resolved
+    }
+
+    /// Polls, without the lock, until resolved or `spin`'s budget runs
+    /// out; true when resolved. A caller about to block calls it first, so
+    /// that an answer due in microseconds needs no wake-up.
+    pub(crate) fn spin_resolved(&self, spin: Option<&Spin>) -> bool {
+        match spin {
+            Some(s) => s.until(|| self.done.load(Ordering::Acquire)),
+            None => self.done.load(Ordering::Acquire),
+        }
     }
 
     /// Ready once resolved, without taking the outcome.

@@ -173,7 +173,10 @@ impl<T> TaskHandle<T> {
     where
         T: DeserializeOwned,
     {
-        self.comp.wait_until(None);
+        let spin = self.core.as_ref().and_then(|c| c.caller_spin());
+        if !self.comp.spin_resolved(spin) {
+            self.comp.wait_until(None);
+        }
         let outcome = if self.sole() {
             self.comp.take()
         } else {
@@ -196,6 +199,15 @@ impl<T: DeserializeOwned> Future for TaskHandle<T> {
     type Output = Result<T, TaskError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // A result due within microseconds (a round trip, no backlog) is
+        // polled for briefly here rather than slept for: parking this
+        // thread and waking it again costs more than the wait. Bounded by
+        // the spinner's budget (at most `LINK_SPIN_NS`), which shrinks when
+        // results do not come that fast.
+        let spin = self.core.as_ref().and_then(|c| c.caller_spin());
+        if spin.is_some() {
+            self.comp.spin_resolved(spin);
+        }
         let take = self.sole();
         self.comp.poll_outcome(cx, take).map(decode_one)
     }

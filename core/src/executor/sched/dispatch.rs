@@ -1,6 +1,7 @@
 //! Dispatch: which worker gets the next queued job, how far ahead work is
 //! sent, and taking back work that waits behind another task.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,6 +76,8 @@ impl Core {
     pub(super) fn fill(self: &Arc<Self>, st: &mut State, flush: &mut Flush) {
         self.admit(st);
         loop {
+            self.backlog
+                .store(st.jobs.len() > st.workers.len(), Ordering::Relaxed);
             if st.phase != Phase::Stopping {
                 self.place_queued(st, flush);
                 if st.queue.is_empty() && self.steal(st) {

@@ -63,6 +63,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use mproc_transport::{Spin, LINK_SPIN_NS};
+
 use self::link::{BootError, Launcher, WorkerLink};
 use super::completion::Completion;
 use crate::error::{Error, ErrorKind, TaskError};
@@ -283,6 +285,13 @@ pub(crate) struct Core {
     /// Threads started for this scheduler (workers' readers), joined when
     /// it stops.
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// More jobs than workers: every worker has work, so a thread that
+    /// spins for a result only takes a core from one (see
+    /// [`spin_worth`](Self::spin_worth)).
+    backlog: AtomicBool,
+    /// How long callers blocked on a result of this scheduler poll for it
+    /// before they sleep.
+    caller_spin: Spin,
 }
 
 type Flush = Vec<Arc<dyn WorkerLink>>;
@@ -331,11 +340,29 @@ impl Core {
             changed: Condvar::new(),
             timer: timer::Timer::default(),
             threads: Mutex::new(Vec::new()),
+            backlog: AtomicBool::new(false),
+            caller_spin: Spin::polite(LINK_SPIN_NS),
         })
     }
 
     pub(crate) fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// True when a thread waiting for one of this scheduler's answers
+    /// (a caller, a worker's reader thread) may poll for it briefly before
+    /// it sleeps: no more jobs than workers, so an answer is a round trip
+    /// away and a core is free to poll on. Under a backlog every core has a
+    /// worker to run, and answers come in batches that amortise their
+    /// wake-ups.
+    pub(crate) fn spin_worth(&self) -> bool {
+        !self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// The spinner of a caller blocked on a result, when spinning is worth
+    /// it (see [`spin_worth`](Self::spin_worth)).
+    pub(crate) fn caller_spin(&self) -> Option<&Spin> {
+        self.spin_worth().then_some(&self.caller_spin)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -27,9 +27,9 @@ const MIN_AREA: usize = 4096;
 /// 2³²).
 const MAX_AREA: usize = 1 << 31;
 /// How long consumers spin for data before sleeping (learned).
-static GET_SPIN: wait::Spin = wait::Spin::new();
+static GET_SPIN: wait::Spin = wait::Spin::new(wait::SPIN_MAX_NS);
 /// How long producers spin for room before sleeping (learned).
-static PUT_SPIN: wait::Spin = wait::Spin::new();
+static PUT_SPIN: wait::Spin = wait::Spin::new(wait::SPIN_MAX_NS);
 
 /// Consumed memory is returned to the kernel in chunks of this size.
 pub(crate) const CHUNK: usize = 1 << 20;
