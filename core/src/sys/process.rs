@@ -45,6 +45,12 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Sends `sig` to process `pid` with kill(2): only where the pid cannot
+/// have been reused (see `ChildProc::signal`).
+pub(crate) fn kill_pid(pid: u32, sig: Signal) -> io::Result<()> {
+    nix::sys::signal::kill(Pid::from_raw(pid as i32), sig).map_err(io::Error::from)
+}
+
 /// Sends `sig` to the process behind `pidfd`. A process that has exited
 /// (even if its pid was reused since) gives `ESRCH`, never a stranger.
 pub(crate) fn pidfd_send_signal(pidfd: &impl AsFd, sig: Signal) -> io::Result<()> {
