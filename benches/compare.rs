@@ -193,6 +193,13 @@ const WORKLOADS: &[Workload] = &[
         floors: &[],
     },
     Workload {
+        id: "W3-1e8",
+        title: "8 x cpu_intensive(10^8): in-process sequential vs Pool(2)::map (the work dominates)",
+        run: Some(w3_big),
+        note: "",
+        floors: &[],
+    },
+    Workload {
         id: "W4s",
         title: "echo of 1 KiB byte payloads (Bytes), 20 000 tasks (Executor)",
         run: Some(w4s),
@@ -928,6 +935,26 @@ fn w2f(b: &Budget) -> Vec<Metric> {
 fn w3(b: &Budget) -> Vec<Metric> {
     let pool = common::pool();
     let reps = b.run(|| (common::w3_sequential(), common::w3_pool(&pool)));
+    let seq = median(reps.iter().map(|(s, _)| secs(s)).collect());
+    let par = median(reps.iter().map(|(_, p)| secs(p)).collect());
+    let speedup = median(reps.iter().map(|(s, p)| secs(s) / secs(p)).collect());
+    vec![
+        Metric::new("sequential", "s", Better::Lower, seq),
+        Metric::new("2 workers", "s", Better::Lower, par),
+        Metric::new("speedup", "x", Better::Higher, speedup),
+    ]
+}
+
+/// W3 with `cpu_intensive(10^8)` (about 36 ms a call here): what is left
+/// of W3's overheads when each task is long.
+fn w3_big(b: &Budget) -> Vec<Metric> {
+    let pool = common::pool();
+    let reps = b.run(|| {
+        (
+            common::w3_sequential_of(common::W3_BIG_N),
+            common::w3_pool_of(&pool, common::W3_BIG_N),
+        )
+    });
     let seq = median(reps.iter().map(|(s, _)| secs(s)).collect());
     let par = median(reps.iter().map(|(_, p)| secs(p)).collect());
     let speedup = median(reps.iter().map(|(s, p)| secs(s) / secs(p)).collect());

@@ -45,13 +45,13 @@ target_dir=${target_dir:-$root/fuzz/target}
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
 sanitizer=${FUZZ_SANITIZER:-address}
 echo "== build (nightly, sanitizer: $sanitizer, debug assertions) into $target_dir"
-# `cargo fuzz build` builds one target or all of them.
-one=()
-if [ ${#targets[@]} -eq 1 ]; then
-    one=("${targets[0]}")
-fi
-cargo +nightly fuzz build --sanitizer "$sanitizer" --target-dir "$target_dir" "${one[@]}" 2>&1 |
-    { grep -vE '^ *(Compiling|Downloaded|Downloading)' || true; }
+# One target at a time: `cargo fuzz build` without one also builds the
+# seed maker (fuzz/src/bin), which does not link without a sanitizer's
+# runtime.
+for t in "${targets[@]}"; do
+    cargo +nightly fuzz build --sanitizer "$sanitizer" --target-dir "$target_dir" "$t" 2>&1 |
+        { grep -vE '^ *(Compiling|Downloaded|Downloading)' || true; }
+done
 bin=$target_dir/x86_64-unknown-linux-gnu/release
 
 failed=0

@@ -2,9 +2,11 @@
 # Runs the pure parts under miri (undefined behaviour, out-of-bounds and
 # uninitialised reads, leaks): the frame codec on an in-memory stream
 # (transport/tests/frame_codec.rs) and mproc-core's result-batch unit tests
-# (the varint and join arithmetic a worker's counts feed). The rings run on
-# shared mappings, eventfds and futexes, which miri cannot execute; their
-# index protocols are covered by scripts/loom.sh.
+# (the varint and join arithmetic a worker's counts feed), and both rings'
+# index arithmetic: the transport ring's wrapped copy (`shm::wrap_copy`) on
+# ordinary memory, and the queue ring's record sizes and skips. The rings
+# themselves run on shared mappings, eventfds and futexes, which miri cannot
+# execute; their protocols are covered by scripts/loom.sh.
 #
 #   scripts/miri.sh
 #
@@ -21,4 +23,5 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}/miri
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
 
 cargo +nightly miri test --locked -p mproc-transport --test frame_codec
-cargo +nightly miri test --locked -p mproc-core --lib -- protocol::batch
+cargo +nightly miri test --locked -p mproc-transport --lib -- shm::tests
+cargo +nightly miri test --locked -p mproc-core --lib -- protocol::batch shared::ring::index_tests

@@ -15,15 +15,42 @@
 #            --errors-for-leak-kinds=definite --trace-children=yes
 # so the worker processes the tests start (the test binary again, by
 # exec) run under memcheck too. The suppressions in scripts/valgrind.supp
-# are explained there, one by one. Needs valgrind (apt-get install
-# valgrind); installs nothing else. Slow: about 20 minutes on 2 cores.
+# are explained there, one by one. Needs valgrind 3.20 or later, or apt
+# access to Debian's archive to fetch one (see below); installs nothing
+# system-wide. Workers are started from the program's own path under
+# valgrind (mproc's `sys::self_exe`), so --trace-children follows them.
+# Slow: about 20 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v valgrind >/dev/null; then
-    echo "valgrind.sh: valgrind is required (apt-get install valgrind)" >&2
-    exit 2
+# The workers' start uses pidfd_open (Linux 5.3), which memcheck handles
+# from valgrind 3.20 on; 3.19 (Debian bookworm's) fails it with ENOSYS, so
+# no worker starts. An older valgrind is replaced by Debian trixie's
+# (3.24), unpacked into target/valgrind (not installed: it is run with
+# VALGRIND_LIB pointing into the unpacked tree).
+vg=valgrind
+vg_version() { "$@" --version 2>/dev/null | sed -n 's/^valgrind-\([0-9]*\)\.\([0-9]*\).*/\1 \2/p'; }
+new_enough() {
+    local v
+    v=$(vg_version "$@")
+    [ -n "$v" ] && { read -r major minor <<<"$v"; [ "$major" -gt 3 ] || [ "$minor" -ge 20 ]; }
+}
+if ! command -v valgrind >/dev/null || ! new_enough valgrind; then
+    here=$PWD/target/valgrind
+    if ! VALGRIND_LIB=$here/root/usr/libexec/valgrind new_enough "$here/root/usr/bin/valgrind"; then
+        echo "== fetching Debian trixie's valgrind into $here (found: $(vg_version valgrind || true))"
+        rm -rf "$here" && mkdir -p "$here/lists/partial" "$here/archives/partial"
+        echo "deb http://deb.debian.org/debian trixie main" >"$here/sources.list"
+        apt_opts=(-o "Dir::Etc::sourcelist=$here/sources.list" -o Dir::Etc::sourceparts=/dev/null
+            -o "Dir::State::lists=$here/lists" -o "Dir::Cache::archives=$here/archives")
+        apt-get "${apt_opts[@]}" update -qq
+        (cd "$here" && apt-get "${apt_opts[@]}" download valgrind 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+        dpkg -x "$here"/valgrind_*.deb "$here/root"
+    fi
+    export VALGRIND_LIB=$here/root/usr/libexec/valgrind
+    vg=$here/root/usr/bin/valgrind
 fi
+echo "== $("$vg" --version)"
 filter=${1:-}
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
 
@@ -78,7 +105,7 @@ for s in "${suites[@]}"; do
     log=$(mktemp)
     start=$(date +%s)
     # shellcheck disable=SC2086
-    if valgrind --tool=memcheck --error-exitcode=1 \
+    if "$vg" --tool=memcheck --error-exitcode=1 \
         --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite \
         --trace-children=yes --track-origins=no --num-callers=30 \
         --suppressions=scripts/valgrind.supp --quiet \

@@ -360,6 +360,84 @@ macro_rules! executor_suite {
         }
 
         #[test]
+        fn submits_from_many_threads_all_resolve_with_their_own_result() {
+            run(async {
+                let ex = executor(2).await;
+                // Enough per thread that the queue backs up and submissions
+                // race with results being taken in.
+                let threads: Vec<_> = (0..4u64)
+                    .map(|t| {
+                        let ex = ex.clone();
+                        std::thread::spawn(move || {
+                            (0..5000u64)
+                                .map(|i| {
+                                    let x = t * 1_000_000 + i;
+                                    (x, ex.submit(square, x))
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                let mut ids = HashSet::new();
+                for th in threads {
+                    for (x, h) in th.join().unwrap() {
+                        assert!(ids.insert(h.id()), "a task id was given twice");
+                        assert_eq!(h.await, Ok(x * x));
+                    }
+                }
+                assert_eq!(ids.len(), 20_000);
+                finish(ex).await;
+            });
+        }
+
+        #[test]
+        fn submits_racing_a_shutdown_each_run_or_fail_with_shutdown() {
+            run(async {
+                let ex = executor(2).await;
+                let returned = Arc::new(AtomicUsize::new(0));
+                let submitter = {
+                    let ex = ex.clone();
+                    let returned = returned.clone();
+                    std::thread::spawn(move || {
+                        (0..20_000u64)
+                            .map(|i| {
+                                let h = ex.submit(square, i);
+                                returned.fetch_add(1, Ordering::SeqCst);
+                                (i, h)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                };
+                while returned.load(Ordering::SeqCst) < 2000 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                // Everything submitted before this call must still run.
+                let before = returned.load(Ordering::SeqCst) as u64;
+                let pids = ex.worker_pids();
+                ex.shutdown().await;
+                let mut ran = 0;
+                for (i, h) in submitter.join().unwrap() {
+                    match h.await {
+                        Ok(v) => {
+                            assert_eq!(v, i * i);
+                            ran += 1;
+                        }
+                        Err(e) => {
+                            assert_eq!(e, TaskError::Shutdown);
+                            assert!(i >= before, "task {i}, submitted before the shutdown, did not run");
+                        }
+                    }
+                }
+                assert!(ran >= before);
+                assert_eq!(ex.submit(square, 2).await, Err(TaskError::Shutdown));
+                assert!(
+                    wait_gone(&pids, Duration::from_secs(5)),
+                    "workers left behind: {pids:?}"
+                );
+            });
+        }
+
+        #[test]
         fn map_reports_failures_per_item() {
             run(async {
                 let ex = executor(2).await;

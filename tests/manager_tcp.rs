@@ -250,3 +250,38 @@ fn tls_on_both_sides_with_a_generated_certificate() {
     drop(m);
     assert!(wait_gone(&[pid], Duration::from_secs(5)));
 }
+
+#[test]
+fn a_client_that_trickles_its_answer_is_cut_off_at_the_deadline() {
+    let m = Manager::serve("127.0.0.1:0", KEY).unwrap();
+    let addr = m.address();
+    let mut s = raw(addr);
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let _challenge = read_frame(&mut s).unwrap();
+    // A plausible length, then the answer one byte every 800 ms: each byte
+    // comes well within a bound per read, the whole answer does not.
+    let started = std::time::Instant::now();
+    let mut bytes = 64u32.to_le_bytes().into_iter().chain(std::iter::repeat(0));
+    let mut buf = [0u8; 64];
+    let cut = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the trickling client was still connected after 20 s"
+        );
+        if s.write_all(&[bytes.next().unwrap()]).is_err() {
+            break started.elapsed();
+        }
+        match s.read(&mut buf) {
+            Ok(0) => break started.elapsed(),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break started.elapsed(),
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(800));
+    };
+    assert!(
+        cut >= Duration::from_secs(9),
+        "cut off after {cut:?}, before the deadline"
+    );
+    still_serves(addr);
+}

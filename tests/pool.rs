@@ -383,3 +383,77 @@ fn progress_is_silent_without_a_terminal() {
         "progress drawn to a pipe: {stderr}"
     );
 }
+
+/// CPU time (user + system) a process has used so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at
+    // "state"; utime and stime are the 14th and 15th fields of the line.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    f.iter().sum()
+}
+
+const IDLE_ROLE: &str = "MPROC_TEST_IDLE";
+
+/// Helper of `an_idle_pool_burns_no_cpu`, alone in its process so the
+/// process's CPU time is the pool's: after a round-trip burst (which
+/// teaches every spinner to spin), a pool of each transport sits idle for
+/// 1.5 s; its parent and workers together must use well under a tenth of
+/// that.
+#[test]
+#[ignore = "run by an_idle_pool_burns_no_cpu in its own process"]
+fn idle_pool_cpu() {
+    if std::env::var(IDLE_ROLE).is_err() {
+        return;
+    }
+    // /proc counts in USER_HZ, which Linux fixes at 100 for user space.
+    let hz = 100;
+    for kind in [
+        TransportKind::ShmRing,
+        TransportKind::UnixSocket,
+        TransportKind::Pipe,
+    ] {
+        let pool = Pool::builder()
+            .processes(2)
+            .transport(kind)
+            .build()
+            .unwrap();
+        for i in 0..300 {
+            assert_eq!(pool.apply(square, i), Ok(i * i));
+        }
+        let mut pids = pool.worker_pids();
+        pids.push(std::process::id());
+        // Let every spinner give up before measuring.
+        std::thread::sleep(Duration::from_millis(100));
+        let before: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+        std::thread::sleep(Duration::from_millis(1500));
+        let after: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+        let used_ms = (after - before) * 1000 / hz;
+        println!("IDLE {kind:?} {used_ms} ms");
+        assert!(
+            used_ms < 150,
+            "an idle {kind:?} pool used {used_ms} ms of CPU in 1.5 s"
+        );
+        // Still answers at once after the idle spell.
+        assert_eq!(pool.apply(square, 7), Ok(49));
+    }
+}
+
+#[test]
+fn an_idle_pool_burns_no_cpu() {
+    let out = common::run_self("idle_pool_cpu", &[(IDLE_ROLE, "1")]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("IDLE ").count(), 3, "{text}");
+}

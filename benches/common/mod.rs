@@ -24,6 +24,8 @@ pub(crate) const N_TASKS: u64 = 100_000;
 pub(crate) const W1_COUNT: u64 = 2000;
 /// `cpu_intensive` argument and number of calls in W3.
 pub(crate) const W3_N: u64 = 1_000_000;
+/// `cpu_intensive` argument in W3-1e8, where the work dominates.
+pub(crate) const W3_BIG_N: u64 = 100_000_000;
 /// Calls of `cpu_intensive` in W3.
 pub(crate) const W3_CALLS: usize = 8;
 /// Tasks and payload size of W4s.
@@ -221,10 +223,13 @@ pub(crate) fn w2f(pool: &Pool) -> Duration {
 /// W3, first half: [`W3_CALLS`] × `cpu_intensive(W3_N)` in this process,
 /// one after the other.
 pub(crate) fn w3_sequential() -> Duration {
+    w3_sequential_of(W3_N)
+}
+
+/// W3's first half with `cpu_intensive(n)`.
+pub(crate) fn w3_sequential_of(n: u64) -> Duration {
     let t = Instant::now();
-    let out: Vec<u64> = (0..W3_CALLS)
-        .map(|_| cpu_intensive(black_box(W3_N)))
-        .collect();
+    let out: Vec<u64> = (0..W3_CALLS).map(|_| cpu_intensive(black_box(n))).collect();
     let dt = t.elapsed();
     consume(out, W3_CALLS as u64);
     dt
@@ -232,12 +237,17 @@ pub(crate) fn w3_sequential() -> Duration {
 
 /// W3, second half: the same calls as `Pool::map` on the workers.
 pub(crate) fn w3_pool(pool: &Pool) -> Duration {
+    w3_pool_of(pool, W3_N)
+}
+
+/// W3's second half with `cpu_intensive(n)`.
+pub(crate) fn w3_pool_of(pool: &Pool, n: u64) -> Duration {
     let t = Instant::now();
     let out = pool
-        .map(cpu_intensive, vec![W3_N; W3_CALLS])
+        .map(cpu_intensive, vec![n; W3_CALLS])
         .expect("cpu_intensive");
     let dt = t.elapsed();
-    let expected = cpu_intensive(W3_N);
+    let expected = cpu_intensive(n);
     assert!(out.iter().all(|&r| r == expected));
     dt
 }

@@ -148,6 +148,23 @@ impl ChildProc {
         }
         match sys::pidfd_send_signal(&self.pidfd, sig) {
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            // No pidfd_send_signal (Linux before 5.1, or valgrind, which
+            // does not know the call): kill(2) by pid. A direct child is
+            // reaped only under this lock, so while `exit` is None its pid
+            // is still its own. A fork server's child is reaped there: the
+            // pidfd says whether it has exited, leaving only the instant
+            // between that look and the kill for its pid to be reused.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                if matches!(self.kind, Kind::Relayed(_))
+                    && sys::wait_readable(&self.pidfd, Some(Duration::ZERO)).unwrap_or(true)
+                {
+                    return Ok(());
+                }
+                match sys::kill_pid(self.pid, sig) {
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+                    r => r,
+                }
+            }
             r => r,
         }
     }

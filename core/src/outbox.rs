@@ -32,6 +32,9 @@ struct State {
     handoff: bool,
     closed: bool,
     broken: bool,
+    /// Threads blocked in [`Outbox::drain`]: only they need to hear that a
+    /// flush ended.
+    draining: usize,
 }
 
 impl State {
@@ -65,7 +68,11 @@ pub(crate) struct Outbox {
     chan: Arc<dyn ByteStream>,
     max_frame: usize,
     state: Mutex<State>,
-    cond: Condvar,
+    /// Wakes the writer thread: a hand-off or close. Signalled only then,
+    /// so the common flush costs no wake-up of a sleeping thread.
+    to_writer: Condvar,
+    /// Wakes `drain` callers when a flush ends.
+    idle: Condvar,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -89,7 +96,8 @@ impl Outbox {
             chan,
             max_frame,
             state: Mutex::new(State::default()),
-            cond: Condvar::new(),
+            to_writer: Condvar::new(),
+            idle: Condvar::new(),
             writer: Mutex::new(None),
         });
         let w = ob.clone();
@@ -167,7 +175,7 @@ impl Outbox {
                 st.broken = true;
                 st.clear();
                 st.flushing = false;
-                self.cond.notify_all();
+                self.flush_ended(&st);
                 return;
             }
             if off < data.len() {
@@ -181,15 +189,22 @@ impl Outbox {
                 st.off = off;
                 st.keep_spare(newer);
                 st.handoff = true;
-                self.cond.notify_all();
+                self.to_writer.notify_one();
                 return;
             }
             st.keep_spare(data);
             if st.pending() == 0 {
                 st.flushing = false;
-                self.cond.notify_all();
+                self.flush_ended(&st);
                 return;
             }
+        }
+    }
+
+    /// Tells `drain` callers, if there are any, that a flush ended.
+    fn flush_ended(&self, st: &State) {
+        if st.draining > 0 {
+            self.idle.notify_all();
         }
     }
 
@@ -198,14 +213,16 @@ impl Outbox {
     pub(crate) fn drain(&self) {
         self.flush();
         let mut st = self.state.lock().unwrap();
+        st.draining += 1;
         while (st.flushing || st.pending() > 0) && !st.broken && !st.closed {
             if !st.flushing {
                 st.flushing = true;
                 st.handoff = true;
-                self.cond.notify_all();
+                self.to_writer.notify_one();
             }
-            st = self.cond.wait(st).unwrap();
+            st = self.idle.wait(st).unwrap();
         }
+        st.draining -= 1;
     }
 
     /// Stops the writer thread and waits for it, so it holds no reference
@@ -214,7 +231,8 @@ impl Outbox {
         {
             let mut st = self.state.lock().unwrap();
             st.closed = true;
-            self.cond.notify_all();
+            self.to_writer.notify_all();
+            self.idle.notify_all();
         }
         let handle = self.writer.lock().unwrap().take();
         if let Some(h) = handle {
@@ -228,7 +246,7 @@ impl Outbox {
         let mut st = self.state.lock().unwrap();
         loop {
             while !st.handoff && !st.closed {
-                st = self.cond.wait(st).unwrap();
+                st = self.to_writer.wait(st).unwrap();
             }
             if st.closed {
                 return;
@@ -246,7 +264,7 @@ impl Outbox {
             if st.pending() == 0 || st.broken {
                 st.handoff = false;
                 st.flushing = false;
-                self.cond.notify_all();
+                self.flush_ended(&st);
             }
         }
     }

@@ -26,6 +26,7 @@ mod listener;
 mod pipe;
 mod shm;
 pub mod spare;
+mod spin;
 mod sys;
 mod unix;
 
@@ -36,6 +37,7 @@ pub use frame::{
 pub use listener::UnixListener;
 pub use pipe::PipeChannel;
 pub use shm::{ShmChannel, DEFAULT_RING_SIZE};
+pub use spin::{multi_core, Spin, LINK_SPIN_NS};
 pub use unix::{socketpair, UnixChannel};
 
 /// The workspace's one memfd + `mmap` owner, for `mproc-core`'s shared
@@ -78,6 +80,14 @@ pub trait ByteStream: Send + Sync + std::fmt::Debug + 'static {
     /// Shuts both directions down: a blocked reader on either side wakes up
     /// with end-of-stream.
     fn shutdown(&self);
+    /// True when a [`read`](Self::read) would return at once (bytes or end
+    /// of stream): what a reader polls while it spins before blocking (see
+    /// [`Spin`]). Cheap for shared memory, one system call for a
+    /// descriptor. A transport that cannot tell answers true, so its
+    /// reader never spins and just reads.
+    fn ready(&self) -> bool {
+        true
+    }
 }
 
 /// A [`ByteStream`] seen as `std::io::Read + Write`, for code written

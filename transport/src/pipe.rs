@@ -73,6 +73,10 @@ impl ByteStream for PipeChannel {
         }
     }
 
+    fn ready(&self) -> bool {
+        sys::wait_readable([self.rx.as_fd()], Some(std::time::Duration::ZERO)).map_or(true, |[r]| r)
+    }
+
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         loop {
             match nix::unistd::write(&self.tx, buf) {

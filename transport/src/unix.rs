@@ -69,6 +69,15 @@ impl ByteStream for UnixChannel {
         }
     }
 
+    fn ready(&self) -> bool {
+        let mut one = [0u8; 1];
+        let peek = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_PEEK;
+        !matches!(
+            socket::recv(self.fd.as_raw_fd(), &mut one, peek),
+            Err(Errno::EAGAIN | Errno::EINTR)
+        )
+    }
+
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         loop {
             match socket::send(

@@ -162,13 +162,13 @@ impl Listener {
 /// a slow peer up to its deadline: not on the accepting thread.
 fn answer_dead<S>(mut conn: S, hello: Arc<Vec<u8>>, key: Arc<Vec<u8>>)
 where
-    S: std::io::Read + std::io::Write + Send + 'static + Timeouts,
+    S: auth::Bounded + Send + 'static + Timeouts,
 {
     let _ = std::thread::Builder::new()
         .name("mproc-actor-rip".into())
         .spawn(move || {
             conn.set_timeouts(Some(AUTH_DEADLINE));
-            if auth::server(&mut conn, &key, auth::Purpose::Actor).is_ok() {
+            if auth::server_within(&mut conn, &key, auth::Purpose::Actor, AUTH_DEADLINE).is_ok() {
                 let _ = conn.write_all(&hello);
             }
         });

@@ -109,6 +109,15 @@ impl Caller {
     }
 }
 
+impl auth::Bounded for Caller {
+    fn bound_reads(&self, t: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Caller::Unix(s) => s.set_read_timeout(t),
+            Caller::Tcp(s) => s.set_read_timeout(t),
+        }
+    }
+}
+
 impl Read for Caller {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
@@ -353,7 +362,7 @@ fn serve_caller(home: &Weak<Home>, caller: Caller) {
         let Some(h) = home.upgrade() else { return };
         let mut caller = caller;
         caller.set_timeouts(Some(AUTH_DEADLINE));
-        if auth::server(&mut caller, &h.spec.key, Purpose::Actor).is_err() {
+        if auth::server_within(&mut caller, &h.spec.key, Purpose::Actor, AUTH_DEADLINE).is_err() {
             return;
         }
         caller.set_timeouts(Some(RESTART_PATIENCE));

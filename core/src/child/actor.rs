@@ -319,7 +319,7 @@ struct Ready {
 
 /// A connection to the actor: a Unix one from its host, a TCP one from
 /// another.
-trait Conn: std::io::Read + std::io::Write + Into<OwnedFd> + Send + 'static {
+trait Conn: auth::Bounded + Into<OwnedFd> + Send + 'static {
     /// Bounds reads and writes (`None`: no bound).
     fn timeouts(&self, t: Option<std::time::Duration>) -> std::io::Result<()>;
 }
@@ -389,7 +389,9 @@ impl Acceptor {
         if conn.timeouts(Some(AUTH_DEADLINE)).is_err() {
             return false;
         }
-        if let Err(e) = auth::server(&mut conn, &self.key, auth::Purpose::Actor) {
+        if let Err(e) =
+            auth::server_within(&mut conn, &self.key, auth::Purpose::Actor, AUTH_DEADLINE)
+        {
             tracing::debug!("actor connection refused: {e}");
             return false;
         }

@@ -197,7 +197,14 @@ impl Server {
             Conn::Unix(mut s) => {
                 let _ = s.set_read_timeout(deadline);
                 let _ = s.set_write_timeout(deadline);
-                if auth::server(&mut s, &self.key, auth::Purpose::Manager).is_ok() {
+                if auth::server_within(
+                    &mut s,
+                    &self.key,
+                    auth::Purpose::Manager,
+                    auth::AUTH_DEADLINE,
+                )
+                .is_ok()
+                {
                     let _ = s.set_read_timeout(None);
                     let _ = s.set_write_timeout(None);
                     let fds = s.try_clone().ok();
@@ -210,7 +217,14 @@ impl Server {
                 match &self.tls {
                     None => {
                         let mut s = s;
-                        if auth::server(&mut s, &self.key, auth::Purpose::Manager).is_ok() {
+                        if auth::server_within(
+                            &mut s,
+                            &self.key,
+                            auth::Purpose::Manager,
+                            auth::AUTH_DEADLINE,
+                        )
+                        .is_ok()
+                        {
                             let _ = s.set_read_timeout(None);
                             let _ = s.set_write_timeout(None);
                             self.serve(&mut s, None);
@@ -222,7 +236,14 @@ impl Server {
                         let Ok(mut s) = crate::tls::accept(cfg, s) else {
                             return;
                         };
-                        if auth::server(&mut s, &self.key, auth::Purpose::Manager).is_ok() {
+                        if auth::server_within(
+                            &mut s,
+                            &self.key,
+                            auth::Purpose::Manager,
+                            auth::AUTH_DEADLINE,
+                        )
+                        .is_ok()
+                        {
                             let _ = s.sock.set_read_timeout(None);
                             let _ = s.sock.set_write_timeout(None);
                             self.serve(&mut s, None);
@@ -504,5 +525,12 @@ fn queue_get(
                     .0;
             }
         }
+    }
+}
+
+/// A TLS connection's reads are bounded on its socket.
+impl auth::Bounded for crate::tls::ServerStream {
+    fn bound_reads(&self, t: Option<std::time::Duration>) -> std::io::Result<()> {
+        self.sock.set_read_timeout(t)
     }
 }

@@ -2,9 +2,11 @@
 //! them in order.
 //!
 //! Threads of a worker:
-//! * **main** (the boot hook's thread) reads the channel itself: it blocks
-//!   while it has nothing to do, and between two tasks it takes in, without
-//!   blocking, whatever has arrived, so a request costs no thread hand-off.
+//! * **main** (the boot hook's thread) reads the channel itself: with
+//!   nothing to do it polls the channel briefly (an adaptive spin of at most
+//!   `LINK_SPIN_NS`, learned so that an idle worker stops at once) and then
+//!   blocks; between two tasks it takes in, without blocking, whatever has
+//!   arrived, so a request costs no thread hand-off.
 //!   It runs sync tasks one at a time and starts async tasks on the runtime
 //!   thread; a request that finds nothing queued before it runs straight
 //!   from the frame it came in, its arguments never copied out. Before it starts request `seq` it claims the request's slot in
@@ -24,8 +26,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use mproc_transport::{
-    ByteStream, FrameReader, PipeChannel, ShmChannel, TransportError, UnixChannel,
-    DEFAULT_MAX_FRAME,
+    ByteStream, FrameReader, PipeChannel, ShmChannel, Spin, TransportError, UnixChannel,
+    DEFAULT_MAX_FRAME, LINK_SPIN_NS,
 };
 
 use super::ChildError;
@@ -235,10 +237,17 @@ use super::panics::{install_panic_hook, RUNNING};
 fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) {
     let mut queue: VecDeque<Request> = VecDeque::new();
     let mut shutdown = false;
+    // Polls briefly for the next request before sleeping, so a parent
+    // that answers at once (a round trip, `Pool.apply`) needs no wake-up;
+    // it learns to stop for an idle or sporadic parent.
+    let spin = Spin::polite(LINK_SPIN_NS);
     loop {
         // Take in what has arrived; block only when there is nothing to run.
         loop {
             let got = if queue.is_empty() && !shutdown {
+                if !reader.has_frame() {
+                    spin.until(|| chan.ready());
+                }
                 reader.next_frame(chan).map(Some)
             } else {
                 reader.try_next_frame(chan)

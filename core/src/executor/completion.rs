@@ -2,9 +2,12 @@
 //! request once, and whoever waits for it (a `TaskHandle`, a map, an
 //! `AsyncResult`), async or blocking.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
+
+use mproc_transport::Spin;
 
 use crate::error::TaskError;
 use crate::protocol::batch::{first_failed, Outcome};
@@ -28,6 +31,9 @@ struct Slot {
     resolved: bool,
     /// Every task waiting: clones of a handle may be polled by several.
     wakers: Vec<Waker>,
+    /// Threads blocked in `wait_until`: the condition variable is signalled
+    /// only for them (a signal costs a system call even with no waiter).
+    blocked: usize,
 }
 
 /// The rendezvous between the scheduler, which resolves a request once, and
@@ -36,6 +42,12 @@ struct Slot {
 pub(crate) struct Completion {
     slot: Mutex<Slot>,
     cond: Condvar,
+    /// `TaskHandle`s of it alive: the last one takes the outcome instead of
+    /// copying it. (Counted here rather than in an `Arc` of the handle's
+    /// own, which cost an allocation per task.)
+    handles: AtomicUsize,
+    /// Set once resolved, for waiters that poll without the lock.
+    done: AtomicBool,
 }
 
 fn register(s: &mut Slot, cx: &Context<'_>) {
@@ -49,6 +61,22 @@ impl Completion {
         Arc::new(Completion::default())
     }
 
+    /// A `TaskHandle` of it was made.
+    pub(crate) fn handle_cloned(&self) {
+        self.handles.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A `TaskHandle` of it was dropped.
+    pub(crate) fn handle_dropped(&self) {
+        self.handles.fetch_sub(1, Ordering::Release);
+    }
+
+    /// True when one `TaskHandle` of it is alive: the caller's, which
+    /// alone can make another.
+    pub(crate) fn sole_handle(&self) -> bool {
+        self.handles.load(Ordering::Acquire) == 1
+    }
+
     /// Resolves once; later calls are ignored and return false.
     pub(crate) fn resolve(&self, outcome: Outcome) -> bool {
         let mut s = self.slot.lock().unwrap();
@@ -57,10 +85,14 @@ impl Completion {
         }
         s.resolved = true;
         s.outcome = Some(outcome);
+        self.done.store(true, Ordering::Release);
         let wakers = std::mem::take(&mut s.wakers);
         let hooks = std::mem::take(&mut s.hooks.0);
+        let blocked = s.blocked > 0;
         drop(s);
-        self.cond.notify_all();
+        if blocked {
+            self.cond.notify_all();
+        }
         for w in wakers {
             w.wake();
         }
@@ -84,6 +116,16 @@ impl Completion {
 
     pub(crate) fn is_resolved(&self) -> bool {
         self.slot.lock().unwrap().resolved
+    }
+
+    /// Polls, without the lock, until resolved or `spin`'s budget runs
+    /// out; true when resolved. A caller about to block calls it first, so
+    /// that an answer due in microseconds needs no wake-up.
+    pub(crate) fn spin_resolved(&self, spin: Option<&Spin>) -> bool {
+        match spin {
+            Some(s) => s.until(|| self.done.load(Ordering::Acquire)),
+            None => self.done.load(Ordering::Acquire),
+        }
     }
 
     /// Ready once resolved, without taking the outcome.
@@ -128,18 +170,21 @@ impl Completion {
     /// Blocks until resolved or `deadline`; true when resolved.
     pub(crate) fn wait_until(&self, deadline: Option<Instant>) -> bool {
         let mut s = self.slot.lock().unwrap();
+        s.blocked += 1;
         while !s.resolved {
             match deadline {
                 None => s = self.cond.wait(s).unwrap(),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
+                        s.blocked -= 1;
                         return false;
                     }
                     s = self.cond.wait_timeout(s, d - now).unwrap().0;
                 }
             }
         }
+        s.blocked -= 1;
         true
     }
 

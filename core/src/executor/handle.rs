@@ -78,20 +78,24 @@ pub struct TaskHandle<T> {
     pub(crate) id: TaskId,
     pub(crate) comp: Arc<Completion>,
     pub(crate) core: Option<Arc<Core>>,
-    /// Counts the clones: the last one takes the result instead of copying.
-    clones: Arc<()>,
     pub(crate) _out: PhantomData<fn() -> T>,
 }
 
 impl<T> Clone for TaskHandle<T> {
     fn clone(&self) -> Self {
+        self.comp.handle_cloned();
         TaskHandle {
             id: self.id,
             comp: self.comp.clone(),
             core: self.core.clone(),
-            clones: self.clones.clone(),
             _out: PhantomData,
         }
+    }
+}
+
+impl<T> Drop for TaskHandle<T> {
+    fn drop(&mut self) {
+        self.comp.handle_dropped();
     }
 }
 
@@ -120,11 +124,11 @@ impl<T> fmt::Debug for TaskHandle<T> {
 
 impl<T> TaskHandle<T> {
     pub(crate) fn new(id: TaskId, comp: Arc<Completion>, core: Option<Arc<Core>>) -> Self {
+        comp.handle_cloned();
         TaskHandle {
             id,
             comp,
             core,
-            clones: Arc::new(()),
             _out: PhantomData,
         }
     }
@@ -139,7 +143,7 @@ impl<T> TaskHandle<T> {
     /// True when no other clone of this handle exists, so the result can
     /// be taken rather than copied.
     fn sole(&mut self) -> bool {
-        Arc::get_mut(&mut self.clones).is_some()
+        self.comp.sole_handle()
     }
 
     /// The task's id.
@@ -169,7 +173,10 @@ impl<T> TaskHandle<T> {
     where
         T: DeserializeOwned,
     {
-        self.comp.wait_until(None);
+        let spin = self.core.as_ref().and_then(|c| c.caller_spin());
+        if !self.comp.spin_resolved(spin) {
+            self.comp.wait_until(None);
+        }
         let outcome = if self.sole() {
             self.comp.take()
         } else {
@@ -192,6 +199,15 @@ impl<T: DeserializeOwned> Future for TaskHandle<T> {
     type Output = Result<T, TaskError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // A result due within microseconds (a round trip, no backlog) is
+        // polled for briefly here rather than slept for: parking this
+        // thread and waking it again costs more than the wait. Bounded by
+        // the spinner's budget (at most `LINK_SPIN_NS`), which shrinks when
+        // results do not come that fast.
+        let spin = self.core.as_ref().and_then(|c| c.caller_spin());
+        if spin.is_some() {
+            self.comp.spin_resolved(spin);
+        }
         let take = self.sole();
         self.comp.poll_outcome(cx, take).map(decode_one)
     }

@@ -162,6 +162,7 @@ impl Pool {
             Err(e) => failed(e),
         };
         AsyncResult::new(
+            Some(self.core.clone()),
             vec![(comp, 1)],
             Arc::new(|mut outs: Vec<Outcome>| decode_one(outs.pop().expect("one part"))),
         )
@@ -275,6 +276,7 @@ impl Pool {
             .collect();
         let sizes: Vec<usize> = parts.iter().map(|(_, n)| *n).collect();
         AsyncResult::new(
+            Some(self.core.clone()),
             parts,
             Arc::new(move |outs: Vec<Outcome>| {
                 let mut all = Vec::with_capacity(sizes.iter().sum());
@@ -396,6 +398,8 @@ impl<T> Iterator for Imap<T> {
 
 /// The pending result of [`Pool::apply_async`] or [`Pool::map_async`].
 pub struct AsyncResult<T> {
+    /// The scheduler the parts run on (its spinner, for [`wait`](Self::wait)).
+    core: Option<Arc<Core>>,
     parts: Vec<(Arc<Completion>, usize)>,
     decode: Decode<T>,
     /// Resolved once the callbacks ran (results with callbacks only).
@@ -413,8 +417,13 @@ impl<T> std::fmt::Debug for AsyncResult<T> {
 }
 
 impl<T> AsyncResult<T> {
-    fn new(parts: Vec<(Arc<Completion>, usize)>, decode: Decode<T>) -> Self {
+    fn new(
+        core: Option<Arc<Core>>,
+        parts: Vec<(Arc<Completion>, usize)>,
+        decode: Decode<T>,
+    ) -> Self {
         AsyncResult {
+            core,
             parts,
             decode,
             gate: None,
@@ -442,7 +451,11 @@ impl<T> AsyncResult<T> {
     /// Blocks until the result is available.
     pub fn wait(&self) {
         for (c, _) in &self.parts {
-            c.wait_until(None);
+            // Polled for briefly first: see `Core::caller_spin`.
+            let spin = self.core.as_ref().and_then(|core| core.caller_spin());
+            if !c.spin_resolved(spin) {
+                c.wait_until(None);
+            }
         }
         if let Some(g) = &self.gate {
             g.wait_until(None);

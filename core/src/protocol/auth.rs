@@ -22,7 +22,7 @@
 //! never logged.
 
 use std::io::{Read, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -163,6 +163,72 @@ pub(crate) fn server(
     send(s, &Verdict::Accepted { mac: proof.into() })
 }
 
+/// A connection whose reads can be bounded in time, so that
+/// [`server_within`] can hold a peer to one deadline for the whole
+/// exchange.
+pub(crate) trait Bounded: Read + Write {
+    /// Makes a read that waits `t` without a byte fail (`None`: no bound).
+    fn bound_reads(&self, t: Option<Duration>) -> std::io::Result<()>;
+}
+
+impl Bounded for std::os::unix::net::UnixStream {
+    fn bound_reads(&self, t: Option<Duration>) -> std::io::Result<()> {
+        self.set_read_timeout(t)
+    }
+}
+
+impl Bounded for std::net::TcpStream {
+    fn bound_reads(&self, t: Option<Duration>) -> std::io::Result<()> {
+        self.set_read_timeout(t)
+    }
+}
+
+/// [`server`] within `within` for the whole handshake: a peer that
+/// trickles its answer a byte at a time gets no more time than a silent
+/// one (a bound per read would give it `within` per byte). Reads are left
+/// bounded by what was left of the deadline; the caller sets the bound it
+/// wants next.
+pub(crate) fn server_within<S: Bounded>(
+    s: &mut S,
+    key: &[u8],
+    purpose: Purpose,
+    within: Duration,
+) -> Result<(), AuthError> {
+    let mut io = Within {
+        s,
+        end: Instant::now() + within,
+    };
+    server(&mut io, key, purpose)
+}
+
+/// Reads of `s` bounded together by `end`.
+struct Within<'a, S: Bounded> {
+    s: &'a mut S,
+    end: Instant,
+}
+
+impl<S: Bounded> Read for Within<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        // A zero timeout would mean "no bound".
+        self.s
+            .bound_reads(Some(left.max(Duration::from_millis(1))))?;
+        self.s.read(buf)
+    }
+}
+
+impl<S: Bounded> Write for Within<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.s.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.s.flush()
+    }
+}
+
 /// The client's side; `Ok` once both sides proved they hold `key`.
 pub(crate) fn client(
     s: &mut (impl Read + Write),
@@ -258,5 +324,36 @@ mod tests {
             matches!(r, Err(AuthError::Read(ReadError::TooLarge { .. }))),
             "{r:?}"
         );
+    }
+
+    #[test]
+    fn a_trickled_answer_fails_at_the_deadline_for_the_whole_handshake() {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        let within = Duration::from_millis(400);
+        let t = std::thread::spawn(move || {
+            let started = Instant::now();
+            let r = server_within(&mut a, b"k", Purpose::Actor, within);
+            (r, started.elapsed())
+        });
+        let mut challenge = [0u8; 256];
+        let _ = b.read(&mut challenge).unwrap();
+        // A plausible length, then one byte every 50 ms: each read is far
+        // within any bound per read, the whole answer is not.
+        let mut bytes = 64u32.to_le_bytes().into_iter().chain(std::iter::repeat(0));
+        b.set_nonblocking(true).unwrap();
+        let trickler_done = Instant::now() + Duration::from_secs(5);
+        while !t.is_finished() && Instant::now() < trickler_done {
+            let _ = b.write_all(&[bytes.next().unwrap()]);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Without a deadline the server would still be waiting: the end of
+        // the stream then makes it fail otherwise, and the test with it.
+        drop(b);
+        let (r, took) = t.join().unwrap();
+        assert!(
+            matches!(&r, Err(AuthError::Read(ReadError::Io(e))) if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)),
+            "{r:?}"
+        );
+        assert!(took >= within, "gave up after {took:?}");
     }
 }

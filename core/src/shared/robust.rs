@@ -48,7 +48,7 @@ use crate::sys::futex;
 use crate::sys::shm;
 
 /// How long `lock` spins before sleeping (learned).
-static LOCK_SPIN: wait::Spin = wait::Spin::new();
+static LOCK_SPIN: wait::Spin = wait::Spin::new(wait::SPIN_MAX_NS);
 
 const WAITERS: u32 = 1 << 31;
 const PID_MASK: u32 = (1 << 30) - 1;

@@ -33,7 +33,7 @@ unsafe impl SharedState for State {}
 const LIMIT: usize = i32::MAX as usize;
 
 /// How long `acquire` spins before sleeping (learned).
-static SPIN: wait::Spin = wait::Spin::new();
+static SPIN: wait::Spin = wait::Spin::new(wait::SPIN_MAX_NS);
 
 #[derive(Clone)]
 struct Core {

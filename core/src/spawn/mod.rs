@@ -28,6 +28,7 @@ mod method;
 use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -130,10 +131,11 @@ pub(crate) fn start_process(method: StartMethod, sock: OwnedFd) -> std::io::Resu
     }
 }
 
-/// Starts `/proc/self/exe` with `role` in its environment and `sock` as
-/// stdin. Must run on the spawner thread.
+/// Starts this program afresh (`/proc/self/exe`, see [`sys::self_exe`])
+/// with `role` in its environment and `sock` as stdin. Must run on the
+/// spawner thread.
 fn spawn_self(role: &str, sock: OwnedFd) -> std::io::Result<Child> {
-    let mut cmd = Command::new("/proc/self/exe");
+    let mut cmd = Command::new(std::ffi::OsStr::from_bytes(sys::self_exe().to_bytes()));
     if let Some(arg0) = std::env::args_os().next() {
         cmd.arg0(arg0);
     }

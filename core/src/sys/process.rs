@@ -45,6 +45,12 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Sends `sig` to process `pid` with kill(2): only where the pid cannot
+/// have been reused (see `ChildProc::signal`).
+pub(crate) fn kill_pid(pid: u32, sig: Signal) -> io::Result<()> {
+    nix::sys::signal::kill(Pid::from_raw(pid as i32), sig).map_err(io::Error::from)
+}
+
 /// Sends `sig` to the process behind `pidfd`. A process that has exited
 /// (even if its pid was reused since) gives `ESRCH`, never a stranger.
 pub(crate) fn pidfd_send_signal(pidfd: &impl AsFd, sig: Signal) -> io::Result<()> {
@@ -379,6 +385,25 @@ pub(crate) fn std_threads_start(limit: Duration) -> bool {
     *started
 }
 
+/// The path that starts this program afresh: `/proc/self/exe`, which names
+/// the running binary even after its file was replaced or deleted. Under
+/// valgrind (its launcher preloads `vgpreload_*`), `/proc/self/exe` is
+/// valgrind's tool, which cannot run on its own; there the program's own
+/// path is used (valgrind answers `readlink` for its client), so
+/// `--trace-children=yes` follows workers into the same binary.
+pub(crate) fn self_exe() -> &'static CStr {
+    static EXE: std::sync::OnceLock<CString> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| {
+        let valgrind = std::env::var_os("LD_PRELOAD")
+            .is_some_and(|p| p.to_string_lossy().contains("vgpreload_"));
+        valgrind
+            .then(std::env::current_exe)
+            .and_then(Result::ok)
+            .and_then(|p| CString::new(p.into_os_string().into_encoded_bytes()).ok())
+            .unwrap_or_else(|| CString::from(c"/proc/self/exe"))
+    })
+}
+
 /// Replaces this process with a fresh start of the program, with `var=value`
 /// added to its environment and the descriptors it has (fd 0: a worker's
 /// socket) kept: the spawn start method's boot, for a forked child that
@@ -408,6 +433,6 @@ pub(crate) fn reexec_with(var: &str, value: &str) -> io::Error {
     let argv = [arg0.as_ptr(), std::ptr::null()];
     // SAFETY: every pointer is a valid C string (or null) that outlives the
     // call; on success execve does not return.
-    unsafe { libc::execve(c"/proc/self/exe".as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    unsafe { libc::execve(self_exe().as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     io::Error::last_os_error()
 }

@@ -1,6 +1,7 @@
 //! Dispatch: which worker gets the next queued job, how far ahead work is
 //! sent, and taking back work that waits behind another task.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,13 +70,23 @@ impl Core {
     /// Sends queued jobs to workers: an idle worker first, else the least
     /// loaded one under the window. Then, if a worker is still idle, takes
     /// back work that waits behind another worker's task.
+    ///
+    /// Takes in what `submit` left in the intake first, and publishes at the
+    /// end whether work still waits (see `Core::settle`).
     pub(super) fn fill(self: &Arc<Self>, st: &mut State, flush: &mut Flush) {
-        if st.phase == Phase::Stopping {
-            return;
-        }
-        self.place_queued(st, flush);
-        if st.queue.is_empty() && self.steal(st) {
-            self.place_queued(st, flush);
+        self.admit(st);
+        loop {
+            self.backlog
+                .store(st.jobs.len() > st.workers.len(), Ordering::Relaxed);
+            if st.phase != Phase::Stopping {
+                self.place_queued(st, flush);
+                if st.queue.is_empty() && self.steal(st) {
+                    self.place_queued(st, flush);
+                }
+            }
+            if !self.settle(st) {
+                return;
+            }
         }
     }
 

@@ -99,6 +99,8 @@ impl Core {
             }
         }
         let mut flush = Vec::new();
+        // The queue may have been failed: `submit` must hear it is empty.
+        self.fill(&mut st, &mut flush);
         self.finish_drain(&mut st, &mut flush);
         self.notify(&mut st);
         drop(st);
@@ -188,6 +190,7 @@ impl Core {
                 }
             }
         }
+        st.trim();
         if let Some(w) = st.workers.get_mut(&key) {
             if w.retiring && w.outstanding.is_empty() && !w.shutdown_sent {
                 w.shutdown_sent = true;

@@ -13,6 +13,15 @@
 //! table (see `protocol::claims`) and sent to the idle worker — even from a
 //! worker that is stopped or wedged.
 //!
+//! # Submission
+//! `submit` takes the state lock only when the queue is empty, to place
+//! its job at once. While work waits in the queue a new job could not go
+//! before it anyway, so `submit` sends it into a lock-free intake instead,
+//! off the lock the result readers hold; the next `fill` (which a queued
+//! job guarantees) takes the batch in. `settle` publishes whether the queue
+//! is backed up and, when it is not, takes in what raced with it, so no
+//! job waits in the intake with nothing to come for it.
+//!
 //! # Accounting
 //! Every request sent to a worker has a per-worker `seq` and a slot in the
 //! claim table shared with it. The worker claims a slot before it starts
@@ -48,10 +57,13 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+
+use mproc_transport::{Spin, LINK_SPIN_NS};
 
 use self::link::{BootError, Launcher, WorkerLink};
 use super::completion::Completion;
@@ -200,10 +212,23 @@ struct Boot {
     start_error: Option<BootError>,
 }
 
+/// A submission on its way into the job table (see [`Core::submit`]).
+#[derive(Debug)]
+struct Intake {
+    id: u64,
+    job: Box<Job>,
+    /// When it times out, counted from submission.
+    deadline: Option<Instant>,
+}
+
 #[derive(Debug)]
 struct State {
     phase: Phase,
-    jobs: IdMap<Job>,
+    /// Submissions not yet in `jobs`; taken in by [`Core::admit`].
+    intake: mpsc::Receiver<Intake>,
+    /// Boxed, so the table stays dense (16 bytes a slot) and a lookup
+    /// rarely misses the cache in a table of many pending jobs.
+    jobs: IdMap<Box<Job>>,
     queue: VecDeque<u64>,
     workers: IdMap<Worker>,
     /// Workers requested and not yet reaped.
@@ -216,6 +241,25 @@ struct State {
     /// When an idle worker should look again for work to take back.
     steal_at: Option<Instant>,
     waiters: Vec<Waker>,
+}
+
+/// Tables smaller than this are never shrunk.
+const TRIM_FLOOR: usize = 4096;
+
+impl State {
+    /// Gives back the memory of a burst once it has drained: the job table
+    /// and the queue shrink when under a sixteenth full, so a burst of a
+    /// million tasks does not keep its tables for good.
+    fn trim(&mut self) {
+        if self.jobs.capacity() > TRIM_FLOOR && self.jobs.len() < self.jobs.capacity() / 16 {
+            self.jobs
+                .shrink_to((self.jobs.len() * 2).max(TRIM_FLOOR / 4));
+        }
+        if self.queue.capacity() > TRIM_FLOOR && self.queue.len() < self.queue.capacity() / 16 {
+            self.queue
+                .shrink_to((self.queue.len() * 2).max(TRIM_FLOOR / 4));
+        }
+    }
 }
 
 /// How [`Core::abort`] treats a request that is running.
@@ -233,11 +277,28 @@ pub(crate) struct Core {
     cfg: Config,
     launcher: Arc<dyn Launcher>,
     st: Mutex<State>,
+    /// Where `submit` puts a job while the queue is backed up, without
+    /// taking the state lock: the next `fill` takes it in.
+    intake: mpsc::Sender<Intake>,
+    /// Jobs sent to `intake` and not yet taken in (it may read one too
+    /// many or too few for a moment; only zero versus not zero matters).
+    pending: AtomicUsize,
+    /// The queue had work waiting when the lock was last released, so a
+    /// later `fill` is sure to come (a result, an exit, a worker up).
+    /// While it is set, `submit` leaves its job in `intake`.
+    backed_up: AtomicBool,
     changed: Condvar,
     timer: timer::Timer,
     /// Threads started for this scheduler (workers' readers), joined when
     /// it stops.
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// More jobs than workers: every worker has work, so a thread that
+    /// spins for a result only takes a core from one (see
+    /// [`spin_worth`](Self::spin_worth)).
+    backlog: AtomicBool,
+    /// How long callers blocked on a result of this scheduler poll for it
+    /// before they sleep.
+    caller_spin: Spin,
 }
 
 type Flush = Vec<Arc<dyn WorkerLink>>;
@@ -262,10 +323,15 @@ impl Core {
 
     /// A scheduler whose workers come from `launcher`.
     pub(crate) fn with_launcher(cfg: Config, launcher: Arc<dyn Launcher>) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel();
         Arc::new(Core {
             cfg,
             launcher,
+            intake: tx,
+            pending: AtomicUsize::new(0),
+            backed_up: AtomicBool::new(false),
             st: Mutex::new(State {
+                intake: rx,
                 phase: Phase::Starting,
                 jobs: IdMap::default(),
                 queue: VecDeque::new(),
@@ -281,11 +347,29 @@ impl Core {
             changed: Condvar::new(),
             timer: timer::Timer::default(),
             threads: Mutex::new(Vec::new()),
+            backlog: AtomicBool::new(false),
+            caller_spin: Spin::polite(LINK_SPIN_NS),
         })
     }
 
     pub(crate) fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// True when a thread waiting for one of this scheduler's answers
+    /// (a caller, a worker's reader thread) may poll for it briefly before
+    /// it sleeps: no more jobs than workers, so an answer is a round trip
+    /// away and a core is free to poll on. Under a backlog every core has a
+    /// worker to run, and answers come in batches that amortise their
+    /// wake-ups.
+    pub(crate) fn spin_worth(&self) -> bool {
+        !self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// The spinner of a caller blocked on a result, when spinning is worth
+    /// it (see [`spin_worth`](Self::spin_worth)).
+    pub(crate) fn caller_spin(&self) -> Option<&Spin> {
+        self.spin_worth().then_some(&self.caller_spin)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -457,42 +541,95 @@ impl Core {
             }));
             return (id, comp);
         }
-        let mut st = self.lock();
-        if !matches!(st.phase, Phase::Running | Phase::Starting) {
+        let job = Box::new(Job {
+            retries_left: limits.retries,
+            task,
+            payload,
+            is_async,
+            comp: comp.clone(),
+            place: Place::Queued,
+            aborted: false,
+            recalling: false,
+            parts: None,
+            span: tracing::debug_span!("mproc.task", task, id, worker = tracing::field::Empty),
+        });
+        let entry = Intake {
+            id,
+            job,
+            deadline: limits.timeout.map(|d| Instant::now() + d),
+        };
+        if self.backed_up.load(Ordering::SeqCst) {
+            // Work is waiting already, so this job could not be placed now
+            // anyway: leave it for the `fill` that is sure to come, and
+            // keep off the lock the result readers use.
+            if self.intake.send(entry).is_ok() {
+                // After the send, so that whoever sees the count also
+                // finds the job. Paired with `settle`: either it sees
+                // this count, or this sees `backed_up` cleared.
+                self.pending.fetch_add(1, Ordering::SeqCst);
+                if self.backed_up.load(Ordering::SeqCst) {
+                    return (id, comp);
+                }
+            }
+            // The queue drained meanwhile: take the job in now (`admit`
+            // finds it in `intake`).
+            let mut st = self.lock();
+            let mut flush = Vec::new();
+            self.fill(&mut st, &mut flush);
             drop(st);
-            comp.resolve(Err(TaskError::Shutdown));
+            run_flush(flush);
             return (id, comp);
         }
-        st.jobs.insert(
-            id,
-            Job {
-                retries_left: limits.retries,
-                task,
-                payload,
-                is_async,
-                comp: comp.clone(),
-                place: Place::Queued,
-                aborted: false,
-                recalling: false,
-                parts: None,
-                span: tracing::debug_span!("mproc.task", task, id, worker = tracing::field::Empty),
-            },
-        );
+        let mut st = self.lock();
+        let mut flush = Vec::new();
+        // What waits in `intake` goes first, in order.
+        self.admit(&mut st);
+        self.admit_one(&mut st, entry);
+        self.fill(&mut st, &mut flush);
+        drop(st);
+        run_flush(flush);
+        (id, comp)
+    }
+
+    /// Takes every job waiting in `intake` into the job table and queue.
+    fn admit(self: &Arc<Self>, st: &mut State) {
+        while let Ok(entry) = st.intake.try_recv() {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            self.admit_one(st, entry);
+        }
+    }
+
+    /// Queues one submitted job, or fails it when the pool no longer
+    /// accepts work.
+    fn admit_one(self: &Arc<Self>, st: &mut State, entry: Intake) {
+        let Intake { id, job, deadline } = entry;
+        if !matches!(st.phase, Phase::Running | Phase::Starting) {
+            job.comp.resolve(Err(TaskError::Shutdown));
+            return;
+        }
+        st.jobs.insert(id, job);
         st.queue.push_back(id);
-        if let Some(d) = limits.timeout {
-            let at = Instant::now() + d;
+        if let Some(at) = deadline {
             st.timers.push(Reverse((at, id)));
             self.timer.wake_at(self, at);
         }
         if st.boot.failures >= MAX_BOOT_FAILURES && st.live == 0 {
             st.boot.retry_at = None; // new work: try again at once
         }
-        self.top_up_workers(&mut st);
-        let mut flush = Vec::new();
-        self.fill(&mut st, &mut flush);
-        drop(st);
-        run_flush(flush);
-        (id, comp)
+        self.top_up_workers(st);
+    }
+
+    /// Publishes whether work waits in the queue, for `submit`. When it
+    /// does not, jobs sent to `intake` meanwhile are taken in here and
+    /// placed; returns true when it took any in.
+    fn settle(self: &Arc<Self>, st: &mut State) -> bool {
+        let backed_up = !st.queue.is_empty() && st.phase != Phase::Stopping;
+        self.backed_up.store(backed_up, Ordering::SeqCst);
+        if backed_up || self.pending.load(Ordering::SeqCst) == 0 {
+            return false;
+        }
+        self.admit(st);
+        true
     }
 
     /// Resolves a job early with `err` (cancel, timeout, a dropped map).
@@ -501,6 +638,8 @@ impl Core {
     pub(crate) fn abort(self: &Arc<Self>, id: u64, err: TaskError, running: Running) -> bool {
         let mut st = self.lock();
         let mut flush = Vec::new();
+        // The job may still wait in `intake`.
+        self.admit(&mut st);
         let done = self.abort_locked(&mut st, id, err, running, &mut flush);
         // A worker being killed is replaced at once, and the work taken back
         // from it goes elsewhere now.
@@ -596,15 +735,17 @@ impl Core {
     // ----- stopping -----------------------------------------------------
 
     /// Finishes everything submitted, then stops the workers.
-    pub(crate) async fn shutdown(&self) {
+    pub(crate) async fn shutdown(self: &Arc<Self>) {
         self.begin_drain();
         self.until(|st| st.live == 0).await;
         self.join_threads();
     }
 
-    fn begin_drain(&self) {
+    fn begin_drain(self: &Arc<Self>) {
         let mut st = self.lock();
         let mut flush = Vec::new();
+        // Submitted before the shutdown: runs.
+        self.admit(&mut st);
         if matches!(st.phase, Phase::Running | Phase::Starting) {
             st.phase = Phase::Draining;
         }
@@ -615,7 +756,7 @@ impl Core {
     }
 
     /// Resolves everything pending with `err` and stops the workers.
-    pub(crate) async fn stop_now(&self, err: TaskError) {
+    pub(crate) async fn stop_now(self: &Arc<Self>, err: TaskError) {
         self.begin_stop(err);
         self.until(|st| st.live == 0).await;
         self.join_threads();
@@ -623,7 +764,7 @@ impl Core {
 
     /// [`stop_now`](Self::stop_now) from blocking code; waits (bounded) for
     /// the workers to be reaped and joins the scheduler's threads.
-    pub(crate) fn stop_blocking(&self, err: TaskError) {
+    pub(crate) fn stop_blocking(self: &Arc<Self>, err: TaskError) {
         self.begin_stop(err);
         if !self.wait_blocking(|st| st.live == 0, Some(STOP_LIMIT)) {
             tracing::warn!("mproc workers were not reaped within {STOP_LIMIT:?}");
@@ -632,7 +773,7 @@ impl Core {
     }
 
     /// Stops accepting work; queued work still runs, then the workers exit.
-    pub(crate) fn close(&self) {
+    pub(crate) fn close(self: &Arc<Self>) {
         self.begin_drain();
     }
 
@@ -642,14 +783,18 @@ impl Core {
         self.join_threads();
     }
 
-    fn begin_stop(&self, err: TaskError) {
+    fn begin_stop(self: &Arc<Self>, err: TaskError) {
         let mut st = self.lock();
+        // Submitted before the stop: resolved with `err` below, as queued
+        // work is; anything later fails with `Shutdown` (`settle`).
+        self.admit(&mut st);
         st.phase = Phase::Stopping;
         for (_, job) in st.jobs.drain() {
             job.comp.resolve(Err(err.clone()));
         }
         st.queue.clear();
         st.timers.clear();
+        while self.settle(&mut st) {}
         for w in st.workers.values() {
             if let Some(l) = &w.link {
                 // A running task is not interrupted by end of stream.

@@ -4,7 +4,8 @@
 //! A worker is started on the spawner thread (see `spawn`) with one end of a
 //! socket pair. A reader thread per worker (`mproc-conn`) runs the parent's
 //! side of the handshake (see `protocol`), then reads the worker's answers
-//! and hands them to the scheduler; when the channel ends it reaps the
+//! (polling briefly before it sleeps while the scheduler has no backlog,
+//! see `Core::spin_worth`) and hands them to the scheduler; when the channel ends it reaps the
 //! process and reports the exit. Signals go through the child's pidfd, so
 //! a kill can never reach a later process that reused the pid.
 
@@ -13,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mproc_transport::{
-    socketpair, spare, ByteStream, FrameReader, PipeChannel, ShmChannel, TransportError,
-    UnixChannel, DEFAULT_RING_SIZE,
+    socketpair, spare, ByteStream, FrameReader, PipeChannel, ShmChannel, Spin, TransportError,
+    UnixChannel, DEFAULT_RING_SIZE, LINK_SPIN_NS,
 };
 use nix::sys::signal::Signal;
 use nix::sys::socket::{setsockopt, sockopt};
@@ -151,7 +152,14 @@ fn serve(core: Arc<Core>, key: u64, name: String, link: Arc<ProcLink>) {
     core.worker_ready(key);
 
     let mut events: Vec<Event> = Vec::new();
+    // Polls briefly for the worker's answer before sleeping, when the
+    // scheduler has no backlog (see `Core::spin_worth`), so a round trip
+    // needs no wake-up on this side.
+    let spin = Spin::polite(LINK_SPIN_NS);
     let why = loop {
+        if !reader.has_frame() && core.spin_worth() {
+            spin.until(|| chan.ready());
+        }
         let frame = match reader.next_frame(&*chan) {
             Ok(f) => f,
             Err(TransportError::Disconnected) => break None,

@@ -27,9 +27,9 @@ const MIN_AREA: usize = 4096;
 /// 2³²).
 const MAX_AREA: usize = 1 << 31;
 /// How long consumers spin for data before sleeping (learned).
-static GET_SPIN: wait::Spin = wait::Spin::new();
+static GET_SPIN: wait::Spin = wait::Spin::new(wait::SPIN_MAX_NS);
 /// How long producers spin for room before sleeping (learned).
-static PUT_SPIN: wait::Spin = wait::Spin::new();
+static PUT_SPIN: wait::Spin = wait::Spin::new(wait::SPIN_MAX_NS);
 
 /// Consumed memory is returned to the kernel in chunks of this size.
 pub(crate) const CHUNK: usize = 1 << 20;
@@ -731,5 +731,66 @@ impl Ring {
             wait::sleep(&c.misc.done, d, Deadline::NEVER);
         }
         c.misc.join_waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The ring's pure index arithmetic, on its own so that miri runs it
+/// (`scripts/miri.sh`); the protocol around it is modelled by loom
+/// (`core/tests/loom_queue_ring.rs`).
+#[cfg(test)]
+mod index_tests {
+    use super::{need, pack, record_size, unpack, REC_HDR};
+
+    #[test]
+    fn records_are_their_header_and_payload_rounded_to_eight_bytes() {
+        for payload in 0..100usize {
+            let rec = record_size(payload).unwrap();
+            assert_eq!(rec % 8, 0);
+            assert!(rec >= payload + REC_HDR && rec < payload + REC_HDR + 8);
+        }
+        assert_eq!(record_size(usize::MAX), None);
+        assert_eq!(record_size(usize::MAX - REC_HDR - 6), None);
+    }
+
+    #[test]
+    fn counts_pack_into_one_word_and_back() {
+        for (items, bytes) in [
+            (0, 0),
+            (1, 2),
+            (u32::MAX, 0),
+            (0, u32::MAX),
+            (u32::MAX, u32::MAX),
+        ] {
+            assert_eq!(unpack(pack(items, bytes)), (items, bytes));
+        }
+    }
+
+    /// For every area size, position (the counter wrapping past `u32::MAX`
+    /// too) and record size: a record that fits before the end takes its
+    /// own size; one that does not skips exactly to the start of the area,
+    /// where it fits.
+    #[test]
+    fn a_record_either_fits_where_it_is_or_skips_to_the_start() {
+        for len in [8usize, 16, 64, 256] {
+            let starts = (0..3 * len as u32).step_by(8).chain(
+                (u32::MAX - 2 * len as u32 + 1..=u32::MAX - 7)
+                    .step_by(8)
+                    .map(|p| p & !7),
+            );
+            for tb in starts {
+                let at = tb as usize & (len - 1);
+                for rec in (8..=len).step_by(8) {
+                    let n = need(len, tb, rec);
+                    if at + rec <= len {
+                        assert_eq!(n, rec, "len {len} at {tb} rec {rec}");
+                    } else {
+                        let skip = n - rec;
+                        assert_eq!(skip, len - at, "len {len} at {tb} rec {rec}");
+                        assert_eq!(tb.wrapping_add(skip as u32) as usize & (len - 1), 0);
+                    }
+                    assert!(n <= 2 * len);
+                }
+            }
+        }
     }
 }
