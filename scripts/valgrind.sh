@@ -12,7 +12,8 @@
 #
 # Each test binary runs with --test-threads=1 under
 #   valgrind --error-exitcode=1 --leak-check=full
-#            --errors-for-leak-kinds=definite --trace-children=yes
+#            --errors-for-leak-kinds=definite --trace-children=yes --vgdb=no
+# (no gdbserver FIFOs in the temp dir, which the leak tests check)
 # so the worker processes the tests start (the test binary again, by
 # exec) run under memcheck too. The suppressions in scripts/valgrind.supp
 # are explained there, one by one. Needs valgrind 3.20 or later, or apt
@@ -52,6 +53,8 @@ if ! command -v valgrind >/dev/null || ! new_enough valgrind; then
 fi
 echo "== $("$vg" --version)"
 filter=${1:-}
+# Whole-test time limits (tests/common) stretched for memcheck's slowdown.
+export MPROC_TEST_TIME_SCALE=${MPROC_TEST_TIME_SCALE:-10}
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
 
 # suite name | cargo arguments | arguments for the test binary
@@ -107,7 +110,7 @@ for s in "${suites[@]}"; do
     # shellcheck disable=SC2086
     if "$vg" --tool=memcheck --error-exitcode=1 \
         --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite \
-        --trace-children=yes --track-origins=no --num-callers=30 \
+        --trace-children=yes --track-origins=no --num-callers=30 --vgdb=no \
         --suppressions=scripts/valgrind.supp --quiet \
         "$exe" $targs --test-threads=1 >"$log" 2>&1; then
         echo "   ok ($(($(date +%s) - start)) s): $(grep -E '^test result' "$log" | tail -1)"

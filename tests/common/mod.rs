@@ -37,8 +37,16 @@ pub(crate) fn run<F: std::future::Future<Output = ()>>(f: F) {
     run_within(LIMIT, f)
 }
 
-/// [`run`] with a time limit of its own, for a long test.
+/// [`run`] with a time limit of its own, for a long test. The limit is
+/// multiplied by `MPROC_TEST_TIME_SCALE` when set (`scripts/valgrind.sh`
+/// runs the suites under memcheck, some twenty times slower).
 pub(crate) fn run_within<F: std::future::Future<Output = ()>>(limit: Duration, f: F) {
+    let scale = std::env::var("MPROC_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let limit = limit * scale;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
