@@ -23,6 +23,8 @@ fi
 minutes=$1
 out=${2:-target/soak}
 mkdir -p "$out"
+# Absolute: cargo runs the bench from the benches/ package directory.
+out=$(cd "$out" && pwd)
 
 soak() { cargo bench -q -p mproc-benches --bench soak -- "$@"; }
 
