@@ -234,7 +234,7 @@ impl FrameReader {
 
     /// Resizes the buffer to `len` bytes (keeping `[0, end)`): into a
     /// pooled buffer when it becomes large and one is there, else by the
-    /// vector's own amortised growth (large memory on huge pages).
+    /// vector's own amortised growth.
     fn grow(&mut self, len: usize) {
         if len > self.buf.capacity() {
             if len > spare::LARGE {

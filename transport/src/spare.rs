@@ -16,8 +16,6 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::sys;
-
 /// Buffers smaller than this are not pooled (the allocator serves them
 /// well).
 pub const LARGE: usize = 1 << 20;
@@ -91,15 +89,15 @@ pub fn give(buf: Vec<u8>) {
     drop(gone);
 }
 
-/// A new, empty buffer with room for `cap` bytes. A large one asks for
-/// transparent huge pages, so that filling it the first time costs a few
-/// dozen page faults instead of one per 4 KiB (where the system allows).
+/// A new, empty buffer with room for `cap` bytes.
+///
+/// Large buffers are not advised onto transparent huge pages: that was
+/// tried, and with the kernel's `defrag=madvise` a 64 MiB echo over a Unix
+/// socket went from a steady 0.15 s to anywhere in 0.13–1.4 s (half the
+/// time in the kernel zeroing huge pages on fault), so reuse through this
+/// pool is what saves the faults.
 pub fn with_capacity(cap: usize) -> Vec<u8> {
-    let v = Vec::with_capacity(cap);
-    if cap >= LARGE {
-        sys::advise_huge_pages(v.as_ptr(), v.capacity());
-    }
-    v
+    Vec::with_capacity(cap)
 }
 
 /// `bytes` copied into a buffer from the pool (or a fresh one).
@@ -131,9 +129,8 @@ pub fn reserve(buf: &mut Vec<u8>, more: usize) {
             return;
         }
         // Grown in place where the allocator can (a large block is
-        // remapped, not copied); the new pages on huge pages.
+        // remapped, not copied).
         buf.reserve_exact(want - buf.len());
-        sys::advise_huge_pages(buf.as_ptr(), buf.capacity());
         return;
     }
     buf.reserve(more);

@@ -14,25 +14,6 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::mman::{madvise, mmap, munmap, MapFlags, MmapAdvise, ProtFlags};
 
-/// Asks the kernel to serve later page faults in the whole pages of
-/// `[ptr, ptr + len)` with transparent huge pages: a 64 MiB buffer is then
-/// faulted in 32 times instead of 16 384. Only a hint: contents and the
-/// mapping stay as they are, and errors (no THP support) are ignored.
-pub(crate) fn advise_huge_pages(ptr: *const u8, len: usize) {
-    const PAGE: usize = 4096;
-    let start = (ptr as usize).next_multiple_of(PAGE);
-    let end = (ptr as usize).saturating_add(len) & !(PAGE - 1);
-    if end <= start {
-        return;
-    }
-    // SAFETY: MADV_HUGEPAGE changes neither the contents nor the extent of
-    // the mapping, only how the kernel backs its future faults; the range
-    // is whole pages inside an allocation the caller owns.
-    unsafe {
-        libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-    }
-}
-
 /// A shared, read-write mapping of a memfd (or of a window of one).
 ///
 /// The one owner of `memfd_create` + `mmap` + `munmap` in the workspace: the

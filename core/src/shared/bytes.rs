@@ -244,8 +244,8 @@ impl<'de> Deserialize<'de> for Bytes {
     }
 }
 
-/// Decodes a byte string with one copy into a buffer made for it (large
-/// ones on transparent huge pages, see `spare::with_capacity`); a format
+/// Decodes a byte string with one copy into a buffer made for it (see
+/// `spare::with_capacity`); a format
 /// that writes bytes as a sequence is read element by element.
 struct BytesVisitor;
 
