@@ -386,19 +386,6 @@ fn a_map_while_node_connections_are_cut_gives_values_or_node_lost_and_with_retri
             wait_gone(&all_pids[1..], Duration::from_secs(5)),
             "a node or node worker was left behind"
         );
-        let end = Instant::now() + Duration::from_secs(5);
-        while common::open_fds() > fds && Instant::now() < end {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(common::open_fds(), fds, "descriptors leaked");
-        while common::thread_count() > threads && Instant::now() < end {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(common::thread_count(), threads, "threads left running");
-        let left: Vec<String> = common::mproc_files_of(&all_pids)
-            .into_iter()
-            .filter(|f| !files.contains(f))
-            .collect();
-        assert_eq!(left, Vec::<String>::new(), "files left behind");
+        common::assert_back_to(fds, threads, &files, &all_pids).await;
     });
 }

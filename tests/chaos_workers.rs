@@ -255,19 +255,6 @@ fn a_map_under_a_kill_storm_gives_values_or_worker_died_and_with_retries_only_va
             wait_gone(&all_pids[1..], Duration::from_secs(5)),
             "workers left behind"
         );
-        let end = Instant::now() + Duration::from_secs(5);
-        while common::open_fds() > fds && Instant::now() < end {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(common::open_fds(), fds, "descriptors leaked");
-        while common::thread_count() > threads && Instant::now() < end {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(common::thread_count(), threads, "threads left running");
-        let left: Vec<String> = common::mproc_files_of(&all_pids)
-            .into_iter()
-            .filter(|f| !files.contains(f))
-            .collect();
-        assert_eq!(left, Vec::<String>::new(), "files left behind");
+        common::assert_back_to(fds, threads, &files, &all_pids).await;
     });
 }

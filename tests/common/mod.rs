@@ -59,6 +59,26 @@ pub(crate) fn run_within<F: std::future::Future<Output = ()>>(limit: Duration, f
         });
 }
 
+/// Asserts that this process is back to `fds` descriptors and `threads`
+/// threads (waiting up to 5 s for both), and that the processes `pids` left
+/// no mproc file that was not in `files` before.
+pub(crate) async fn assert_back_to(fds: usize, threads: usize, files: &[String], pids: &[u32]) {
+    let end = Instant::now() + Duration::from_secs(5);
+    while open_fds() > fds && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(open_fds(), fds, "descriptors leaked");
+    while thread_count() > threads && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(thread_count(), threads, "threads left running");
+    let left: Vec<String> = mproc_files_of(pids)
+        .into_iter()
+        .filter(|f| !files.contains(f))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "files left behind");
+}
+
 /// Descriptors open in this process now.
 pub(crate) fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
