@@ -250,7 +250,7 @@ pub fn decode_args(input: &[u8]) -> Result<Vec<Probe>, String> {
 /// # Errors
 /// The task error the request fails with.
 pub fn join_parts(count: u64, items: Vec<u8>, last: &[u8]) -> Result<Vec<u8>, String> {
-    batch::join_parts((count, items), last)
+    batch::join_parts((count, items, Vec::new()), last.to_vec().into())
         .map(|b| b.to_vec())
         .map_err(|e| e.to_string())
 }
@@ -364,7 +364,7 @@ pub fn samples(m: Message) -> Vec<Vec<u8>> {
     items.push(Err::<Probe, _>(TaskError::Panicked {
         message: "boom".into(),
     }));
-    let at = items.finish_at(usize::MAX, |_, _| ());
+    let at = items.finish_at(usize::MAX, |_, _, _| ());
     let results = items.bytes_from(at).to_vec();
     let worker = WorkerId::fresh(WorkerKind::Actor);
     let exited = Ended::Exited(ExitInfo {
@@ -394,6 +394,7 @@ pub fn samples(m: Message) -> Vec<Vec<u8>> {
                 id: 1,
                 seq: 2,
                 task: "t",
+                oob: false,
                 args: Bytes(&args),
             },
             ToWorker::Cancel { id: 1 },
@@ -420,11 +421,13 @@ pub fn samples(m: Message) -> Vec<Vec<u8>> {
             ToParent::Done {
                 id: 1,
                 exec_ns: 10,
+                oob: false,
                 result: Ok(Bytes(&results)),
             },
             ToParent::Done {
                 id: 2,
                 exec_ns: 10,
+                oob: true,
                 result: Err(died.clone()),
             },
             ToParent::Part {

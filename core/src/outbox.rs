@@ -8,24 +8,65 @@
 //! submitting task, a reader thread) ever blocks on the peer.
 //!
 //! Large messages: a frame built in its own buffer (a worker's result batch)
-//! is taken over whole, not copied ([`Outbox::send_owned`]); a partial write
-//! only moves an offset (no `memmove` of what is left); and a large buffer
-//! that has been written goes to `mproc_transport::spare` for the next
-//! large message instead of back to the system.
+//! is taken over whole, not copied ([`Outbox::send_owned`]); sidecars (large
+//! byte strings sent out of band before their frame) are written from where
+//! they are ([`Outbox::enqueue_with_sidecars`]); a partial write only moves
+//! an offset (no `memmove` of what is left); and a large buffer that has
+//! been written goes to `mproc_transport::spare` for the next large message
+//! instead of back to the system.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 
-use mproc_transport::{spare, ByteStream};
+use mproc_transport::{sidecar_header, spare, ByteStream};
 use serde::Serialize;
 
 use crate::protocol::{encode_frame, FrameError};
 
+/// Byte strings sent out of band before a frame (see
+/// `mproc_transport::FrameReader::take_sidecars`), shared between the
+/// outbox writing them and whoever may send them again (a request's
+/// arguments, kept until it finishes).
+pub(crate) type Sidecars = Arc<Vec<Vec<u8>>>;
+
+/// Bytes waiting to be written, after what is written of them already.
+#[derive(Debug)]
+enum Chunk {
+    /// Frames encoded here or handed over: `buf[off..]`.
+    Own(Vec<u8>, usize),
+    /// Sidecar `index` of a set: its bytes from `off`, written from where
+    /// they are.
+    Side(Sidecars, usize, usize),
+}
+
+impl Chunk {
+    fn rest(&self) -> &[u8] {
+        match self {
+            Chunk::Own(buf, off) => &buf[*off..],
+            Chunk::Side(set, i, off) => &set[*i][*off..],
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        match self {
+            Chunk::Own(_, off) | Chunk::Side(_, _, off) => *off += n,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
-    /// Frames to write: `buf[off..]` (`buf[..off]` is written already).
+    /// What goes out before `buf`, in order: earlier frames and the
+    /// sidecars between them.
+    sealed: VecDeque<Chunk>,
+    /// Frames to write after `sealed`: `buf[off..]` (`buf[..off]` is
+    /// written already). New frames are appended here.
     buf: Vec<u8>,
     off: usize,
     spare: Vec<u8>,
+    /// An empty queue with room, swapped with `sealed` by the flusher so
+    /// the common write allocates nothing.
+    spare_queue: VecDeque<Chunk>,
     /// A thread (a caller or the writer thread) owns the socket's write side.
     flushing: bool,
     /// The writer thread has been asked to finish the flush.
@@ -38,21 +79,64 @@ struct State {
 }
 
 impl State {
-    /// Bytes queued and not yet written.
-    fn pending(&self) -> usize {
-        self.buf.len() - self.off
+    /// True when bytes are queued and not yet written.
+    fn has_pending(&self) -> bool {
+        !self.sealed.is_empty() || self.buf.len() > self.off
     }
 
     /// Drops every queued frame.
     fn clear(&mut self) {
+        self.sealed.clear();
         self.buf.clear();
         self.off = 0;
     }
 
-    /// Keeps a written buffer for the next frames: a small one as this
-    /// connection's spare, a large one in the process-wide pool (bounded,
-    /// released after a while) rather than here for good.
-    fn keep_spare(&mut self, mut data: Vec<u8>) {
+    /// Moves the open buffer's frames behind `sealed`, so that what is
+    /// queued next goes after them.
+    fn seal(&mut self) {
+        if self.buf.len() > self.off {
+            let spare = std::mem::take(&mut self.spare);
+            let buf = std::mem::replace(&mut self.buf, spare);
+            self.sealed
+                .push_back(Chunk::Own(buf, std::mem::take(&mut self.off)));
+        } else {
+            self.buf.clear();
+            self.off = 0;
+        }
+    }
+
+    /// Everything queued, in order, for the flusher to write.
+    fn take_work(&mut self) -> VecDeque<Chunk> {
+        self.seal();
+        let empty = std::mem::take(&mut self.spare_queue);
+        std::mem::replace(&mut self.sealed, empty)
+    }
+
+    /// Takes back what the flusher did not write: it goes before anything
+    /// queued meanwhile.
+    fn put_back(&mut self, mut work: VecDeque<Chunk>) {
+        while let Some(c) = work.pop_back() {
+            self.sealed.push_front(c);
+        }
+        self.spare_queue = work;
+    }
+
+    /// Keeps a written chunk's buffer for the next frames: a small one as
+    /// this connection's spare, a large one in the process-wide pool
+    /// (bounded, released after a while) rather than here for good.
+    fn recycle(&mut self, chunk: Chunk) {
+        let mut data = match chunk {
+            Chunk::Own(data, _) => data,
+            Chunk::Side(set, _, _) => {
+                // The last chunk of a set nobody else holds (a worker's
+                // results; a request's arguments are kept by its job):
+                // its buffers serve the next large message.
+                if let Ok(set) = Arc::try_unwrap(set) {
+                    set.into_iter().for_each(spare::give);
+                }
+                return;
+            }
+        };
         data.clear();
         if data.capacity() >= spare::LARGE {
             spare::give(data);
@@ -118,23 +202,41 @@ impl Outbox {
         encode_frame(&mut st.buf, msg, self.max_frame)
     }
 
+    /// Queues `sides` as the sidecars of one frame, then the frame of
+    /// `msg`, without writing them; the sidecars are written from where
+    /// they are, not copied. Call [`flush`](Self::flush) afterwards.
+    pub(crate) fn enqueue_with_sidecars<M: Serialize>(
+        &self,
+        msg: &M,
+        sides: &Sidecars,
+    ) -> Result<(), FrameError> {
+        // Encoded apart first: a frame that cannot be built leaves nothing
+        // queued, not sidecars without their frame.
+        let mut frame = Vec::new();
+        encode_frame(&mut frame, msg, self.max_frame)?;
+        let mut st = self.state.lock().unwrap();
+        if st.broken || st.closed {
+            return Ok(());
+        }
+        for (i, side) in sides.iter().enumerate() {
+            st.buf.extend_from_slice(&sidecar_header(side.len()));
+            st.seal();
+            st.sealed.push_back(Chunk::Side(sides.clone(), i, 0));
+        }
+        st.buf.extend_from_slice(&frame);
+        Ok(())
+    }
+
     /// Queues a frame that `frame[start..]` holds, taking the buffer over
-    /// (no copy when nothing else is pending), and writes what is pending.
+    /// (no copy), and writes what is pending.
     pub(crate) fn send_owned(&self, frame: Vec<u8>, start: usize) {
         {
             let mut st = self.state.lock().unwrap();
             if st.broken || st.closed {
                 return;
             }
-            if st.buf.len() == st.off {
-                let old = std::mem::replace(&mut st.buf, frame);
-                st.off = start;
-                st.keep_spare(old);
-            } else {
-                st.buf.extend_from_slice(&frame[start..]);
-                drop(st);
-                spare::give(frame);
-            }
+            st.seal();
+            st.sealed.push_back(Chunk::Own(frame, start));
         }
         self.flush();
     }
@@ -150,20 +252,23 @@ impl Outbox {
     /// whatever does not fit.
     pub(crate) fn flush(&self) {
         let mut st = self.state.lock().unwrap();
-        if st.flushing || st.pending() == 0 {
+        if st.flushing || !st.has_pending() {
             return;
         }
         st.flushing = true;
         loop {
-            let spare = std::mem::take(&mut st.spare);
-            let mut data = std::mem::replace(&mut st.buf, spare);
-            let mut off = std::mem::take(&mut st.off);
+            let mut work = st.take_work();
             drop(st);
+            let mut written = Vec::new();
             let mut failed = false;
-            while off < data.len() {
-                match self.chan.try_write(&data[off..]) {
+            while let Some(chunk) = work.front_mut() {
+                if chunk.rest().is_empty() {
+                    written.extend(work.pop_front());
+                    continue;
+                }
+                match self.chan.try_write(chunk.rest()) {
                     Ok(0) => break,
-                    Ok(n) => off += n,
+                    Ok(n) => chunk.advance(n),
                     Err(_) => {
                         failed = true;
                         break;
@@ -171,29 +276,27 @@ impl Outbox {
                 }
             }
             st = self.state.lock().unwrap();
+            for c in written {
+                st.recycle(c);
+            }
             if failed {
                 st.broken = true;
                 st.clear();
+                st.spare_queue = work;
                 st.flushing = false;
                 self.flush_ended(&st);
                 return;
             }
-            if off < data.len() {
+            if !work.is_empty() {
                 // Channel full: the rest, then what came meanwhile, goes to
                 // the writer thread, which blocks for it.
-                if st.pending() > 0 {
-                    let o = st.off;
-                    data.extend_from_slice(&st.buf[o..]);
-                }
-                let newer = std::mem::replace(&mut st.buf, data);
-                st.off = off;
-                st.keep_spare(newer);
+                st.put_back(work);
                 st.handoff = true;
                 self.to_writer.notify_one();
                 return;
             }
-            st.keep_spare(data);
-            if st.pending() == 0 {
+            st.spare_queue = work;
+            if !st.has_pending() {
                 st.flushing = false;
                 self.flush_ended(&st);
                 return;
@@ -214,7 +317,7 @@ impl Outbox {
         self.flush();
         let mut st = self.state.lock().unwrap();
         st.draining += 1;
-        while (st.flushing || st.pending() > 0) && !st.broken && !st.closed {
+        while (st.flushing || st.has_pending()) && !st.broken && !st.closed {
             if !st.flushing {
                 st.flushing = true;
                 st.handoff = true;
@@ -251,17 +354,28 @@ impl Outbox {
             if st.closed {
                 return;
             }
-            let data = std::mem::take(&mut st.buf);
-            let off = std::mem::take(&mut st.off);
+            let mut work = st.take_work();
             drop(st);
-            let res = self.chan.write_all(&data[off..]);
+            let mut res = Ok(());
+            let mut written = Vec::new();
+            while let Some(chunk) = work.pop_front() {
+                res = self.chan.write_all(chunk.rest());
+                written.push(chunk);
+                if res.is_err() {
+                    break;
+                }
+            }
             st = self.state.lock().unwrap();
             if res.is_err() {
                 st.broken = true;
                 st.clear();
             }
-            st.keep_spare(data);
-            if st.pending() == 0 || st.broken {
+            for c in written {
+                st.recycle(c);
+            }
+            work.clear();
+            st.spare_queue = work;
+            if !st.has_pending() || st.broken {
                 st.handoff = false;
                 st.flushing = false;
                 self.flush_ended(&st);

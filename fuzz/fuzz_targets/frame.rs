@@ -12,13 +12,18 @@
 //! * no allocation is larger than what arrived allows, whatever length is
 //!   announced;
 //! * `end_frame` refuses a payload over its limit and leaves the buffer as
-//!   it was.
+//!   it was;
+//! * sidecars (headers with the top bit set) come with the frame that
+//!   follows them, in order, and count against the same limit.
 #![no_main]
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use mproc_fuzz::{frame_memory_bound, peak, reset_peak, Counting, SliceStream};
-use mproc_transport::{begin_frame, end_frame, FrameReader, TransportError, MAX_FRAME_LIMIT};
+use mproc_transport::{
+    begin_frame, end_frame, sidecar_header, FrameReader, TransportError, MAX_FRAME_LIMIT,
+    MAX_SIDECARS, SIDECAR_BIT,
+};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -31,6 +36,8 @@ enum Piece {
     Raw(Vec<u8>),
     /// A bare header announcing this many bytes.
     Header(u32),
+    /// A sidecar: its header and bytes.
+    Sidecar(Vec<u8>),
 }
 
 #[derive(Debug, Arbitrary)]
@@ -52,10 +59,54 @@ struct Input {
     ops: Vec<Op>,
 }
 
-/// The next frame of `data` from `at`: `(header end, announced length)`.
-fn model(data: &[u8], at: usize) -> Option<(usize, usize)> {
-    let h = data.get(at..at + 4)?;
-    Some((at + 4, u32::from_le_bytes(h.try_into().unwrap()) as usize))
+/// What the stream holds from `at`, as a reader with limit `limit` must
+/// take it.
+#[derive(Debug)]
+enum Model {
+    /// A frame: its sidecars (ranges of `data`), where its header ends, and
+    /// its length.
+    Frame {
+        sides: Vec<std::ops::Range<usize>>,
+        end: usize,
+        len: usize,
+    },
+    /// A header (ending at `end`) over what the limit leaves: `size` is the
+    /// bytes announced, with the sidecars before it.
+    TooLarge { end: usize, size: usize },
+}
+
+/// The next item of `data` from `at`; `None` when the stream ends first.
+fn model(data: &[u8], at: usize, limit: usize) -> Option<Model> {
+    let mut pos = at;
+    let mut sides = Vec::new();
+    let mut side_bytes = 0usize;
+    loop {
+        let h = data.get(pos..pos + 4)?;
+        let h = u32::from_le_bytes(h.try_into().unwrap());
+        let len = (h & !SIDECAR_BIT) as usize;
+        let end = pos + 4;
+        if h & SIDECAR_BIT == 0 {
+            if len > limit - side_bytes {
+                return Some(Model::TooLarge {
+                    end,
+                    size: len + side_bytes,
+                });
+            }
+            return Some(Model::Frame { sides, end, len });
+        }
+        if sides.len() >= MAX_SIDECARS || len > limit - side_bytes {
+            return Some(Model::TooLarge {
+                end,
+                size: len + side_bytes,
+            });
+        }
+        if end + len > data.len() {
+            return None;
+        }
+        sides.push(end..end + len);
+        side_bytes += len;
+        pos = end + len;
+    }
 }
 
 fuzz_target!(|input: Input| {
@@ -83,6 +134,10 @@ fuzz_target!(|input: Input| {
             }
             Piece::Raw(b) => data.extend_from_slice(b),
             Piece::Header(n) => data.extend_from_slice(&n.to_le_bytes()),
+            Piece::Sidecar(b) => {
+                data.extend_from_slice(&sidecar_header(b.len()));
+                data.extend_from_slice(b);
+            }
         }
     }
 
@@ -99,8 +154,12 @@ fuzz_target!(|input: Input| {
     let mut at = 0;
     reset_peak();
     for op in input.ops.iter().take(64) {
+        let next = model(&data, at, limit);
+        // A frame with no sidecars before it, all arrived: `has_frame`
+        // says so, and `try_next_frame` must return it.
         let whole = |arrived: usize| {
-            model(&data, at).is_some_and(|(end, len)| len <= limit && arrived >= end + len)
+            matches!(&next, Some(Model::Frame { sides, end, len })
+                if sides.is_empty() && arrived >= end + len)
         };
         match op {
             Op::Has => assert_eq!(reader.has_frame(), whole(stream.delivered())),
@@ -109,27 +168,37 @@ fuzz_target!(|input: Input| {
                     Op::Next => reader.next_frame(&stream).map(Some),
                     _ => reader.try_next_frame(&stream),
                 };
-                match r {
+                let got = r.map(|f| f.map(<[u8]>::to_vec));
+                match got {
                     Ok(Some(frame)) => {
-                        let (end, len) = model(&data, at).expect("a frame from nothing");
-                        assert!(len <= limit && frame.len() == len);
+                        let Some(Model::Frame { sides, end, len }) = next else {
+                            panic!("a frame the stream does not hold: {next:?}");
+                        };
+                        assert!(frame.len() == len);
                         assert_eq!(frame, &data[end..end + len], "a frame not in the stream");
+                        let got_sides = reader.take_sidecars();
+                        assert_eq!(got_sides.len(), sides.len(), "sidecars lost or invented");
+                        for (g, want) in got_sides.iter().zip(&sides) {
+                            assert_eq!(&g[..], &data[want.clone()], "a sidecar changed");
+                        }
                         at = end + len;
                     }
                     Ok(None) => {
                         assert!(matches!(op, Op::TryNext));
                         let arrived = stream.delivered();
                         assert!(!whole(arrived), "try_next_frame hid an arrived frame");
-                        if let Some((end, len)) = model(&data, at) {
+                        if let Some(Model::TooLarge { end, .. }) = next {
                             assert!(
-                                arrived < end || len <= limit,
+                                arrived < end,
                                 "an oversized header arrived but was not refused"
                             );
                         }
                     }
                     Err(TransportError::FrameTooLarge { size, limit: l }) => {
-                        let (end, len) = model(&data, at).expect("refused without a header");
-                        assert!(len > limit && size == len as u64 && l == limit as u64);
+                        let Some(Model::TooLarge { end, size: want }) = next else {
+                            panic!("refused, but the stream holds {next:?}");
+                        };
+                        assert!(size == want as u64 && l == limit as u64);
                         assert!(stream.delivered() >= end);
                         let started = stream.last_read_start().unwrap();
                         assert!(
@@ -141,7 +210,9 @@ fuzz_target!(|input: Input| {
                     }
                     Err(TransportError::Disconnected) => {
                         assert!(stream.at_end(), "disconnected before the end");
-                        assert!(!whole(total), "disconnected with a whole frame left");
+                        let complete = matches!(&next, Some(Model::Frame { end, len, .. })
+                            if total >= end + len);
+                        assert!(!complete, "disconnected with a whole frame left");
                         break;
                     }
                     Err(e) => panic!("unexpected error: {e}"),

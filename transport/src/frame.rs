@@ -1,4 +1,14 @@
-//! Length-prefixed frames: `[len: u32 LE][payload: len bytes]`.
+//! Length-prefixed frames: `[len: u32 LE][payload: len bytes]`, and the
+//! *sidecars* that may precede a frame.
+//!
+//! A sidecar is a run of raw bytes that belongs to the next frame: its
+//! header is the length with the top bit ([`SIDECAR_BIT`]) set. A large
+//! byte string travels as one, so that the receiver reads it straight into
+//! a buffer of its own (which becomes the decoded value) instead of into the
+//! frame and then out of it again. What a sidecar means is up to the
+//! message that follows; this layer only hands them over with the frame
+//! ([`FrameReader::take_sidecars`]) and counts them against the same limit:
+//! a frame and its sidecars together are at most the maximum payload.
 
 use std::time::Instant;
 
@@ -8,10 +18,18 @@ use crate::{spare, ByteStream, TransportError};
 pub const FRAME_HEADER: usize = 4;
 /// The default largest payload: 1 GiB plus room for a message header.
 pub const DEFAULT_MAX_FRAME: usize = (1 << 30) + (1 << 20);
-/// The largest limit that can be configured (the header is a `u32`).
-pub const MAX_FRAME_LIMIT: usize = u32::MAX as usize;
+/// The largest limit that can be configured (the header is a `u32` whose
+/// top bit marks a sidecar).
+pub const MAX_FRAME_LIMIT: usize = (SIDECAR_BIT - 1) as usize;
+/// The top bit of a header: the bytes that follow are a sidecar of the next
+/// frame, not a frame.
+pub const SIDECAR_BIT: u32 = 1 << 31;
+/// The most sidecars one frame may have.
+pub const MAX_SIDECARS: usize = 4096;
 
 const MIN_READ: usize = 64 * 1024;
+/// A sidecar buffer grown by at least this much is faulted in at once.
+const PREFAULT_MIN: usize = 256 * 1024;
 
 /// Starts a frame at the end of `buf`; returns its start offset for
 /// [`end_frame`].
@@ -19,6 +37,16 @@ pub fn begin_frame(buf: &mut Vec<u8>) -> usize {
     let start = buf.len();
     buf.extend_from_slice(&[0; FRAME_HEADER]);
     start
+}
+
+/// The header of a sidecar of `len` bytes (at most [`MAX_FRAME_LIMIT`]),
+/// which the `len` bytes themselves follow.
+pub fn sidecar_header(len: usize) -> [u8; FRAME_HEADER] {
+    assert!(
+        len <= MAX_FRAME_LIMIT,
+        "a sidecar is at most MAX_FRAME_LIMIT bytes"
+    );
+    (len as u32 | SIDECAR_BIT).to_le_bytes()
 }
 
 /// Finishes the frame begun at `start`, writing its length. A payload over
@@ -57,6 +85,11 @@ pub struct FrameReader {
     /// Where the payload of the frame last returned lies in `buf`, until
     /// the next call.
     last: Option<std::ops::Range<usize>>,
+    /// Sidecars read since the last frame, and their bytes.
+    sidecars: Vec<Vec<u8>>,
+    side_bytes: usize,
+    /// The sidecars of the frame last returned, until the next call.
+    last_sidecars: Vec<Vec<u8>>,
 }
 
 impl FrameReader {
@@ -70,23 +103,117 @@ impl FrameReader {
             last_large: None,
             small_since: false,
             last: None,
+            sidecars: Vec::new(),
+            side_bytes: 0,
+            last_sidecars: Vec::new(),
         }
     }
 
-    /// The length of the next frame's payload, when its header is buffered.
-    fn pending_len(&self) -> Option<usize> {
+    /// The next header, when it is buffered: the length and whether a
+    /// sidecar follows rather than a frame.
+    fn pending_header(&self) -> Option<(usize, bool)> {
         let avail = &self.buf[self.start..self.end];
-        (avail.len() >= FRAME_HEADER)
-            .then(|| u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize)
+        (avail.len() >= FRAME_HEADER).then(|| {
+            let h = u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]);
+            ((h & !SIDECAR_BIT) as usize, h & SIDECAR_BIT != 0)
+        })
+    }
+
+    /// The length of the next frame's payload, when its header is buffered
+    /// (a sidecar's header counts as over any limit: see
+    /// [`try_next_frame`](Self::try_next_frame)).
+    fn pending_len(&self) -> Option<usize> {
+        self.pending_header()
+            .map(|(len, side)| if side { usize::MAX } else { len })
     }
 
     /// True when a whole frame is already buffered, so
-    /// [`next_frame`](Self::next_frame) will not block.
+    /// [`next_frame`](Self::next_frame) will not block. (False while a
+    /// sidecar is next: its frame is still on its way.)
     pub fn has_frame(&self) -> bool {
-        match self.pending_len() {
-            Some(len) => len <= self.max && self.end - self.start >= FRAME_HEADER + len,
-            None => false,
+        match self.pending_header() {
+            Some((len, false)) => {
+                len <= self.max.saturating_sub(self.side_bytes)
+                    && self.end - self.start >= FRAME_HEADER + len
+            }
+            _ => false,
         }
+    }
+
+    /// The sidecars that came before the frame last returned (by
+    /// [`next_frame`](Self::next_frame) or
+    /// [`try_next_frame`](Self::try_next_frame)), in the order sent; empty
+    /// when it had none. Sidecars not taken are dropped at the next call.
+    pub fn take_sidecars(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.last_sidecars)
+    }
+
+    /// The frame last returned (by [`next_frame`](Self::next_frame) or
+    /// [`try_next_frame`](Self::try_next_frame), with no call since) with
+    /// its sidecars, taken: for a caller that needs both at once. Empty
+    /// when no frame was returned.
+    pub fn last_frame_and_sidecars(&mut self) -> (&[u8], Vec<Vec<u8>>) {
+        let sides = std::mem::take(&mut self.last_sidecars);
+        let range = self.last.clone().unwrap_or(0..0);
+        (&self.buf[range], sides)
+    }
+
+    /// Reads the sidecar of `len` bytes whose header is next in the buffer:
+    /// what is buffered is copied, the rest read straight into its own
+    /// buffer (a pooled one when it is large, so its pages are faulted in
+    /// already).
+    fn read_sidecar(&mut self, len: usize, src: &dyn ByteStream) -> Result<(), TransportError> {
+        if self.sidecars.len() >= MAX_SIDECARS || len > self.max - self.side_bytes {
+            return Err(TransportError::FrameTooLarge {
+                size: (self.side_bytes as u64).saturating_add(len as u64),
+                limit: self.max as u64,
+            });
+        }
+        self.start += FRAME_HEADER;
+        let mut side = if len >= spare::LARGE {
+            spare::take(len).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let have = (self.end - self.start).min(len);
+        // Grown with what arrives (at most doubling what is held), so a
+        // peer that announces a large sidecar and stops costs nothing. A
+        // pooled buffer's old contents are initialized bytes: only what it
+        // never held is zeroed.
+        side.truncate(len);
+        let held = side.len();
+        side.resize(held.max(have), 0);
+        side[..have].copy_from_slice(&self.buf[self.start..self.start + have]);
+        self.start += have;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        let mut filled = have;
+        while filled < len {
+            if filled == side.len() {
+                let more = filled.max(MIN_READ).min(len - filled);
+                if side.capacity() - side.len() < more {
+                    side.reserve_exact(more);
+                    if more >= PREFAULT_MIN {
+                        // Faulted in at once rather than page by page as
+                        // it is zeroed and read into.
+                        crate::sys::prefault(&mut side);
+                    }
+                }
+                side.resize(filled + more, 0);
+            }
+            match src.read(&mut side[filled..]) {
+                Ok(0) => return Err(TransportError::Disconnected),
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(TransportError::Io(e)),
+            }
+        }
+        side.truncate(len);
+        self.side_bytes += len;
+        self.sidecars.push(side);
+        Ok(())
     }
 
     /// Returns the next frame's payload, reading from `src` as needed.
@@ -97,16 +224,23 @@ impl FrameReader {
     /// announced length exceeds the limit, `Io` otherwise.
     pub fn next_frame(&mut self, src: &dyn ByteStream) -> Result<&[u8], TransportError> {
         self.last = None;
+        self.drop_last_sidecars();
         loop {
-            if let Some(len) = self.pending_len() {
-                if len > self.max {
+            if let Some((len, side)) = self.pending_header() {
+                if side {
+                    self.read_sidecar(len, src)?;
+                    continue;
+                }
+                if len > self.max - self.side_bytes {
                     return Err(TransportError::FrameTooLarge {
-                        size: len as u64,
+                        size: (len as u64).saturating_add(self.side_bytes as u64),
                         limit: self.max as u64,
                     });
                 }
                 let need = FRAME_HEADER + len;
                 if self.end - self.start >= need {
+                    self.last_sidecars = std::mem::take(&mut self.sidecars);
+                    self.side_bytes = 0;
                     let frame = self.start + FRAME_HEADER..self.start + need;
                     if need > spare::LARGE {
                         self.last_large = Some(Instant::now());
@@ -145,6 +279,7 @@ impl FrameReader {
         src: &dyn ByteStream,
     ) -> Result<Option<&[u8]>, TransportError> {
         self.last = None;
+        self.drop_last_sidecars();
         if !self.has_frame() {
             let need = self
                 .pending_len()
@@ -175,6 +310,14 @@ impl FrameReader {
             }
         }
         self.next_frame(src).map(Some)
+    }
+
+    /// Drops the sidecars of the frame returned before, if nobody took
+    /// them (a large one goes back to the pool).
+    fn drop_last_sidecars(&mut self) {
+        for side in self.last_sidecars.drain(..) {
+            spare::give(side);
+        }
     }
 
     /// Hands over the buffer that holds the frame last returned (by

@@ -10,9 +10,10 @@
 //!   `SHM_RING.md`).
 //! * Framing ([`FrameReader`], [`begin_frame`] / [`end_frame`]): a
 //!   little-endian `u32` length prefix followed by the payload, with a
-//!   maximum frame size checked on both sides. A reader never allocates more
-//!   than the bytes that actually arrived (plus amortised growth), whatever
-//!   length a peer announces.
+//!   maximum frame size checked on both sides. A reader never allocates
+//!   more than the bytes that actually arrived (plus amortised growth),
+//!   whatever length a peer announces. Large byte strings may go before
+//!   their frame as sidecars, read straight into buffers of their own.
 //!
 //! * [`spare`]: large buffers kept for reuse, so that a large message does
 //!   not cost a fresh allocation (and its page faults) at every step.
@@ -32,7 +33,8 @@ mod unix;
 
 pub use error::TransportError;
 pub use frame::{
-    begin_frame, end_frame, FrameReader, DEFAULT_MAX_FRAME, FRAME_HEADER, MAX_FRAME_LIMIT,
+    begin_frame, end_frame, sidecar_header, FrameReader, DEFAULT_MAX_FRAME, FRAME_HEADER,
+    MAX_FRAME_LIMIT, MAX_SIDECARS, SIDECAR_BIT,
 };
 pub use listener::UnixListener;
 pub use pipe::PipeChannel;

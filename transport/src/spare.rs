@@ -96,8 +96,15 @@ pub fn give(buf: Vec<u8>) {
 /// socket went from a steady 0.15 s to anywhere in 0.13–1.4 s (half the
 /// time in the kernel zeroing huge pages on fault), so reuse through this
 /// pool is what saves the faults.
+///
+/// A large one is faulted in at once (see `sys::prefault`): writing a
+/// fresh 64 MiB buffer page by page costs more than copying into it.
 pub fn with_capacity(cap: usize) -> Vec<u8> {
-    Vec::with_capacity(cap)
+    let mut v = Vec::with_capacity(cap);
+    if cap >= LARGE {
+        crate::sys::prefault(&mut v);
+    }
+    v
 }
 
 /// `bytes` copied into a buffer from the pool (or a fresh one).

@@ -247,3 +247,26 @@ pub(crate) fn neutralize(fd: &OwnedFd) {
         unsafe { libc::dup3(null.as_raw_fd(), fd.as_raw_fd(), libc::O_CLOEXEC) };
     }
 }
+
+/// Faults in the spare capacity of `buf` for writing, in one system call
+/// (`MADV_POPULATE_WRITE`) instead of one page fault per page as it is
+/// first written: a fresh 64 MiB buffer is 16 384 faults otherwise. Best
+/// effort: a kernel without it (before 5.14) or a failure changes nothing
+/// but the speed.
+pub(crate) fn prefault(buf: &mut Vec<u8>) {
+    const MADV_POPULATE_WRITE: libc::c_int = 23;
+    let page = 4096usize;
+    let spare = buf.spare_capacity_mut();
+    let start = spare.as_mut_ptr() as usize;
+    let first = start.div_ceil(page) * page;
+    let end = (start + spare.len()) / page * page;
+    if end <= first {
+        return;
+    }
+    // SAFETY: `[first, end)` lies inside the vector's own allocation (its
+    // spare capacity, rounded inwards to whole pages), which stays mapped
+    // while `buf` is borrowed. Populating for writing changes no byte the
+    // program can see: untouched anonymous pages read as zero either way,
+    // and the capacity is uninitialized to Rust anyway.
+    let _ = unsafe { libc::madvise(first as *mut libc::c_void, end - first, MADV_POPULATE_WRITE) };
+}

@@ -190,15 +190,18 @@ fn shutdown_wakes_blocked_readers_with_end_of_stream() {
 #[test]
 fn malformed_length_prefix_is_refused_without_allocating() {
     for kind in KINDS {
-        let (a, b) = pair(kind);
-        // A header announcing 3.75 GiB, then nothing.
-        a.write_all(&0xF000_0000u32.to_le_bytes()).unwrap();
-        let mut r = FrameReader::new(1 << 20);
-        match r.next_frame(&*b) {
-            Err(TransportError::FrameTooLarge { size, limit }) => {
-                assert_eq!((size, limit), (0xF000_0000, 1 << 20));
+        // A header announcing a frame of 1.75 GiB, then one announcing a
+        // sidecar of as much (the top bit), then nothing.
+        for header in [0x7000_0000u32, 0xF000_0000] {
+            let (a, b) = pair(kind);
+            a.write_all(&header.to_le_bytes()).unwrap();
+            let mut r = FrameReader::new(1 << 20);
+            match r.next_frame(&*b) {
+                Err(TransportError::FrameTooLarge { size, limit }) => {
+                    assert_eq!((size, limit), (0x7000_0000, 1 << 20));
+                }
+                other => panic!("{kind:?} {header:#x}: {other:?}"),
             }
-            other => panic!("{kind:?}: {other:?}"),
         }
     }
 }

@@ -7,7 +7,9 @@
 use std::io;
 use std::sync::Mutex;
 
-use mproc_transport::{begin_frame, end_frame, ByteStream, FrameReader, TransportError};
+use mproc_transport::{
+    begin_frame, end_frame, sidecar_header, ByteStream, FrameReader, TransportError,
+};
 
 /// `data` handed out in reads of `sizes` bytes (cycled).
 #[derive(Debug)]
@@ -151,4 +153,98 @@ fn a_torn_frame_at_the_end_is_disconnected_not_returned() {
         r.next_frame(&s),
         Err(TransportError::Disconnected)
     ));
+}
+
+/// `frame` preceded by `sides` as sidecars, as a writer sends them.
+fn with_sidecars(out: &mut Vec<u8>, sides: &[Vec<u8>], frame: &[u8]) {
+    for side in sides {
+        out.extend_from_slice(&sidecar_header(side.len()));
+        out.extend_from_slice(side);
+    }
+    let start = begin_frame(out);
+    out.extend_from_slice(frame);
+    end_frame(out, start, usize::MAX).unwrap();
+}
+
+#[test]
+fn sidecars_arrive_with_their_frame_whatever_the_read_sizes() {
+    let big = if cfg!(miri) { 70_000 } else { 1_500_000 };
+    let sides: Vec<Vec<u8>> = [big, 0, 5, 65_536]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (0..n).map(|j| (i * 7 + j) as u8).collect())
+        .collect();
+    let mut wire = Vec::new();
+    with_sidecars(&mut wire, &sides, b"first");
+    with_sidecars(&mut wire, &[], b"plain");
+    with_sidecars(&mut wire, &sides[2..3], b"third");
+    let splits: &[&[usize]] = if cfg!(miri) {
+        &[&[usize::MAX], &[4093, 1, 70_000]]
+    } else {
+        &[&[usize::MAX], &[1, 2, 3], &[4093, 1, 70_000]]
+    };
+    for sizes in splits {
+        let s = Mem::new(wire.clone(), sizes);
+        let mut r = FrameReader::new(4 << 20);
+        assert_eq!(r.next_frame(&s).unwrap(), b"first", "{sizes:?}");
+        assert_eq!(r.take_sidecars(), sides, "{sizes:?}");
+        assert_eq!(r.next_frame(&s).unwrap(), b"plain");
+        assert!(r.take_sidecars().is_empty(), "a frame without sidecars");
+        assert_eq!(r.next_frame(&s).unwrap(), b"third");
+        // Not taken: dropped at the next call, not handed to a later frame.
+        assert!(matches!(
+            r.next_frame(&s),
+            Err(TransportError::Disconnected)
+        ));
+        assert!(r.take_sidecars().is_empty());
+    }
+}
+
+#[test]
+fn try_next_frame_waits_out_a_frame_whose_sidecars_are_coming() {
+    let mut wire = Vec::new();
+    with_sidecars(&mut wire, &[vec![3; 200_000]], b"x");
+    let s = Mem::new(wire, &[1000]);
+    let mut r = FrameReader::new(1 << 20);
+    let mut got = None;
+    while got.is_none() {
+        got = r.try_next_frame(&s).unwrap().map(<[u8]>::to_vec);
+    }
+    assert_eq!(got.unwrap(), b"x");
+    assert_eq!(r.take_sidecars(), vec![vec![3; 200_000]]);
+}
+
+#[test]
+fn sidecars_count_against_the_limit_with_their_frame() {
+    // Each sidecar fits, all of them together do not.
+    let mut wire = Vec::new();
+    with_sidecars(&mut wire, &[vec![1; 600], vec![2; 600]], b"y");
+    let s = Mem::new(wire, &[usize::MAX]);
+    let mut r = FrameReader::new(1000);
+    match r.next_frame(&s) {
+        Err(TransportError::FrameTooLarge { size, limit }) => {
+            assert_eq!((size, limit), (1200, 1000));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The frame itself over what the sidecars left of the limit.
+    let mut wire = Vec::new();
+    with_sidecars(&mut wire, &[vec![1; 990]], &[0; 20]);
+    let s = Mem::new(wire, &[usize::MAX]);
+    let mut r = FrameReader::new(1000);
+    assert!(matches!(
+        r.next_frame(&s),
+        Err(TransportError::FrameTooLarge { size: 1010, .. })
+    ));
+    // A sidecar header announcing more than the limit is refused before
+    // its bytes are read.
+    let mut wire = sidecar_header(1 << 30).to_vec();
+    wire.extend_from_slice(&[0; 64]);
+    let s = Mem::new(wire, &[4]);
+    let mut r = FrameReader::new(1000);
+    assert!(matches!(
+        r.next_frame(&s),
+        Err(TransportError::FrameTooLarge { .. })
+    ));
+    assert_eq!(s.delivered(), 4);
 }

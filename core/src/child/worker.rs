@@ -37,6 +37,7 @@ use crate::outbox::Outbox;
 use crate::protocol::actor::MODE_ACTOR;
 use crate::protocol::claims::Claims;
 use crate::protocol::manager::MODE_MANAGER;
+use crate::protocol::oob;
 use crate::protocol::{
     decode, done_head, encode_frame, Bytes, ToParent, ToWorker, TransportWire, MAGIC, MODE_PROCESS,
     MODE_WORKER, PROTOCOL_VERSION,
@@ -57,6 +58,8 @@ struct Request {
     seq: u64,
     entry: Result<&'static TaskEntry, TaskError>,
     args: Vec<u8>,
+    /// The arguments' sidecars when they are encoded out of band.
+    sides: Option<Vec<Vec<u8>>>,
 }
 
 struct Shared {
@@ -253,7 +256,7 @@ fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) 
                 reader.try_next_frame(chan)
             };
             let frame = match got {
-                Ok(Some(f)) => f,
+                Ok(Some(_)) => reader.last_frame_and_sidecars(),
                 Ok(None) => break,
                 Err(TransportError::Disconnected) => sys::exit_now(0),
                 Err(e) => {
@@ -261,28 +264,32 @@ fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) 
                     sys::exit_now(71)
                 }
             };
+            let (frame, sides) = frame;
             match decode::<ToWorker<'_>>(frame) {
                 Ok(ToWorker::Run {
                     id,
                     seq,
                     task,
+                    oob,
                     args,
                 }) => {
                     let entry = lookup(task).ok_or_else(|| TaskError::UnknownTask {
                         name: task.to_string(),
                     });
+                    let sides = oob.then_some(sides);
                     if queue.is_empty() {
                         // Nothing before it: run it from the frame, without
                         // copying the arguments out. What else has arrived
                         // is taken in right after, as it would be had it
                         // arrived while the task ran.
-                        run_request(shared, id, seq, entry, args.0);
+                        run_request(shared, id, seq, entry, args.0, sides);
                     } else {
                         queue.push_back(Request {
                             id,
                             seq,
                             entry,
                             args: args.0.to_vec(),
+                            sides,
                         });
                     }
                 }
@@ -299,7 +306,7 @@ fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) 
             }
         }
         match queue.pop_front() {
-            Some(req) => run_request(shared, req.id, req.seq, req.entry, &req.args),
+            Some(req) => run_request(shared, req.id, req.seq, req.entry, &req.args, req.sides),
             None if shutdown => {
                 let mut a = shared.asyncs.lock().unwrap();
                 while !a.is_empty() {
@@ -331,6 +338,7 @@ fn run_request(
     seq: u64,
     entry: Result<&'static TaskEntry, TaskError>,
     args: &[u8],
+    sides: Option<Vec<Vec<u8>>>,
 ) {
     if !shared.claims.start(seq) {
         return; // taken back by the parent: it runs elsewhere
@@ -343,12 +351,14 @@ fn run_request(
         }
     };
     if entry.is_async {
-        return start_async(shared, id, seq, entry, args);
+        return start_async(shared, id, seq, entry, args, sides);
     }
     let span = tracing::debug_span!("mproc.task", task = entry.name, id = id);
     let started = Instant::now();
     RUNNING.with(|r| r.set(Some((id, entry.name))));
-    let result = span.in_scope(|| (entry.run)(args).block());
+    // The entry point decodes the arguments first, with their sidecars,
+    // then runs the task (which no longer sees them).
+    let result = span.in_scope(|| oob::for_request(sides, || (entry.run)(args)).block());
     RUNNING.with(|r| r.set(None));
     let exec_ns = started.elapsed().as_nanos().max(1) as u64;
     finish(shared, seq);
@@ -363,8 +373,15 @@ fn finish(shared: &Shared, seq: u64) {
     }
 }
 
-fn start_async(shared: &Arc<Shared>, id: u64, seq: u64, entry: &'static TaskEntry, args: &[u8]) {
-    let fut = match (entry.run)(args) {
+fn start_async(
+    shared: &Arc<Shared>,
+    id: u64,
+    seq: u64,
+    entry: &'static TaskEntry,
+    args: &[u8],
+    sides: Option<Vec<Vec<u8>>>,
+) {
+    let fut = match oob::for_request(sides, || (entry.run)(args)) {
         BatchRun::Async(f) => f,
         BatchRun::Done(r) => {
             finish(shared, seq);
@@ -396,23 +413,51 @@ fn send_done(shared: &Shared, id: u64, exec_ns: u64, result: BatchResult) {
             let _ = shared.outbox.send(&ToParent::Done {
                 id,
                 exec_ns,
+                oob: false,
                 result: Err(e),
             });
             return;
         }
     };
+    let oob = items.out_of_band();
     items.cap_items(limit);
     let outbox = &shared.outbox;
-    let at = items.finish_at(limit, |count, bytes| {
-        let _ = outbox.enqueue(&ToParent::Part {
+    let at = items.finish_at(limit, |count, bytes, sides| {
+        let msg = ToParent::Part {
             id,
             count,
             items: Bytes(bytes),
-        });
+        };
+        let _ = if sides.is_empty() {
+            outbox.enqueue(&msg)
+        } else {
+            outbox.enqueue_with_sidecars(&msg, &Arc::new(sides))
+        };
     });
+    let sides = items.take_sides();
+    if !sides.is_empty() {
+        // The final batch's large strings go before its frame, written from
+        // their own buffers; the frame itself is small.
+        let msg = ToParent::Done {
+            id,
+            exec_ns,
+            oob,
+            result: Ok(Bytes(items.bytes_from(at))),
+        };
+        let sides = Arc::new(sides);
+        if let Err(e) = outbox.enqueue_with_sidecars(&msg, &sides) {
+            let _ = outbox.enqueue(&ToParent::Done {
+                id,
+                exec_ns,
+                oob: false,
+                result: Err(e.into_task_error()),
+            });
+        }
+        return outbox.flush();
+    }
     let len = items.bytes_from(at).len();
     if len >= IN_PLACE_MIN {
-        match done_head(id, exec_ns, len, shared.max_frame) {
+        match done_head(id, exec_ns, oob, len, shared.max_frame) {
             // The frame is finished in the items' own buffer and sent from
             // there: encoded once, never copied into the outbox.
             Ok(head) => match items.into_frame(at, &head) {
@@ -423,6 +468,7 @@ fn send_done(shared: &Shared, id: u64, exec_ns: u64, result: BatchResult) {
                 let err = ToParent::Done {
                     id,
                     exec_ns,
+                    oob: false,
                     result: Err(e.into_task_error()),
                 };
                 let _ = outbox.send(&err);
@@ -435,12 +481,14 @@ fn send_done(shared: &Shared, id: u64, exec_ns: u64, result: BatchResult) {
     let msg = ToParent::Done {
         id,
         exec_ns,
+        oob,
         result: Ok(Bytes(items.bytes_from(at))),
     };
     if let Err(e) = outbox.send(&msg) {
         let err = ToParent::Done {
             id,
             exec_ns,
+            oob: false,
             result: Err(e.into_task_error()),
         };
         let _ = outbox.send(&err);
@@ -464,7 +512,7 @@ mod tests {
         let limit = (1 << 20) - FRAME_OVERHEAD;
         items.cap_items(limit);
         let mut parts = 0;
-        let last = items.finish(limit, |_, b| {
+        let last = items.finish(limit, |_, b, _| {
             assert!(b.len() <= limit);
             parts += 1;
         });

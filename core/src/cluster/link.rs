@@ -235,6 +235,9 @@ impl WorkerLink for RemoteLink {
 
     fn enqueue(&self, msg: &ToWorker<'_>) -> Result<(), FrameError> {
         match msg {
+            // An executor with a cluster encodes in band; a node's worker
+            // could not read this batch.
+            ToWorker::Run { oob: true, .. } => Err(FrameError::OutOfBand),
             ToWorker::Run {
                 id,
                 seq,

@@ -297,6 +297,8 @@ fn serve(
         name_prefix: "NodeWorker",
         transport: crate::executor::TransportKind::default(),
         start_method: crate::get_start_method(),
+        // The driver's arguments arrive encoded, in band.
+        out_of_band: false,
     });
     core.start_blocking()?;
     tracing::info!(node = %id, workers, "mproc node serving");

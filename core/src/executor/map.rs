@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use super::completion::Completion;
 use super::sched::{Core, Limits, Running};
 use crate::error::TaskError;
-use crate::protocol::batch::{decode_batch, encode_chunk};
+use crate::protocol::batch::{decode_batch, encode_chunk_mode};
 use crate::registry::Task;
 
 /// Options for `map` and friends.
@@ -143,8 +143,8 @@ where
             .config()
             .max_frame
             .saturating_sub(self.task.len() + 64);
-        let (id, comp) = match encode_chunk(items) {
-            Ok(payload) if payload.len() > limit && items.len() > 1 => {
+        let (id, comp) = match encode_chunk_mode(items, self.core.config().out_of_band) {
+            Ok(payload) if payload.wire_len() > limit && items.len() > 1 => {
                 let (a, b) = items.split_at(items.len() / 2);
                 self.submit_chunk(a);
                 self.submit_chunk(b);

@@ -21,7 +21,7 @@ pub use self::wait::{
 
 use self::sched::{Config, Core, Limits};
 use crate::error::{Error, TaskError};
-use crate::protocol::batch::encode_one;
+use crate::protocol::batch::{encode_one, encode_one_owned};
 use crate::registry::Task;
 use crate::spawn::StartMethod;
 
@@ -211,6 +211,8 @@ impl ExecutorBuilder {
             name_prefix: "PoolWorker",
             transport: self.transport,
             start_method: method,
+            // A node's link carries arguments in band only.
+            out_of_band: self.cluster.is_none(),
         })
     }
 }
@@ -301,7 +303,7 @@ impl Executor {
         opts: TaskOptions,
     ) -> TaskHandle<T::Output> {
         let _ = task;
-        let payload = match encode_one(&args) {
+        let payload = match encode_one_owned(args, self.core().config().out_of_band) {
             Ok(p) => p,
             Err(e) => return TaskHandle::resolved(e),
         };

@@ -17,7 +17,9 @@ use super::map::{MapOptions, MapStream};
 use super::sched::{Core, Limits};
 use super::{ExecutorBuilder, TransportKind};
 use crate::error::{Error, ErrorKind, TaskError};
-use crate::protocol::batch::{decode_batch, decode_one, encode_chunk, encode_one, Outcome};
+use crate::protocol::batch::{
+    decode_batch, decode_one, encode_chunk_mode, encode_one_owned, Outcome,
+};
 use crate::registry::Task;
 use crate::spawn::StartMethod;
 
@@ -153,7 +155,7 @@ impl Pool {
     /// Queues `task(args)` and returns at once.
     pub fn apply_async<T: Task>(&self, task: T, args: T::Args) -> AsyncResult<T::Output> {
         let _ = task;
-        let comp = match encode_one(&args) {
+        let comp = match encode_one_owned(args, self.core.config().out_of_band) {
             Ok(payload) => {
                 self.core
                     .submit(T::NAME, T::IS_ASYNC, payload, Limits::default())
@@ -263,7 +265,7 @@ impl Pool {
         let parts: Vec<(Arc<Completion>, usize)> = items
             .chunks(chunksize)
             .map(|chunk| {
-                let comp = match encode_chunk(chunk) {
+                let comp = match encode_chunk_mode(chunk, self.core.config().out_of_band) {
                     Ok(payload) => {
                         self.core
                             .submit(T::NAME, T::IS_ASYNC, payload, Limits::default())

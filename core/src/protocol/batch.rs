@@ -17,6 +17,7 @@ use postcard::ser_flavors::Flavor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::oob;
 use crate::error::TaskError;
 
 /// Appends an unsigned LEB128 varint, as postcard encodes lengths.
@@ -128,17 +129,134 @@ pub(crate) fn encode_chunk<A: Serialize>(items: &[A]) -> Result<Vec<u8>, TaskErr
     Ok(buf)
 }
 
+/// An encoded batch of arguments, with the sidecars of its large byte
+/// strings when it is encoded out of band (see [`oob`]).
+#[derive(Debug, Default)]
+pub(crate) struct Encoded {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) sides: Vec<Vec<u8>>,
+    pub(crate) oob: bool,
+}
+
+impl From<Vec<u8>> for Encoded {
+    /// A batch encoded in band.
+    fn from(bytes: Vec<u8>) -> Encoded {
+        Encoded {
+            bytes,
+            sides: Vec::new(),
+            oob: false,
+        }
+    }
+}
+
+impl Encoded {
+    /// The bytes it puts on the wire: the batch and its sidecars.
+    pub(crate) fn wire_len(&self) -> usize {
+        self.sides
+            .iter()
+            .fold(self.bytes.len(), |n, s| n.saturating_add(s.len()))
+    }
+}
+
+/// Runs the encode `f`, out of band when `oob`.
+fn encode_mode(
+    oob: bool,
+    f: impl FnOnce() -> Result<Vec<u8>, TaskError>,
+) -> Result<Encoded, TaskError> {
+    if !oob {
+        return f().map(Encoded::from);
+    }
+    match oob::encoding(f) {
+        (Ok(bytes), sides) => Ok(Encoded {
+            bytes,
+            sides,
+            oob: true,
+        }),
+        (Err(e), sides) => {
+            sides.into_iter().for_each(spare::give);
+            Err(e)
+        }
+    }
+}
+
+/// [`encode_one`], out of band when `oob`.
+pub(crate) fn encode_one_mode<A: Serialize>(args: &A, oob: bool) -> Result<Encoded, TaskError> {
+    encode_mode(oob, || encode_one(args))
+}
+
+/// `value` as a [`Bytes`](crate::Bytes), when that is its type.
+fn as_bytes<T: 'static>(value: T) -> Result<crate::Bytes, T> {
+    let mut slot = Some(value);
+    match (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<crate::Bytes>>() {
+        Some(b) => Ok(b.take().expect("just put there")),
+        None => Err(slot.expect("not taken")),
+    }
+}
+
+/// [`encode_one_mode`] of arguments given by value: a task whose one
+/// argument is a large [`Bytes`](crate::Bytes) has its buffer become the
+/// sidecar as it is, with no copy (the same encoding as
+/// [`encode_one_mode`] makes).
+pub(crate) fn encode_one_owned<A: Serialize + 'static>(
+    args: A,
+    oob: bool,
+) -> Result<Encoded, TaskError> {
+    if !oob {
+        return encode_one_mode(&args, false);
+    }
+    match as_bytes(args) {
+        Ok(bytes) if bytes.len() >= oob::SIDECAR_MIN => {
+            let mut buf = Vec::with_capacity(16);
+            push_varint(&mut buf, 1);
+            encode_into(&(1u8, bytes.len() as u64), &mut buf).expect("a tag and a length encode");
+            Ok(Encoded {
+                bytes: buf,
+                sides: vec![bytes.0],
+                oob: true,
+            })
+        }
+        Ok(bytes) => encode_one_mode(&bytes, true),
+        Err(args) => encode_one_mode(&args, true),
+    }
+}
+
+/// [`encode_chunk`], out of band when `oob`.
+pub(crate) fn encode_chunk_mode<A: Serialize>(
+    items: &[A],
+    oob: bool,
+) -> Result<Encoded, TaskError> {
+    encode_mode(oob, || encode_chunk(items))
+}
+
 /// Decodes a batch of arguments of task `task` (in the worker).
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn decode_args<A: DeserializeOwned>(
     input: &[u8],
     task: &str,
 ) -> Result<Vec<A>, TaskError> {
-    postcard::from_bytes(input).map_err(|e| TaskError::Serialization {
-        message: format!(
-            "cannot decode the arguments of `{task}`: {}",
-            decode_error_message(&e)
+    decode_args_mode(input, task).map(|(args, _)| args)
+}
+
+/// [`decode_args`], out of band when the worker set the request's
+/// sidecars (`oob::for_request`); also says which it was, for the results.
+pub(crate) fn decode_args_mode<A: DeserializeOwned>(
+    input: &[u8],
+    task: &str,
+) -> Result<(Vec<A>, bool), TaskError> {
+    let (r, oob) = match oob::take_request() {
+        Some(sides) => (
+            oob::decoding_with(sides, || postcard::from_bytes(input)),
+            true,
         ),
-    })
+        None => (postcard::from_bytes(input), false),
+    };
+    r.map(|args| (args, oob))
+        .map_err(|e| TaskError::Serialization {
+            message: format!(
+                "cannot decode the arguments of `{task}`: {}",
+                decode_error_message(&e)
+            ),
+        })
 }
 
 // ----- results, worker side ----------------------------------------------
@@ -155,6 +273,11 @@ const HEAD: usize = 64;
 pub(crate) struct Items {
     bytes: Vec<u8>,
     ends: Vec<usize>,
+    /// Encoded out of band: large byte strings are in `sides`, and item
+    /// `i`'s end there is `side_ends[i]`.
+    oob: bool,
+    sides: Vec<Vec<u8>>,
+    side_ends: Vec<usize>,
 }
 
 impl Default for Items {
@@ -164,34 +287,105 @@ impl Default for Items {
 }
 
 impl Items {
-    /// Room for `n` items.
+    /// Room for `n` items, encoded in band.
     pub(crate) fn with_capacity(n: usize) -> Self {
+        Items::with_mode(n, false)
+    }
+
+    /// Room for `n` items, encoded out of band when `oob`.
+    pub(crate) fn with_mode(n: usize, oob: bool) -> Self {
         let mut bytes = Vec::with_capacity(HEAD + 16);
         bytes.resize(HEAD, 0);
         Items {
             bytes,
             ends: Vec::with_capacity(n),
+            oob,
+            sides: Vec::new(),
+            side_ends: Vec::with_capacity(if oob { n } else { 0 }),
         }
     }
 
+    /// True when the items are encoded out of band.
+    pub(crate) fn out_of_band(&self) -> bool {
+        self.oob
+    }
+
     /// Appends one item; an output that fails to encode becomes
-    /// `Err(Serialization)`.
-    pub(crate) fn push<O: Serialize>(&mut self, r: Result<O, TaskError>) {
+    /// `Err(Serialization)`. Out of band, a large [`Bytes`](crate::Bytes)
+    /// output becomes its sidecar as it is, with no copy.
+    pub(crate) fn push<O: Serialize + 'static>(&mut self, r: Result<O, TaskError>) {
+        let r = match r.map(as_bytes) {
+            Ok(Ok(bytes)) if self.oob && bytes.len() >= oob::SIDECAR_MIN => {
+                // What `Bytes`'s own encoding writes out of band: `Ok`,
+                // then tag 1 and the length.
+                let head: Result<(u8, u64), TaskError> = Ok((1, bytes.len() as u64));
+                encode_into(&head, &mut self.bytes).expect("a tag and a length encode");
+                self.sides.push(bytes.0);
+                return self.end_item();
+            }
+            Ok(Ok(bytes)) => return self.push_encoded(Ok(bytes)),
+            Ok(Err(other)) => Ok(other),
+            Err(e) => Err(e),
+        };
+        self.push_encoded(r);
+    }
+
+    /// [`push`](Self::push) through `O`'s own encoding.
+    fn push_encoded<O: Serialize>(&mut self, r: Result<O, TaskError>) {
         let mark = self.bytes.len();
-        if let Err(e) = encode_into(&r, &mut self.bytes) {
+        let (res, sides) = if self.oob {
+            oob::encoding(|| encode_into(&r, &mut self.bytes))
+        } else {
+            (encode_into(&r, &mut self.bytes), Vec::new())
+        };
+        if let Err(e) = res {
             self.bytes.truncate(mark);
+            sides.into_iter().for_each(spare::give);
             self.push_error(&TaskError::Serialization {
                 message: format!("cannot encode the result: {e}"),
             });
             return;
         }
-        self.ends.push(self.bytes.len());
+        self.sides.extend(sides);
+        self.end_item();
     }
 
     fn push_error(&mut self, e: &TaskError) {
         let err: Result<(), &TaskError> = Err(e);
         encode_into(&err, &mut self.bytes).expect("a TaskError encodes");
+        self.end_item();
+    }
+
+    fn end_item(&mut self) {
         self.ends.push(self.bytes.len());
+        if self.oob {
+            self.side_ends.push(self.sides.len());
+        }
+    }
+
+    /// Where item `i`'s sidecars start in `sides`.
+    fn side_start(&self, i: usize) -> usize {
+        if i == 0 || !self.oob {
+            0
+        } else {
+            self.side_ends[i - 1]
+        }
+    }
+
+    /// Item `i`'s sidecars.
+    fn item_sides(&self, i: usize) -> &[Vec<u8>] {
+        if self.oob {
+            &self.sides[self.side_start(i)..self.side_ends[i]]
+        } else {
+            &[]
+        }
+    }
+
+    /// What item `i` puts on the wire: its bytes and its sidecars.
+    fn wire_size(&self, i: usize) -> usize {
+        self.item_sides(i)
+            .iter()
+            .fold(self.item(i).len(), |n, s| n.saturating_add(s.len()))
     }
 
     /// The number of items.
@@ -214,25 +408,46 @@ impl Items {
     /// Replaces every item larger than `limit` bytes with an error that says
     /// so: an oversized result fails only its own item.
     pub(crate) fn cap_items(&mut self, limit: usize) {
-        if !(0..self.len()).any(|i| self.item(i).len() > limit) {
+        if !(0..self.len()).any(|i| self.wire_size(i) > limit) {
             return;
         }
-        let old = std::mem::replace(self, Items::with_capacity(self.len()));
+        let mut old = std::mem::replace(self, Items::with_mode(self.len(), self.oob));
+        let mut old_sides = std::mem::take(&mut old.sides).into_iter();
         for i in 0..old.len() {
-            let item = old.item(i);
-            if item.len() > limit {
+            let size = old.wire_size_of(i, old_sides.as_slice());
+            let n_sides = if old.oob {
+                old.side_ends[i] - old.side_start(i)
+            } else {
+                0
+            };
+            let mine: Vec<Vec<u8>> = old_sides.by_ref().take(n_sides).collect();
+            if size > limit {
+                mine.into_iter().for_each(spare::give);
                 self.push_error(&TaskError::Serialization {
                     message: format!(
-                        "the result is {} bytes, over the {limit}-byte message limit \
-                         (see max_message_size)",
-                        item.len()
+                        "the result is {size} bytes, over the {limit}-byte message limit \
+                         (see max_message_size)"
                     ),
                 });
             } else {
-                self.bytes.extend_from_slice(item);
-                self.ends.push(self.bytes.len());
+                self.bytes.extend_from_slice(old.item(i));
+                self.sides.extend(mine);
+                self.end_item();
             }
         }
+    }
+
+    /// [`wire_size`](Self::wire_size) of item `i` while its sidecars are
+    /// the first ones of `sides` (taken out of `self` by `cap_items`).
+    fn wire_size_of(&self, i: usize, sides: &[Vec<u8>]) -> usize {
+        let n = if self.oob {
+            self.side_ends[i] - self.side_start(i)
+        } else {
+            0
+        };
+        sides[..n]
+            .iter()
+            .fold(self.item(i).len(), |n, s| n.saturating_add(s.len()))
     }
 
     /// Finishes the batch for sending in messages of at most `limit` bytes
@@ -240,24 +455,49 @@ impl Items {
     /// `(count, concatenated items)`; the last run is returned as a batch
     /// (with its length), ready for the final message. An item is never
     /// split; call [`cap_items`](Self::cap_items) first.
+    /// Out of band, each part also gets its items' sidecars, and those of
+    /// the final batch stay for [`take_sides`](Self::take_sides).
     #[cfg(test)]
-    pub(crate) fn finish(&mut self, limit: usize, part: impl FnMut(u32, &[u8])) -> &[u8] {
+    pub(crate) fn finish(
+        &mut self,
+        limit: usize,
+        part: impl FnMut(u32, &[u8], Vec<Vec<u8>>),
+    ) -> &[u8] {
         let at = self.finish_at(limit, part);
         &self.bytes[at..]
     }
 
     /// [`finish`](Self::finish), returning where the final batch starts in
     /// the buffer (it runs to the end).
-    pub(crate) fn finish_at(&mut self, limit: usize, mut part: impl FnMut(u32, &[u8])) -> usize {
+    pub(crate) fn finish_at(
+        &mut self,
+        limit: usize,
+        mut part: impl FnMut(u32, &[u8], Vec<Vec<u8>>),
+    ) -> usize {
         let mut first = 0;
+        let mut run = 0usize;
+        // Sidecars handed to parts so far (they leave `sides` from the front).
+        let mut gone = 0;
         for i in 0..self.len() {
-            if self.ends[i] - self.start(first) > limit && i > first {
+            let size = if self.oob {
+                self.sides[self.side_start(i) - gone..self.side_ends[i] - gone]
+                    .iter()
+                    .fold(self.item(i).len(), |n, s| n.saturating_add(s.len()))
+            } else {
+                self.item(i).len()
+            };
+            if run.saturating_add(size) > limit && i > first {
+                let n = self.side_start(i) - self.side_start(first);
                 part(
                     (i - first) as u32,
                     &self.bytes[self.start(first)..self.start(i)],
+                    self.sides.drain(..n).collect(),
                 );
+                gone += n;
                 first = i;
+                run = 0;
             }
+            run = run.saturating_add(size);
         }
         // The length goes right before the last run: into the room left at
         // the front, or over the tail of a run already handed to `part`.
@@ -280,6 +520,12 @@ impl Items {
         Ok((self.bytes, start))
     }
 
+    /// The sidecars of the final batch (after
+    /// [`finish_at`](Self::finish_at)).
+    pub(crate) fn take_sides(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.sides)
+    }
+
     /// The encoded bytes from `at` to the end (after
     /// [`finish_at`](Self::finish_at)).
     pub(crate) fn bytes_from(&self, at: usize) -> &[u8] {
@@ -289,9 +535,10 @@ impl Items {
     /// The whole batch as one `Vec<Result<O, TaskError>>` encoding.
     #[cfg(test)]
     pub(crate) fn into_batch(mut self) -> Batch {
-        self.finish(usize::MAX, |_, _| unreachable!())
-            .to_vec()
-            .into()
+        let bytes = self.finish(usize::MAX, |_, _, _| unreachable!()).to_vec();
+        let oob = self.oob;
+        let sides = self.take_sides();
+        Batch::from(bytes).with_sides(oob, sides)
     }
 
     /// For a batch of one (an initializer, a `Process` target): `Ok(())`
@@ -330,19 +577,34 @@ pub(crate) type Outcome = Result<Batch, TaskError>;
 pub(crate) struct Batch {
     buf: Vec<u8>,
     start: usize,
+    /// Encoded out of band, with these sidecars (see [`oob`]).
+    oob: bool,
+    sides: Vec<Vec<u8>>,
 }
 
 impl Batch {
-    /// The batch `buf[start..]`.
+    /// The batch `buf[start..]`, encoded in band.
     pub(crate) fn within(buf: Vec<u8>, start: usize) -> Batch {
         assert!(start <= buf.len(), "a batch starts inside its buffer");
-        Batch { buf, start }
+        Batch {
+            buf,
+            start,
+            oob: false,
+            sides: Vec::new(),
+        }
+    }
+
+    /// The same batch, encoded out of band with `sides` when `oob`.
+    pub(crate) fn with_sides(mut self, oob: bool, sides: Vec<Vec<u8>>) -> Batch {
+        self.oob = oob;
+        self.sides = sides;
+        self
     }
 }
 
 impl From<Vec<u8>> for Batch {
     fn from(buf: Vec<u8>) -> Batch {
-        Batch { buf, start: 0 }
+        Batch::within(buf, 0)
     }
 }
 
@@ -353,10 +615,29 @@ impl std::ops::Deref for Batch {
     }
 }
 
+/// Results that arrived in `Part`s before the final answer: their count,
+/// their items concatenated, and their sidecars in order.
+pub(crate) type Parts = (u64, Vec<u8>, Vec<Vec<u8>>);
+
 /// Joins parts received before the final answer: `parts` holds the
-/// concatenated items of earlier parts and their count; `last` is the
-/// final batch.
-pub(crate) fn join_parts(parts: (u64, Vec<u8>), last: &[u8]) -> Outcome {
+/// concatenated items of earlier parts, their count and sidecars; `last`
+/// is the final batch.
+pub(crate) fn join_parts(parts: Parts, last: Batch) -> Outcome {
+    let (n, items, mut sides) = parts;
+    let Batch {
+        buf,
+        start,
+        oob,
+        sides: last_sides,
+    } = last;
+    sides.extend(last_sides);
+    let joined = join_items((n, items), &buf[start..]);
+    spare::give(buf);
+    joined.map(|b| b.with_sides(oob, sides))
+}
+
+/// [`join_parts`] of the items alone.
+fn join_items(parts: (u64, Vec<u8>), last: &[u8]) -> Outcome {
     let (count, rest) = take_varint(last).ok_or_else(|| TaskError::Serialization {
         message: "malformed result batch".into(),
     })?;
@@ -403,10 +684,21 @@ pub(crate) fn decode_batch<T: DeserializeOwned>(
     }
 }
 
-/// Runs `f` on the batch, then gives its buffer back for reuse.
+/// Runs `f` (a decode) on the batch, out of band when it is, then gives
+/// its buffer back for reuse.
 fn recycle_after<R>(batch: Batch, f: impl FnOnce(&[u8]) -> R) -> R {
-    let r = f(&batch);
-    spare::give(batch.buf);
+    let Batch {
+        buf,
+        start,
+        oob,
+        sides,
+    } = batch;
+    let r = if oob {
+        oob::decoding_with(sides, || f(&buf[start..]))
+    } else {
+        f(&buf[start..])
+    };
+    spare::give(buf);
     r
 }
 
@@ -479,18 +771,19 @@ mod tests {
         for i in 0..8u8 {
             items.push(Ok::<Vec<u8>, TaskError>(vec![i; 400]));
         }
-        let mut acc = (0u64, Vec::new());
+        let mut acc = (0u64, Vec::new(), Vec::new());
         let mut parts = 0;
         let last = items
-            .finish(1000, |n, b| {
+            .finish(1000, |n, b, sides| {
                 assert!(b.len() <= 1000);
+                assert!(sides.is_empty());
                 parts += 1;
                 acc.0 += u64::from(n);
                 acc.1.extend_from_slice(b);
             })
             .to_vec();
         assert!(parts >= 3, "{parts}");
-        let joined = join_parts(acc, &last).unwrap();
+        let joined = join_parts(acc, last.into()).unwrap();
         assert_eq!(joined.len(), joined.buf.len());
         let v: Vec<Result<Vec<u8>, TaskError>> = decode_batch(Ok(joined), 8);
         for (i, r) in v.into_iter().enumerate() {
@@ -506,14 +799,119 @@ mod tests {
         let huge = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
         assert_eq!(take_varint(&huge), Some((u64::MAX - 1, &[][..])));
         assert!(matches!(
-            join_parts((2, vec![0; 4]), &huge),
+            join_parts((2, vec![0; 4], Vec::new()), huge.to_vec().into()),
             Err(TaskError::Serialization { .. })
         ));
         // A tenth byte over 1 does not fit a u64: postcard refuses it too.
         let over = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
         assert_eq!(take_varint(&over), None);
         assert!(postcard::from_bytes::<u64>(&over).is_err());
-        assert!(join_parts((2, vec![]), &over).is_err());
+        assert!(join_parts((2, vec![], Vec::new()), over.to_vec().into()).is_err());
+    }
+
+    /// Results out of band: large byte strings travel as sidecars, an
+    /// item over the limit counts them, parts carry their own, and the
+    /// joined batch decodes to the values.
+    #[test]
+    fn out_of_band_items_split_cap_and_join_with_their_sidecars() {
+        use crate::Bytes;
+        let big = |i: u8| Bytes::from(vec![i; oob::SIDECAR_MIN]);
+        let mut items = Items::with_mode(5, true);
+        items.push(Ok::<(Bytes, u8), TaskError>((big(1), 1)));
+        items.push(Ok::<(Bytes, u8), TaskError>((Bytes::from(vec![2; 10]), 2)));
+        items.push(Ok::<(Bytes, u8), TaskError>((big(3), 3)));
+        // Small in the message, over the limit with its sidecar.
+        items.push(Ok::<(Bytes, u8), TaskError>((
+            Bytes::from(vec![4; 3 * oob::SIDECAR_MIN]),
+            4,
+        )));
+        items.push(Ok::<(Bytes, u8), TaskError>((big(5), 5)));
+        assert!(
+            items.bytes.len() < 1000,
+            "large strings are not in the items"
+        );
+        let limit = oob::SIDECAR_MIN + 100;
+        items.cap_items(limit);
+        let mut acc = (0u64, Vec::new(), Vec::new());
+        let last = items
+            .finish(limit, |n, b, sides| {
+                let wire = sides.iter().map(Vec::len).sum::<usize>() + b.len();
+                assert!(wire <= limit, "{wire}");
+                acc.0 += u64::from(n);
+                acc.1.extend_from_slice(b);
+                acc.2.extend(sides);
+            })
+            .to_vec();
+        assert!(acc.0 >= 2, "split into parts: {}", acc.0);
+        let last = Batch::from(last).with_sides(true, items.take_sides());
+        let v: Vec<Result<(Bytes, u8), TaskError>> =
+            decode_batch(Ok(join_parts(acc, last).unwrap()), 5);
+        assert_eq!(v[0], Ok((big(1), 1)));
+        assert_eq!(v[1], Ok((Bytes::from(vec![2; 10]), 2)));
+        assert_eq!(v[2], Ok((big(3), 3)));
+        assert!(
+            matches!(&v[3], Err(TaskError::Serialization { message }) if message.contains("over the")),
+            "{:?}",
+            v[3]
+        );
+        assert_eq!(v[4], Ok((big(5), 5)));
+    }
+
+    #[test]
+    fn bytes_given_by_value_become_their_sidecar_with_the_same_encoding() {
+        use crate::Bytes;
+        for len in [10, oob::SIDECAR_MIN] {
+            let b = Bytes::from(vec![6u8; len]);
+            let by_ref = encode_one_mode(&b, true).unwrap();
+            let ptr = b.as_ptr();
+            let owned = encode_one_owned(b.clone(), true).unwrap();
+            assert_eq!(owned.bytes, by_ref.bytes, "{len}");
+            assert_eq!(owned.sides, by_ref.sides, "{len}");
+            let b2 = b.clone();
+            let moved = encode_one_owned(b, true).unwrap();
+            if len >= oob::SIDECAR_MIN {
+                assert_eq!(
+                    moved.sides[0].as_ptr(),
+                    ptr,
+                    "the buffer itself, not a copy"
+                );
+            }
+            assert_eq!(moved.sides.len(), by_ref.sides.len());
+            let _ = b2;
+            // Results: the same for an output.
+            let mut a = Items::with_mode(1, true);
+            a.push(Ok::<Bytes, TaskError>(Bytes::from(vec![6u8; len])));
+            let mut c = Items::with_mode(1, true);
+            c.push_encoded(Ok::<Bytes, TaskError>(Bytes::from(vec![6u8; len])));
+            assert_eq!(a.bytes, c.bytes, "{len}");
+            assert_eq!(a.sides, c.sides, "{len}");
+            let v: Vec<Result<Bytes, TaskError>> = decode_batch(Ok(a.into_batch()), 1);
+            assert_eq!(v, vec![Ok(Bytes::from(vec![6u8; len]))]);
+        }
+        // Another type is encoded as usual.
+        let other = encode_one_owned((7u32, Bytes::from(vec![1; oob::SIDECAR_MIN])), true).unwrap();
+        assert_eq!(other.sides.len(), 1);
+    }
+
+    #[test]
+    fn out_of_band_arguments_decode_only_for_their_request() {
+        use crate::Bytes;
+        let arg = (Bytes::from(vec![8; oob::SIDECAR_MIN]), 7u32);
+        let enc = encode_one_mode(&arg, true).unwrap();
+        assert!(enc.oob && enc.sides.len() == 1);
+        assert_eq!(enc.wire_len(), enc.bytes.len() + oob::SIDECAR_MIN);
+        let (got, oob_mode) = oob::for_request(Some(enc.sides), || {
+            decode_args_mode::<(Bytes, u32)>(&enc.bytes, "t").unwrap()
+        });
+        assert!(oob_mode);
+        assert_eq!(got, vec![arg.clone()]);
+        // In band: one plain encoding, decoded without a request context.
+        let plain = encode_one_mode(&arg, false).unwrap();
+        assert!(!plain.oob && plain.sides.is_empty());
+        assert_eq!(
+            decode_args::<(Bytes, u32)>(&plain.bytes, "t").unwrap(),
+            vec![arg]
+        );
     }
 
     #[test]

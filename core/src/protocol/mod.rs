@@ -27,12 +27,18 @@
 //! all is decided in the shared claim table (see [`claims`]): the parent can
 //! take back a request that has not started, and the worker skips it.
 //!
+//! A `Run` marked `oob` has its arguments encoded out of band: large byte
+//! strings travel as sidecars before the frame (see [`oob`]), and the
+//! worker answers in the same way (`Done` marked `oob`, and the `Part`s
+//! before it).
+//!
 //! A child told [`manager::MODE_MANAGER`] instead becomes a Manager server;
 //! its messages are in [`manager`], the handshake of its connections in
 //! [`auth`]. One told [`actor::MODE_ACTOR`] becomes an actor; see [`actor`].
 //!
 //! This module owns every message and their encoding: [`batch`] the
-//! arguments and results inside them, [`claims`] the shared table.
+//! arguments and results inside them, [`oob`] the large byte strings sent
+//! beside them, [`claims`] the shared table.
 
 pub(crate) mod actor;
 pub(crate) mod auth;
@@ -40,13 +46,14 @@ pub(crate) mod batch;
 pub(crate) mod claims;
 pub(crate) mod cluster;
 pub(crate) mod manager;
+pub(crate) mod oob;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::TaskError;
 
 /// Bumped whenever a message changes shape.
-pub(crate) const PROTOCOL_VERSION: u32 = 5;
+pub(crate) const PROTOCOL_VERSION: u32 = 6;
 /// First bytes of every hello.
 pub(crate) const MAGIC: [u8; 4] = *b"MPRC";
 
@@ -112,6 +119,9 @@ pub(crate) enum ToWorker<'a> {
         seq: u64,
         #[serde(borrow)]
         task: &'a str,
+        /// `args` is encoded out of band (its sidecars came before this
+        /// frame; see [`oob`]), and the results may be too.
+        oob: bool,
         #[serde(borrow)]
         args: Bytes<'a>,
     },
@@ -138,11 +148,15 @@ pub(crate) enum ToParent<'a> {
     Done {
         id: u64,
         exec_ns: u64,
+        /// The batch (with the items of any `Part`s before it) is encoded
+        /// out of band; each frame's sidecars came before it.
+        oob: bool,
         #[serde(borrow)]
         result: Result<Bytes<'a>, TaskError>,
     },
     /// Results of a batch too large for one message, sent before its
-    /// `Done`: `count` encoded items, concatenated.
+    /// `Done`: `count` encoded items, concatenated (with their sidecars
+    /// before this frame when the batch is out of band).
     Part {
         id: u64,
         count: u32,
@@ -205,6 +219,7 @@ pub(crate) fn encode_frame<M: Serialize>(
 pub(crate) fn done_head(
     id: u64,
     exec_ns: u64,
+    oob: bool,
     len: usize,
     max: usize,
 ) -> Result<Vec<u8>, FrameError> {
@@ -213,6 +228,7 @@ pub(crate) fn done_head(
     let msg = ToParent::Done {
         id,
         exec_ns,
+        oob,
         result: Ok(Bytes(&[])),
     };
     batch::encode_into(&msg, &mut head).map_err(FrameError::Encode)?;
@@ -251,15 +267,16 @@ mod tests {
             let msg = ToParent::Done {
                 id: 300,
                 exec_ns: u64::MAX,
+                oob: len % 2 == 0,
                 result: Ok(Bytes(&result)),
             };
             encode_frame(&mut whole, &msg, 1 << 20).unwrap();
-            let mut split = done_head(300, u64::MAX, len, 1 << 20).unwrap();
+            let mut split = done_head(300, u64::MAX, len % 2 == 0, len, 1 << 20).unwrap();
             split.extend_from_slice(&result);
             assert_eq!(split, whole, "{len}");
         }
         assert!(matches!(
-            done_head(1, 1, 2000, 1000),
+            done_head(1, 1, false, 2000, 1000),
             Err(FrameError::TooLarge(_))
         ));
     }
@@ -274,6 +291,10 @@ pub(crate) enum FrameError {
     /// The encoded message exceeds the frame limit.
     #[error(transparent)]
     TooLarge(mproc_transport::TransportError),
+    /// Arguments encoded out of band (see [`oob`]) were to go over a link
+    /// that cannot carry their sidecars.
+    #[error("arguments encoded out of band cannot go over this link")]
+    OutOfBand,
 }
 
 impl FrameError {

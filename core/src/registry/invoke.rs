@@ -15,7 +15,7 @@ use super::runtime::runtime;
 use super::task_thread::{self, IN_TASK};
 use super::{Task, TaskCall};
 use crate::error::TaskError;
-use crate::protocol::batch::{decode_args, Items};
+use crate::protocol::batch::{decode_args_mode, Items};
 
 /// What running a batch gives: the encoded items, or one error for all.
 pub(crate) type BatchResult = Result<Items, TaskError>;
@@ -56,11 +56,12 @@ pub(crate) fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, TaskError> {
 
 /// The registry's entry point for task `T` (see `TaskEntry::of`).
 pub(crate) fn run_batch<T: Task>(input: &[u8]) -> BatchRun {
-    let args: Vec<T::Args> = match decode_args(input, T::NAME) {
+    // Results go out of band when the arguments came so.
+    let (args, oob): (Vec<T::Args>, bool) = match decode_args_mode(input, T::NAME) {
         Ok(a) => a,
         Err(e) => return BatchRun::Done(Err(e)),
     };
-    let mut out = Items::with_capacity(args.len());
+    let mut out = Items::with_mode(args.len(), oob);
     if T::IS_ASYNC {
         return BatchRun::Async(Box::pin(async move {
             for a in args {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::segment::{Kind, Segment, SharedState, HEADER_SIZE};
 use crate::error::Error;
+use crate::protocol::oob;
 
 #[repr(C)]
 struct BytesState {
@@ -171,6 +172,14 @@ super::handle_serde!(SharedBytes, Kind::Bytes);
 /// `Bytes` and use it as the vector it is. For large bytes that several
 /// tasks read, share them instead: [`SharedBytes`] crosses by handle.
 ///
+/// Between an [`Executor`](crate::Executor) or [`Pool`](crate::Pool) and
+/// its workers, a `Bytes` of 256 KiB or more in a task's arguments or
+/// result travels beside the message rather than inside it and is read
+/// straight into the receiver's buffer: a large `Bytes` costs one copy into
+/// the transport and one out of it each way. When it is a task's one
+/// argument, or what a task returns, its buffer is sent as it is, with no
+/// copy on the sending side.
+///
 /// # Examples
 /// ```
 /// use mproc::Bytes;
@@ -234,13 +243,74 @@ impl From<Bytes> for Vec<u8> {
 
 impl Serialize for Bytes {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serde_bytes::Bytes::new(&self.0).serialize(s)
+        let plain = serde_bytes::Bytes::new(&self.0);
+        match oob::encode_form(&self.0) {
+            oob::Form::Plain => plain.serialize(s),
+            oob::Form::Inline => (0u8, plain).serialize(s),
+            oob::Form::Sidecar => (1u8, self.0.len() as u64).serialize(s),
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
-        d.deserialize_byte_buf(BytesVisitor)
+        if oob::decoding() {
+            d.deserialize_tuple(2, TaggedVisitor)
+        } else {
+            d.deserialize_byte_buf(BytesVisitor)
+        }
+    }
+}
+
+/// A byte string decoded as [`BytesVisitor`] does, inside a tagged form.
+struct Plain(Bytes);
+
+impl<'de> Deserialize<'de> for Plain {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Plain, D::Error> {
+        d.deserialize_byte_buf(BytesVisitor).map(Plain)
+    }
+}
+
+/// Decodes the tagged form of an out-of-band batch (see
+/// `protocol::oob`): the bytes inline, or the next sidecar taken over as
+/// they are.
+struct TaggedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TaggedVisitor {
+    type Value = Bytes;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a tagged byte string")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+        use serde::de::Error as _;
+        let tag: u8 = seq
+            .next_element()?
+            .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+        match tag {
+            0 => seq
+                .next_element::<Plain>()?
+                .map(|p| p.0)
+                .ok_or_else(|| A::Error::invalid_length(1, &self)),
+            1 => {
+                let len: u64 = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+                let side = oob::next_sidecar()
+                    .ok_or_else(|| A::Error::custom("a byte string sent out of band is missing"))?;
+                if side.len() as u64 != len {
+                    return Err(A::Error::custom(format_args!(
+                        "a byte string sent out of band has {} bytes, not {len}",
+                        side.len()
+                    )));
+                }
+                Ok(Bytes(side))
+            }
+            t => Err(A::Error::custom(format_args!(
+                "unknown byte string form {t}"
+            ))),
+        }
     }
 }
 
@@ -257,9 +327,9 @@ impl<'de> serde::de::Visitor<'de> for BytesVisitor {
     }
 
     fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
-        let mut buf = mproc_transport::spare::with_capacity(v.len());
-        buf.extend_from_slice(v);
-        Ok(Bytes(buf))
+        // A large string goes into a pooled buffer when one is there: its
+        // pages are already faulted in.
+        Ok(Bytes(mproc_transport::spare::copy_of(v)))
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Bytes, E> {

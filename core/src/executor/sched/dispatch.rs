@@ -25,7 +25,7 @@ impl Job {
     fn steal_due(&self) -> Option<Instant> {
         match self.place {
             Place::Sent { at, .. } => {
-                let transfer = Duration::from_nanos(8 * self.payload.len() as u64);
+                let transfer = Duration::from_nanos(8 * self.wire_len() as u64);
                 Some(at + STEAL_AFTER + transfer)
             }
             Place::Queued => None,
@@ -125,11 +125,17 @@ impl Core {
             id,
             seq,
             task: job.task,
+            oob: job.oob,
             args: Bytes(&job.payload),
         };
         // The slot is marked before the request can reach the worker.
         link.claims().offer(seq);
-        if let Err(e) = link.enqueue(&msg) {
+        let queued = if job.oob {
+            link.enqueue_with_sidecars(&msg, &job.sides)
+        } else {
+            link.enqueue(&msg)
+        };
+        if let Err(e) = queued {
             let _ = link.claims().revoke(seq);
             let job = st.jobs.remove(&id).expect("present");
             job.comp.resolve(Err(e.into_task_error()));

@@ -128,14 +128,20 @@ impl Core {
                     }
                     (id, outcome)
                 }
-                Event::Part { id, count, items } => {
+                Event::Part {
+                    id,
+                    count,
+                    items,
+                    sides,
+                } => {
                     if let Some(job) = st.jobs.get_mut(&id) {
                         match &mut job.parts {
                             // The first part's buffer is kept as it is.
-                            None => job.parts = Some((u64::from(count), items)),
+                            None => job.parts = Some((u64::from(count), items, sides)),
                             Some(parts) => {
                                 parts.0 += u64::from(count);
                                 parts.1.extend_from_slice(&items);
+                                parts.2.extend(sides);
                             }
                         }
                     }
@@ -177,7 +183,7 @@ impl Core {
             if let Some(mut job) = st.jobs.remove(&id) {
                 if !job.aborted {
                     let outcome = match (job.parts.take(), outcome) {
-                        (Some(parts), Ok(last)) => join_parts(parts, &last),
+                        (Some(parts), Ok(last)) => join_parts(parts, last),
                         (_, o) => o,
                     };
                     if !job.span.is_disabled() {

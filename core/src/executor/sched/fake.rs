@@ -245,6 +245,7 @@ pub(super) fn config(workers: usize, max_tasks_per_child: Option<u64>) -> Config
         name_prefix: "FakeWorker",
         transport: crate::executor::TransportKind::UnixSocket,
         start_method: crate::spawn::StartMethod::Spawn,
+        out_of_band: false,
     }
 }
 
@@ -264,7 +265,7 @@ pub(super) fn finish(core: &Arc<Core>, link: &FakeLink, id: u64, seq: u64, value
     }
     let mut items = Items::with_capacity(1);
     items.push(Ok::<u64, TaskError>(value));
-    let batch = items.finish(usize::MAX, |_, _| {}).to_vec();
+    let batch = items.finish(usize::MAX, |_, _, _| {}).to_vec();
     core.worker_events(
         link.key,
         &mut vec![Event::Done {

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use super::Core;
 use crate::address::NodeId;
 use crate::error::{ExitInfo, TaskError};
+use crate::outbox::Sidecars;
 use crate::protocol::batch::Outcome;
 use crate::protocol::claims::Claims;
 use crate::protocol::{FrameError, ToWorker};
@@ -48,6 +49,20 @@ pub(crate) trait WorkerLink: Send + Sync + Debug {
     fn claims(&self) -> &Claims;
     /// Queues a message without blocking; [`flush`](Self::flush) sends.
     fn enqueue(&self, msg: &ToWorker<'_>) -> Result<(), FrameError>;
+    /// Queues `sides` as the sidecars of `msg`, then `msg` (a request
+    /// whose arguments are encoded out of band). A link that cannot carry
+    /// sidecars refuses.
+    fn enqueue_with_sidecars(
+        &self,
+        msg: &ToWorker<'_>,
+        sides: &Sidecars,
+    ) -> Result<(), FrameError> {
+        if sides.is_empty() {
+            self.enqueue(msg)
+        } else {
+            Err(FrameError::OutOfBand)
+        }
+    }
     /// Sends what was queued, without blocking the caller.
     fn flush(&self);
     /// Kills the worker at once (never another process).
@@ -111,8 +126,14 @@ pub(crate) enum Event {
         exec_ns: u64,
         outcome: Outcome,
     },
-    /// The first results of a batch too large for one message.
-    Part { id: u64, count: u32, items: Vec<u8> },
+    /// The first results of a batch too large for one message (with their
+    /// sidecars when the batch is out of band).
+    Part {
+        id: u64,
+        count: u32,
+        items: Vec<u8>,
+        sides: Vec<Vec<u8>>,
+    },
     /// A running async request was cancelled.
     Cancelled { id: u64 },
     /// The worker is about to abort while running request `id`.

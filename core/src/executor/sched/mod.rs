@@ -68,6 +68,8 @@ use mproc_transport::{Spin, LINK_SPIN_NS};
 use self::link::{BootError, Launcher, WorkerLink};
 use super::completion::Completion;
 use crate::error::{Error, ErrorKind, TaskError};
+use crate::outbox::Sidecars;
+use crate::protocol::batch::{Encoded, Parts};
 use crate::protocol::claims::Claim;
 use crate::protocol::ToWorker;
 
@@ -129,6 +131,9 @@ pub(crate) struct Config {
     pub(crate) transport: super::TransportKind,
     /// How worker processes are started.
     pub(crate) start_method: crate::spawn::StartMethod,
+    /// Large byte strings in arguments go out of band (see
+    /// `protocol::oob`): only where every worker is a local process.
+    pub(crate) out_of_band: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +169,10 @@ struct Job {
     retries_left: u32,
     task: &'static str,
     payload: Vec<u8>,
+    /// The arguments are encoded out of band: `sides` are their sidecars,
+    /// sent before every `Run` of this job.
+    oob: bool,
+    sides: Sidecars,
     is_async: bool,
     comp: Arc<Completion>,
     place: Place,
@@ -172,15 +181,28 @@ struct Job {
     /// Asked back from a worker that answers later (a node's slot).
     recalling: bool,
     /// Results that arrived in parts before the final answer.
-    parts: Option<(u64, Vec<u8>)>,
+    parts: Option<Parts>,
     /// `mproc.task{task, id, worker}`: the parent-side span of this task.
     span: tracing::Span,
+}
+
+impl Job {
+    /// The bytes its arguments put on the wire, sidecars included.
+    fn wire_len(&self) -> usize {
+        self.sides
+            .iter()
+            .fold(self.payload.len(), |n, s| n.saturating_add(s.len()))
+    }
 }
 
 impl Drop for Job {
     /// A large payload's buffer serves the next large message.
     fn drop(&mut self) {
         mproc_transport::spare::give(std::mem::take(&mut self.payload));
+        // Shared with an outbox only while it writes them.
+        if let Some(sides) = Arc::get_mut(&mut self.sides) {
+            sides.drain(..).for_each(mproc_transport::spare::give);
+        }
     }
 }
 
@@ -525,26 +547,34 @@ impl Core {
         self: &Arc<Self>,
         task: &'static str,
         is_async: bool,
-        payload: Vec<u8>,
+        payload: impl Into<Encoded>,
         limits: Limits,
     ) -> (u64, Arc<Completion>) {
+        let payload: Encoded = payload.into();
         let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
         let comp = Completion::new();
         let overhead = task.len() + 64;
-        if payload.len().saturating_add(overhead) > self.cfg.max_frame {
+        let size = payload.wire_len();
+        if size.saturating_add(overhead) > self.cfg.max_frame {
             comp.resolve(Err(TaskError::Serialization {
                 message: format!(
-                    "arguments of {} bytes exceed the {}-byte message limit (see max_message_size)",
-                    payload.len(),
+                    "arguments of {size} bytes exceed the {}-byte message limit (see max_message_size)",
                     self.cfg.max_frame
                 ),
             }));
             return (id, comp);
         }
+        let Encoded {
+            bytes: payload,
+            sides,
+            oob,
+        } = payload;
         let job = Box::new(Job {
             retries_left: limits.retries,
             task,
             payload,
+            oob,
+            sides: Arc::new(sides),
             is_async,
             comp: comp.clone(),
             place: Place::Queued,

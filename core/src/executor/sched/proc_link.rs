@@ -26,7 +26,7 @@ use super::Core;
 use crate::children::ChildProc;
 use crate::error::ExitInfo;
 use crate::executor::TransportKind;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Sidecars};
 use crate::protocol::batch::Batch;
 use crate::protocol::claims::Claims;
 use crate::protocol::{
@@ -71,6 +71,17 @@ impl WorkerLink for ProcLink {
         match self.chan.get() {
             Some((_, outbox)) => outbox.enqueue(msg),
             None => Ok(()), // not ready: nothing is sent before the handshake
+        }
+    }
+    fn enqueue_with_sidecars(
+        &self,
+        msg: &ToWorker<'_>,
+        sides: &Sidecars,
+    ) -> Result<(), FrameError> {
+        match self.chan.get() {
+            Some((_, outbox)) if sides.is_empty() => outbox.enqueue(msg),
+            Some((_, outbox)) => outbox.enqueue_with_sidecars(msg, sides),
+            None => Ok(()),
         }
     }
     fn flush(&self) {
@@ -160,8 +171,8 @@ fn serve(core: Arc<Core>, key: u64, name: String, link: Arc<ProcLink>) {
         if !reader.has_frame() && core.spin_worth() {
             spin.until(|| chan.ready());
         }
-        let frame = match reader.next_frame(&*chan) {
-            Ok(f) => f,
+        let (frame, sides) = match reader.next_frame(&*chan) {
+            Ok(_) => reader.last_frame_and_sidecars(),
             Err(TransportError::Disconnected) => break None,
             Err(e) => break Some(e.to_string()),
         };
@@ -172,11 +183,13 @@ fn serve(core: Arc<Core>, key: u64, name: String, link: Arc<ProcLink>) {
         if let Ok(ToParent::Done {
             id,
             exec_ns,
+            oob,
             result: Ok(bytes),
         }) = &msg
         {
             let at = bytes.0.as_ptr() as usize - base;
-            let (id, exec_ns, ends_frame) = (*id, *exec_ns, at + bytes.0.len() == frame.len());
+            let (id, exec_ns, oob) = (*id, *exec_ns, *oob);
+            let ends_frame = at + bytes.0.len() == frame.len();
             if ends_frame && bytes.0.len() >= spare::LARGE {
                 drop(msg);
                 let (buf, start) = reader
@@ -185,7 +198,7 @@ fn serve(core: Arc<Core>, key: u64, name: String, link: Arc<ProcLink>) {
                 events.push(Event::Done {
                     id,
                     exec_ns,
-                    outcome: Ok(Batch::within(buf, start + at)),
+                    outcome: Ok(Batch::within(buf, start + at).with_sides(oob, sides)),
                 });
                 if !reader.has_frame() {
                     core.worker_events(key, &mut events);
@@ -197,16 +210,18 @@ fn serve(core: Arc<Core>, key: u64, name: String, link: Arc<ProcLink>) {
             Ok(ToParent::Done {
                 id,
                 exec_ns,
+                oob,
                 result,
             }) => events.push(Event::Done {
                 id,
                 exec_ns,
-                outcome: result.map(|b| spare::copy_of(b.0).into()),
+                outcome: result.map(|b| Batch::from(spare::copy_of(b.0)).with_sides(oob, sides)),
             }),
             Ok(ToParent::Part { id, count, items }) => events.push(Event::Part {
                 id,
                 count,
                 items: spare::copy_of(items.0),
+                sides,
             }),
             Ok(ToParent::Cancelled { id }) => events.push(Event::Cancelled { id }),
             Ok(ToParent::LastWords { id, message }) => events.push(Event::LastWords {

@@ -223,7 +223,7 @@ fn a_timeout_kills_only_when_its_own_task_runs() {
     // `a`'s real answer still arrives and stands.
     let mut items = Items::with_capacity(1);
     items.push(Ok::<u64, TaskError>(1));
-    let batch = items.finish(usize::MAX, |_, _| {}).to_vec();
+    let batch = items.finish(usize::MAX, |_, _, _| {}).to_vec();
     core.worker_events(
         w.key,
         &mut vec![Event::Done {
@@ -475,11 +475,12 @@ fn results_in_parts_are_joined() {
     }
     let mut events = Vec::new();
     let last = items
-        .finish(2, |count, bytes| {
+        .finish(2, |count, bytes, sides| {
             events.push(Event::Part {
                 id,
                 count,
                 items: bytes.to_vec(),
+                sides,
             })
         })
         .to_vec();
@@ -514,11 +515,12 @@ fn a_retried_batch_keeps_no_part_of_its_first_run() {
         items.push(Ok::<u64, TaskError>(v));
     }
     let mut events = Vec::new();
-    let _ = items.finish(2, |count, bytes| {
+    let _ = items.finish(2, |count, bytes, sides| {
         events.push(Event::Part {
             id,
             count,
             items: bytes.to_vec(),
+            sides,
         })
     });
     assert!(!events.is_empty());
@@ -533,7 +535,7 @@ fn a_retried_batch_keeps_no_part_of_its_first_run() {
     for v in [11u64, 21, 31] {
         items.push(Ok::<u64, TaskError>(v));
     }
-    let last = items.finish(usize::MAX, |_, _| {}).to_vec();
+    let last = items.finish(usize::MAX, |_, _, _| {}).to_vec();
     let mut events = vec![Event::Done {
         id,
         exec_ns: 1,
