@@ -219,12 +219,13 @@ const WORKLOADS: &[Workload] = &[
     },
     Workload {
         id: "W4l-shared",
-        title: "echo of the same 64 MiB as SharedBytes: made from the bytes, read in the worker, handed back, read here (Executor)",
+        title: "echo of the same 64 MiB as a SharedBytes by handle: made beforehand, its ends read in the worker, handed back (Executor); and made from the bytes on the clock, read through in the worker and here",
         run: Some(w4l_shared),
         note: "",
         floors: &[
             ("round trip", "memcpy 2 x 64 MiB"),
             ("both directions", "memcpy"),
+            ("made and read through: round trip", "memcpy 2 x 64 MiB"),
         ],
     },
     Workload {
@@ -1040,10 +1041,18 @@ fn w4l_shared(b: &Budget) -> Vec<Metric> {
     let rt = common::runtime();
     let ex = common::executor(&rt);
     let payload = common::w4l_payload();
+    let shared = mproc::SharedBytes::from_slice(&payload).expect("shared buffer");
     common::w4l_shared(&rt, &ex, &payload[..1 << 20]); // warm-up
-    let reps = b.run(|| common::w4l_shared(&rt, &ex, &payload));
+    common::w4l_shared_handle(&rt, &ex, &shared);
+    let reps = b.run(|| {
+        (
+            common::w4l_shared_handle(&rt, &ex, &shared),
+            common::w4l_shared(&rt, &ex, &payload),
+        )
+    });
     rt.block_on(ex.shutdown());
-    let round_trip = median(reps.iter().map(secs).collect());
+    let round_trip = median(reps.iter().map(|(h, _)| secs(h)).collect());
+    let through = median(reps.iter().map(|(_, t)| secs(t)).collect());
     vec![
         Metric::new("round trip", "s", Better::Lower, round_trip),
         Metric::new(
@@ -1051,6 +1060,12 @@ fn w4l_shared(b: &Budget) -> Vec<Metric> {
             "GB/s",
             Better::Higher,
             2.0 * common::W4L_SIZE as f64 / round_trip / 1e9,
+        ),
+        Metric::new(
+            "made and read through: round trip",
+            "s",
+            Better::Lower,
+            through,
         ),
     ]
 }

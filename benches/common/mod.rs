@@ -298,6 +298,33 @@ pub(crate) fn w4l(rt: &tokio::runtime::Runtime, ex: &Executor, payload: Bytes) -
     dt
 }
 
+/// Checks a shared buffer in the worker without reading it through (its
+/// length and its two ends) and hands the same buffer back by handle.
+#[mproc::task]
+pub(crate) fn pass_shared(x: mproc::SharedBytes) -> (mproc::SharedBytes, usize, u8, u8) {
+    let (first, last) = (x[0], x[x.len() - 1]);
+    (x.clone(), x.len(), first, last)
+}
+
+/// W4l-shared, handle only: the 64 MiB `SharedBytes` made beforehand (off
+/// the clock, as a program holding a table would), sent to a worker, which
+/// reads its ends, and handed back. Returns the round trip.
+pub(crate) fn w4l_shared_handle(
+    rt: &tokio::runtime::Runtime,
+    ex: &Executor,
+    shared: &mproc::SharedBytes,
+) -> Duration {
+    let len = shared.len();
+    let (dt, back, seen) = rt.block_on(async {
+        let t = Instant::now();
+        let (back, n, first, last) = ex.submit(pass_shared, shared.clone()).await.expect("echo");
+        (t.elapsed(), back, (n, first, last))
+    });
+    assert_eq!(seen, (len, shared[0], shared[len - 1]));
+    assert_eq!(back.len(), len);
+    dt
+}
+
 /// Reads every byte of a shared buffer in the worker (so the pages are
 /// really touched there) and hands the same buffer back by handle.
 #[mproc::task]

@@ -82,6 +82,11 @@ impl SharedBytes {
     /// had.
     pub fn with_len(len: usize, fill: impl FnOnce(&mut [u8])) -> Result<SharedBytes, Error> {
         let seg = Segment::create(Kind::Bytes, 0, DATA - HEADER_SIZE + len)?;
+        if len >= 1 << 20 {
+            // About to be written whole: one system call instead of a page
+            // fault per 4 KiB.
+            seg.populate();
+        }
         let state: &BytesState = seg.state();
         state.len.store(len as u64, Ordering::Release);
         let p = seg.ptr_at(DATA);

@@ -315,6 +315,12 @@ impl Segment {
         self.state_at(HEADER_SIZE)
     }
 
+    /// Allocates and maps all of the segment's mapped part at once (see
+    /// `Mapping::populate`): for a large buffer about to be written whole.
+    pub(crate) fn populate(&self) {
+        self.map.populate();
+    }
+
     /// A raw pointer `offset` bytes into the segment, for data regions whose
     /// access a protocol guards (rings, `Value`/`Array` payloads).
     pub(crate) fn ptr_at(&self, offset: usize) -> *mut u8 {
