@@ -259,29 +259,30 @@ impl Outbox {
         loop {
             let mut work = st.take_work();
             drop(st);
-            let mut written = Vec::new();
+            // Chunks written whole, from the front.
+            let mut done = 0;
             let mut failed = false;
-            while let Some(chunk) = work.front_mut() {
-                if chunk.rest().is_empty() {
-                    written.extend(work.pop_front());
-                    continue;
-                }
-                match self.chan.try_write(chunk.rest()) {
-                    Ok(0) => break,
-                    Ok(n) => chunk.advance(n),
-                    Err(_) => {
-                        failed = true;
-                        break;
+            'chunks: for chunk in work.iter_mut() {
+                while !chunk.rest().is_empty() {
+                    match self.chan.try_write(chunk.rest()) {
+                        Ok(0) => break 'chunks,
+                        Ok(n) => chunk.advance(n),
+                        Err(_) => {
+                            failed = true;
+                            break 'chunks;
+                        }
                     }
                 }
+                done += 1;
             }
             st = self.state.lock().unwrap();
-            for c in written {
+            for c in work.drain(..done) {
                 st.recycle(c);
             }
             if failed {
                 st.broken = true;
                 st.clear();
+                work.clear();
                 st.spare_queue = work;
                 st.flushing = false;
                 self.flush_ended(&st);
@@ -357,20 +358,20 @@ impl Outbox {
             let mut work = st.take_work();
             drop(st);
             let mut res = Ok(());
-            let mut written = Vec::new();
-            while let Some(chunk) = work.pop_front() {
+            let mut done = 0;
+            for chunk in work.iter() {
                 res = self.chan.write_all(chunk.rest());
-                written.push(chunk);
                 if res.is_err() {
                     break;
                 }
+                done += 1;
             }
             st = self.state.lock().unwrap();
             if res.is_err() {
                 st.broken = true;
                 st.clear();
             }
-            for c in written {
+            for c in work.drain(..done) {
                 st.recycle(c);
             }
             work.clear();
@@ -381,5 +382,75 @@ impl Outbox {
                 self.flush_ended(&st);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mproc_transport::{socketpair, FrameReader};
+
+    /// Frames and sidecars queued from two threads come out in the order
+    /// queued, each frame with its own sidecars, also when the socket
+    /// fills and the writer thread finishes the flush.
+    #[test]
+    fn frames_and_sidecars_arrive_in_order_through_a_full_socket() {
+        let (a, b) = socketpair().unwrap();
+        let ob = Outbox::new(Arc::new(a), 64 << 20);
+        let reader = std::thread::spawn(move || {
+            let mut r = FrameReader::new(64 << 20);
+            let mut got = Vec::new();
+            while let Ok(f) = r.next_frame(&b) {
+                let n: u32 = postcard::from_bytes(f).unwrap();
+                let sides = r.take_sidecars();
+                got.push((n, sides));
+            }
+            got
+        });
+        let side = |n: u32, len: usize| vec![n as u8; len];
+        let mut want = Vec::new();
+        for n in 0..40u32 {
+            let sides: Vec<Vec<u8>> = match n % 4 {
+                0 => Vec::new(),
+                1 => vec![side(n, 3 << 20)],
+                2 => vec![side(n, 10), Vec::new(), side(n + 1, 700_000)],
+                _ => vec![side(n, 1)],
+            };
+            if sides.is_empty() {
+                ob.send(&n).unwrap();
+            } else {
+                ob.enqueue_with_sidecars(&n, &Arc::new(sides.clone()))
+                    .unwrap();
+                ob.flush();
+            }
+            want.push((n, sides));
+        }
+        ob.drain();
+        ob.close();
+        drop(ob);
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.0, w.0);
+            assert_eq!(g.1, w.1, "sidecars of frame {}", w.0);
+        }
+    }
+
+    #[test]
+    fn a_frame_that_cannot_be_built_leaves_no_sidecars_behind() {
+        let (a, b) = socketpair().unwrap();
+        let ob = Outbox::new(Arc::new(a), 100);
+        let big = vec![0u8; 200];
+        let sides = Arc::new(vec![vec![1u8; 50]]);
+        assert!(ob
+            .enqueue_with_sidecars(&serde_bytes::Bytes::new(&big), &sides)
+            .is_err());
+        ob.send(&7u32).unwrap();
+        ob.drain();
+        ob.close();
+        let mut r = FrameReader::new(100);
+        let f = r.next_frame(&b).unwrap();
+        assert_eq!(postcard::from_bytes::<u32>(f).unwrap(), 7);
+        assert!(r.take_sidecars().is_empty());
     }
 }
