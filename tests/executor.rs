@@ -102,7 +102,9 @@ fn touch(path: String) {
     std::fs::write(path, b"ran").unwrap();
 }
 
+/// `Vec<u8>` on purpose: the encoding tests below are about it.
 #[mproc::task]
+#[allow(deprecated)]
 fn echo(v: Vec<u8>) -> Vec<u8> {
     v
 }
@@ -113,6 +115,7 @@ fn echo_bytes(v: serde_bytes::ByteBuf) -> serde_bytes::ByteBuf {
 }
 
 #[mproc::task]
+#[allow(deprecated)]
 fn bytes_of(n: usize) -> Vec<u8> {
     vec![1; n]
 }

@@ -17,6 +17,7 @@ use sha2::Sha256;
 const KEY: &[u8] = b"correct horse battery staple";
 
 #[mproc::task]
+#[allow(deprecated)] // a short key: `Vec<u8>` costs nothing here
 fn remote_client(addr: String, key: Vec<u8>, n: u32) -> usize {
     let m = Manager::connect(addr.as_str(), &key).unwrap();
     let d: DictProxy<String, u32> = m.dict_named("shared").unwrap();

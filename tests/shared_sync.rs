@@ -457,6 +457,7 @@ fn handles_are_send_sync_clone_and_serde() {
 }
 
 #[mproc::task]
+#[allow(deprecated)] // a few bytes of an encoded handle
 fn make_queue_handle() -> Vec<u8> {
     let q: Queue<u32> = Queue::new().unwrap();
     q.put(1).unwrap();

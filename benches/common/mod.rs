@@ -409,6 +409,7 @@ pub(crate) fn w8(manager: &Manager) -> (f64, f64) {
 /// W8 over TCP: the child connects to a served manager with its key and
 /// works on the named dict and list, every operation a round trip.
 #[mproc::task]
+#[allow(deprecated)] // a short key: `Vec<u8>` costs nothing here
 pub(crate) fn w8_remote_child(addr: String, key: Vec<u8>, n: u32, out: Connection<(f64, f64)>) {
     let m = Manager::connect(addr.as_str(), &key).expect("connect");
     let d: DictProxy<u32, u32> = m.dict_named("w8-dict").expect("dict");

@@ -135,6 +135,7 @@ fn expand(task: &Task, args: &Args) -> TokenStream {
 
     let Attrs { docs, cfgs, rest } = Attrs::sort(&item.attrs);
     let vis = &item.vis;
+    let byte_notes = vec_u8_notes(task, &rest, &cfgs);
 
     // 1. The function, renamed and hidden; its patterns and body untouched.
     let mut renamed = item.clone();
@@ -260,7 +261,72 @@ fn expand(task: &Task, args: &Args) -> TokenStream {
 
             #(#wire_checks)*
         };
+
+        #byte_notes
     }
+}
+
+/// True for the type `Vec<u8>` as written (`Vec<u8>`, `std::vec::Vec<u8>`,
+/// `alloc::vec::Vec<u8>`).
+fn is_vec_u8(ty: &Type) -> bool {
+    let Type::Path(p) = ty else { return false };
+    if p.qself.is_some() {
+        return false;
+    }
+    let Some(last) = p.path.segments.last() else {
+        return false;
+    };
+    if last.ident != "Vec" {
+        return false;
+    }
+    let syn::PathArguments::AngleBracketed(a) = &last.arguments else {
+        return false;
+    };
+    matches!(
+        a.args.iter().collect::<Vec<_>>()[..],
+        [syn::GenericArgument::Type(Type::Path(inner))]
+            if inner.qself.is_none() && inner.path.is_ident("u8")
+    )
+}
+
+/// A compile-time note (a deprecation warning, the one lint a macro can
+/// raise) at every `Vec<u8>` argument or return type of a task: serde
+/// encodes a `Vec<u8>` one element at a time, where `mproc::Bytes` is one
+/// byte string (and goes out of band when large). `#[allow(deprecated)]`
+/// on the function keeps `Vec<u8>` without the note.
+fn vec_u8_notes(task: &Task, rest: &[&syn::Attribute], cfgs: &[&syn::Attribute]) -> TokenStream {
+    let allowed = rest.iter().any(|a| {
+        a.path().is_ident("allow")
+            && a.parse_args_with(
+                syn::punctuated::Punctuated::<syn::Path, syn::Token![,]>::parse_terminated,
+            )
+            .is_ok_and(|lints| lints.iter().any(|l| l.is_ident("deprecated")))
+    });
+    if allowed {
+        return TokenStream::new();
+    }
+    let notes = task
+        .parts
+        .inputs
+        .iter()
+        .chain(task.parts.output.iter())
+        .filter(|ty| is_vec_u8(ty))
+        .map(|ty| {
+            quote_spanned! {ty.span()=>
+                #(#cfgs)*
+                const _: () = {
+                    #[deprecated(
+                        note = "a task's `Vec<u8>` is encoded byte by byte (about 1.5 ns per \
+                                byte); use `mproc::Bytes`, one byte string (out of band when \
+                                large), or put `#[allow(deprecated)]` on the task to keep it"
+                    )]
+                    #[allow(non_camel_case_types)]
+                    struct Vec_u8_in_a_task;
+                    let _ = Vec_u8_in_a_task;
+                };
+            }
+        });
+    quote!(#(#notes)*)
 }
 
 /// Parses the attribute's arguments; on an error, the defaults and the

@@ -243,6 +243,13 @@ use proc_macro::TokenStream;
 ///   `(a, b): (u32, u32)`, `_: u8`): they stay on the original function, and
 ///   the generated code passes arguments by position.
 ///
+/// One warning, not an error: an argument or return type written
+/// `Vec<u8>` gets a deprecation note at that type, because serde encodes
+/// a `Vec<u8>` one element at a time; `mproc::Bytes` (which derefs to
+/// `Vec<u8>`) is one byte string, and out of band when large.
+/// `#[allow(deprecated)]` on the function keeps `Vec<u8>` without it (a
+/// short key costs nothing either way).
+///
 /// # Arguments
 ///
 /// `#[task]` takes no arguments except `crate = path`, for a crate that

@@ -75,8 +75,11 @@ fn compiled_out(x: NoSuchType) -> NoSuchType {
     x
 }
 
+// `#[allow(deprecated)]` keeps a `Vec<u8>` without the note (and with
+// `deny(warnings)` above, this checks that it does).
 #[mproc::task(crate = ::mproc)]
 #[inline]
+#[allow(deprecated)]
 fn explicit_crate(v: Vec<u8>) -> usize {
     v.len()
 }
