@@ -130,10 +130,9 @@ impl Core {
         };
         // The slot is marked before the request can reach the worker.
         link.claims().offer(seq);
-        let queued = if job.oob {
-            link.enqueue_with_sidecars(&msg, &job.sides)
-        } else {
-            link.enqueue(&msg)
+        let queued = match &job.sides {
+            Some(sides) => link.enqueue_with_sidecars(&msg, sides),
+            None => link.enqueue(&msg),
         };
         if let Err(e) = queued {
             let _ = link.claims().revoke(seq);

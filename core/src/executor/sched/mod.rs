@@ -169,10 +169,11 @@ struct Job {
     retries_left: u32,
     task: &'static str,
     payload: Vec<u8>,
-    /// The arguments are encoded out of band: `sides` are their sidecars,
-    /// sent before every `Run` of this job.
+    /// The arguments are encoded out of band: `sides` are their sidecars
+    /// (none: no allocation for the common small request), sent before
+    /// every `Run` of this job.
     oob: bool,
-    sides: Sidecars,
+    sides: Option<Sidecars>,
     is_async: bool,
     comp: Arc<Completion>,
     place: Place,
@@ -191,6 +192,7 @@ impl Job {
     fn wire_len(&self) -> usize {
         self.sides
             .iter()
+            .flat_map(|set| set.iter())
             .fold(self.payload.len(), |n, s| n.saturating_add(s.len()))
     }
 }
@@ -200,7 +202,7 @@ impl Drop for Job {
     fn drop(&mut self) {
         mproc_transport::spare::give(std::mem::take(&mut self.payload));
         // Shared with an outbox only while it writes them.
-        if let Some(sides) = Arc::get_mut(&mut self.sides) {
+        if let Some(sides) = self.sides.as_mut().and_then(Arc::get_mut) {
             sides.drain(..).for_each(mproc_transport::spare::give);
         }
     }
@@ -574,7 +576,7 @@ impl Core {
             task,
             payload,
             oob,
-            sides: Arc::new(sides),
+            sides: (!sides.is_empty()).then(|| Arc::new(sides)),
             is_async,
             comp: comp.clone(),
             place: Place::Queued,
