@@ -280,6 +280,16 @@ impl Items {
         Ok((self.bytes, start))
     }
 
+    /// The finished batch, when it is at most `max` bytes (with its
+    /// length): a few small results.
+    pub(crate) fn small_batch(&mut self, max: usize) -> Option<&[u8]> {
+        if self.bytes.len() - HEAD + 5 > max {
+            return None;
+        }
+        let at = self.finish_at(usize::MAX, |_, _| {});
+        Some(&self.bytes[at..])
+    }
+
     /// The encoded bytes from `at` to the end (after
     /// [`finish_at`](Self::finish_at)).
     pub(crate) fn bytes_from(&self, at: usize) -> &[u8] {

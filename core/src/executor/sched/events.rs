@@ -230,12 +230,21 @@ impl Core {
                 let Some(job) = st.jobs.get_mut(&id) else {
                     continue;
                 };
-                let never_started = w
-                    .link
-                    .as_ref()
-                    .is_some_and(|l| l.claims().state(seq) == Claim::Sent);
+                let claims = w.link.as_ref().map(|l| l.claims());
+                let never_started = claims.is_some_and(|c| c.state(seq) == Claim::Sent);
+                // Finished, its answer held back when the worker died: the
+                // result is in the claim table (see `protocol::claims`).
+                let kept = claims.and_then(|c| c.kept(seq));
                 if job.aborted {
                     st.jobs.remove(&id);
+                } else if let Some(result) = kept {
+                    if let Some(mut job) = st.jobs.remove(&id) {
+                        let outcome = match job.parts.take() {
+                            Some(parts) => join_parts(parts, &result),
+                            None => Ok(result.into()),
+                        };
+                        job.comp.resolve(outcome);
+                    }
                 } else if never_started {
                     job.place = Place::Queued;
                     job.recalling = false;
