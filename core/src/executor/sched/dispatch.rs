@@ -93,6 +93,9 @@ impl Core {
     fn place_queued(self: &Arc<Self>, st: &mut State, flush: &mut Flush) {
         let window = Self::window(st);
         let mut spawn_needed = false;
+        // One reading of the clock for the batch: the send time only ages
+        // requests for `steal`, at millisecond scale.
+        let now = Instant::now();
         while let Some(&id) = st.queue.front() {
             if !st.jobs.contains_key(&id) {
                 st.queue.pop_front(); // cancelled or timed out while queued
@@ -106,7 +109,7 @@ impl Core {
                 .map(|(k, _)| *k);
             let Some(wk) = pick else { break };
             st.queue.pop_front();
-            spawn_needed |= self.send_job(st, wk, id, flush);
+            spawn_needed |= self.send_job(st, wk, id, now, flush);
         }
         if spawn_needed {
             // A retiring worker's replacement starts now, before it leaves,
@@ -116,7 +119,7 @@ impl Core {
     }
 
     /// Sends job `id` to worker `wk`; true when the worker now retires.
-    fn send_job(&self, st: &mut State, wk: u64, id: u64, flush: &mut Flush) -> bool {
+    fn send_job(&self, st: &mut State, wk: u64, id: u64, now: Instant, flush: &mut Flush) -> bool {
         let job = st.jobs.get_mut(&id).expect("queued job exists");
         let w = st.workers.get_mut(&wk).expect("picked worker exists");
         let link = w.link.clone().expect("a ready worker has a link");
@@ -142,10 +145,10 @@ impl Core {
         job.place = Place::Sent {
             worker: wk,
             seq,
-            at: Instant::now(),
+            at: now,
         };
         if !job.span.is_disabled() {
-            job.span.record("worker", w.name.as_str());
+            job.span.record_worker(&w.name);
             job.span.in_scope(|| tracing::trace!(seq, "sent to worker"));
         }
         let mut retires = false;

@@ -132,7 +132,7 @@ impl Core {
                     if let Some(job) = st.jobs.get_mut(&id) {
                         match &mut job.parts {
                             // The first part's buffer is kept as it is.
-                            None => job.parts = Some((u64::from(count), items)),
+                            None => job.parts = Some(Box::new((u64::from(count), items))),
                             Some(parts) => {
                                 parts.0 += u64::from(count);
                                 parts.1.extend_from_slice(&items);
@@ -177,7 +177,7 @@ impl Core {
             if let Some(mut job) = st.jobs.remove(&id) {
                 if !job.aborted {
                     let outcome = match (job.parts.take(), outcome) {
-                        (Some(parts), Ok(last)) => join_parts(parts, &last),
+                        (Some(parts), Ok(last)) => join_parts(*parts, &last),
                         (_, o) => o,
                     };
                     if !job.span.is_disabled() {
@@ -190,7 +190,7 @@ impl Core {
                 }
             }
         }
-        st.trim();
+        self.plan_trim(&mut st);
         if let Some(w) = st.workers.get_mut(&key) {
             if w.retiring && w.outstanding.is_empty() && !w.shutdown_sent {
                 w.shutdown_sent = true;
@@ -240,7 +240,7 @@ impl Core {
                 } else if let Some(result) = kept {
                     if let Some(mut job) = st.jobs.remove(&id) {
                         let outcome = match job.parts.take() {
-                            Some(parts) => join_parts(parts, &result),
+                            Some(parts) => join_parts(*parts, &result),
                             None => Ok(result.into()),
                         };
                         job.comp.resolve(outcome);
