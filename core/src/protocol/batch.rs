@@ -332,34 +332,68 @@ impl Items {
 /// `Vec<Result<Output, TaskError>>` of its batch, or one error for all of it.
 pub(crate) type Outcome = Result<Batch, TaskError>;
 
-/// The encoded result batch of a finished request: `buf[start..]`. A
-/// large batch stays in the buffer of the frame it arrived in (the reader
-/// hands that buffer over instead of copying the batch out); the buffer
-/// goes back to `spare` once the batch is decoded.
+/// The encoded result batch of a finished request. A large batch stays in
+/// the buffer of the frame it arrived in (the reader hands that buffer over
+/// instead of copying the batch out); the buffer goes back to `spare` once
+/// the batch is decoded. A batch of a few bytes (one small result) is held
+/// in place, with no allocation: it is made on a reader thread and dropped
+/// on the caller's, the pattern the allocator handles worst.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Batch {
-    buf: Vec<u8>,
-    start: usize,
+pub(crate) struct Batch(Repr);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Repr {
+    /// `buf[start..]`.
+    Buf { buf: Vec<u8>, start: usize },
+    /// `bytes[..len]`.
+    Small { len: u8, bytes: [u8; SMALL_BATCH] },
 }
+
+/// The largest batch held without an allocation.
+const SMALL_BATCH: usize = 22;
 
 impl Batch {
     /// The batch `buf[start..]`.
     pub(crate) fn within(buf: Vec<u8>, start: usize) -> Batch {
         assert!(start <= buf.len(), "a batch starts inside its buffer");
-        Batch { buf, start }
+        Batch(Repr::Buf { buf, start })
+    }
+
+    /// A batch of a copy of `bytes`.
+    pub(crate) fn copy_of(bytes: &[u8]) -> Batch {
+        if bytes.len() <= SMALL_BATCH {
+            let mut small = [0; SMALL_BATCH];
+            small[..bytes.len()].copy_from_slice(bytes);
+            Batch(Repr::Small {
+                len: bytes.len() as u8,
+                bytes: small,
+            })
+        } else {
+            spare::copy_of(bytes).into()
+        }
+    }
+
+    /// Gives its buffer, if it has one, back for reuse.
+    fn recycle(self) {
+        if let Repr::Buf { buf, .. } = self.0 {
+            spare::give(buf);
+        }
     }
 }
 
 impl From<Vec<u8>> for Batch {
     fn from(buf: Vec<u8>) -> Batch {
-        Batch { buf, start: 0 }
+        Batch(Repr::Buf { buf, start: 0 })
     }
 }
 
 impl std::ops::Deref for Batch {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.buf[self.start..]
+        match &self.0 {
+            Repr::Buf { buf, start } => &buf[*start..],
+            Repr::Small { len, bytes } => &bytes[..usize::from(*len)],
+        }
     }
 }
 
@@ -416,18 +450,32 @@ pub(crate) fn decode_batch<T: DeserializeOwned>(
 /// Runs `f` on the batch, then gives its buffer back for reuse.
 fn recycle_after<R>(batch: Batch, f: impl FnOnce(&[u8]) -> R) -> R {
     let r = f(&batch);
-    spare::give(batch.buf);
+    batch.recycle();
     r
 }
 
-/// Decodes the single item of a one-argument request.
+/// Decodes the single item of a one-argument request (without building
+/// the one-element `Vec` that [`decode_batch`] would).
 pub(crate) fn decode_one<T: DeserializeOwned>(outcome: Outcome) -> Result<T, TaskError> {
-    decode_batch(outcome, 1)
-        .into_iter()
-        .next()
-        .unwrap_or(Err(TaskError::Serialization {
-            message: "empty result batch".into(),
-        }))
+    match outcome {
+        Ok(batch) => match take_varint(&batch) {
+            Some((1, item)) => {
+                let r = postcard::from_bytes::<Result<T, TaskError>>(item);
+                batch.recycle();
+                r.unwrap_or_else(|e| {
+                    Err(TaskError::Serialization {
+                        message: format!("cannot decode the result: {}", decode_error_message(&e)),
+                    })
+                })
+            }
+            _ => decode_batch(Ok(batch), 1).into_iter().next().unwrap_or(Err(
+                TaskError::Serialization {
+                    message: "empty result batch".into(),
+                },
+            )),
+        },
+        Err(e) => Err(e),
+    }
 }
 
 /// True when the first item of a finished batch is an error (without
@@ -501,11 +549,49 @@ mod tests {
             .to_vec();
         assert!(parts >= 3, "{parts}");
         let joined = join_parts(acc, &last).unwrap();
-        assert_eq!(joined.len(), joined.buf.len());
+        assert!(
+            matches!(&joined.0, Repr::Buf { buf, start: 0 } if buf.len() == joined.len()),
+            "joined in one buffer"
+        );
         let v: Vec<Result<Vec<u8>, TaskError>> = decode_batch(Ok(joined), 8);
         for (i, r) in v.into_iter().enumerate() {
             assert_eq!(r, Ok(vec![i as u8; 400]));
         }
+    }
+
+    #[test]
+    fn a_result_decodes_the_same_held_in_place_or_in_a_buffer() {
+        for x in [0u64, 1, 300, u64::MAX] {
+            let mut items = Items::with_capacity(1);
+            items.push(Ok::<u64, TaskError>(x));
+            let bytes = items.finish(usize::MAX, |_, _| unreachable!()).to_vec();
+            let small = Batch::copy_of(&bytes);
+            assert!(
+                matches!(small.0, Repr::Small { .. }),
+                "{x}: {} bytes",
+                bytes.len()
+            );
+            assert_eq!(&*small, &bytes[..]);
+            assert_eq!(decode_one::<u64>(Ok(small)), Ok(x));
+            assert_eq!(decode_one::<u64>(Ok(Batch::from(bytes.clone()))), Ok(x));
+        }
+        let long = vec![7u8; 300];
+        let mut items = Items::with_capacity(1);
+        items.push(Ok::<Vec<u8>, TaskError>(long.clone()));
+        let bytes = items.finish(usize::MAX, |_, _| unreachable!()).to_vec();
+        let batch = Batch::copy_of(&bytes);
+        assert!(matches!(batch.0, Repr::Buf { .. }));
+        assert_eq!(decode_one::<Vec<u8>>(Ok(batch)), Ok(long));
+        // A batch of two where one was expected says so, as before.
+        let mut items = Items::with_capacity(2);
+        items.push(Ok::<u64, TaskError>(1));
+        items.push(Ok::<u64, TaskError>(2));
+        let two = items.finish(usize::MAX, |_, _| unreachable!()).to_vec();
+        let err = decode_one::<u64>(Ok(Batch::copy_of(&two))).unwrap_err();
+        assert!(
+            err.to_string().contains("expected 1 results, got 2"),
+            "{err}"
+        );
     }
 
     /// Found by `fuzz/` (msg_parent): a worker's final batch announcing

@@ -201,7 +201,7 @@ fn serve(core: Arc<Core>, key: u64, name: String, link: Arc<ProcLink>) {
             }) => events.push(Event::Done {
                 id,
                 exec_ns,
-                outcome: result.map(|b| spare::copy_of(b.0).into()),
+                outcome: result.map(|b| Batch::copy_of(b.0)),
             }),
             Ok(ToParent::Part { id, count, items }) => events.push(Event::Part {
                 id,
