@@ -21,7 +21,7 @@ pub use self::wait::{
 
 use self::sched::{Config, Core, Limits};
 use crate::error::{Error, TaskError};
-use crate::protocol::batch::encode_one;
+use crate::protocol::batch::{encode_one, Args};
 use crate::registry::Task;
 use crate::spawn::StartMethod;
 
@@ -301,7 +301,7 @@ impl Executor {
         opts: TaskOptions,
     ) -> TaskHandle<T::Output> {
         let _ = task;
-        let payload = match encode_one(&args) {
+        let payload = match Args::one(&args) {
             Ok(p) => p,
             Err(e) => return TaskHandle::resolved(e),
         };

@@ -119,6 +119,102 @@ pub(crate) fn encode_one<A: Serialize>(args: &A) -> Result<Vec<u8>, TaskError> {
     Ok(buf)
 }
 
+/// An encoded batch of arguments, as a request carries it: a few bytes
+/// (one small argument) are held in place, with no allocation, since they
+/// are made on the submitting thread and dropped on a reader thread.
+#[derive(Debug)]
+pub(crate) struct Args(ArgsRepr);
+
+#[derive(Debug)]
+enum ArgsRepr {
+    Buf(Vec<u8>),
+    Small { len: u8, bytes: [u8; SMALL_ARGS] },
+}
+
+/// The largest batch of arguments held without an allocation.
+const SMALL_ARGS: usize = 22;
+
+impl Args {
+    /// Encodes one argument as a batch of one (as [`encode_one`]), in one
+    /// pass: in place while it fits, else spilled into a buffer.
+    pub(crate) fn one<A: Serialize>(args: &A) -> Result<Args, TaskError> {
+        let mut out = Args(ArgsRepr::Small {
+            len: 1,
+            bytes: [0; SMALL_ARGS],
+        });
+        if let ArgsRepr::Small { bytes, .. } = &mut out.0 {
+            bytes[0] = 1; // the batch's length, a varint
+        }
+        postcard::serialize_with_flavor(args, ArgsFlavor(&mut out)).map_err(|e| {
+            TaskError::Serialization {
+                message: format!("cannot encode the arguments: {e}"),
+            }
+        })?;
+        Ok(out)
+    }
+}
+
+/// Appends to [`Args`], moving them into a buffer once they outgrow the
+/// room held in place.
+struct ArgsFlavor<'a>(&'a mut Args);
+
+impl Flavor for ArgsFlavor<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        match &mut self.0 .0 {
+            ArgsRepr::Small { len, bytes } => {
+                let at = usize::from(*len);
+                if at + data.len() <= SMALL_ARGS {
+                    bytes[at..at + data.len()].copy_from_slice(data);
+                    *len += data.len() as u8;
+                } else {
+                    let mut buf = Vec::new();
+                    spare::reserve(&mut buf, at + data.len() + 16);
+                    buf.extend_from_slice(&bytes[..at]);
+                    buf.extend_from_slice(data);
+                    self.0 .0 = ArgsRepr::Buf(buf);
+                }
+            }
+            ArgsRepr::Buf(buf) => VecFlavor(buf).try_extend(data)?,
+        }
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.try_extend(&[data])
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+impl From<Vec<u8>> for Args {
+    fn from(buf: Vec<u8>) -> Args {
+        Args(ArgsRepr::Buf(buf))
+    }
+}
+
+impl std::ops::Deref for Args {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            ArgsRepr::Buf(buf) => buf,
+            ArgsRepr::Small { len, bytes } => &bytes[..usize::from(*len)],
+        }
+    }
+}
+
+impl Drop for Args {
+    /// A large buffer serves the next large message.
+    fn drop(&mut self) {
+        if let ArgsRepr::Buf(buf) = &mut self.0 {
+            spare::give(std::mem::take(buf));
+        }
+    }
+}
+
 /// Encodes a chunk of arguments as one batch.
 pub(crate) fn encode_chunk<A: Serialize>(items: &[A]) -> Result<Vec<u8>, TaskError> {
     let mut buf = Vec::new();
@@ -556,6 +652,21 @@ mod tests {
         let v: Vec<Result<Vec<u8>, TaskError>> = decode_batch(Ok(joined), 8);
         for (i, r) in v.into_iter().enumerate() {
             assert_eq!(r, Ok(vec![i as u8; 400]));
+        }
+    }
+
+    #[test]
+    fn arguments_held_in_place_or_spilled_encode_as_encode_one_does() {
+        let short = 7u64;
+        let a = Args::one(&short).unwrap();
+        assert!(matches!(a.0, ArgsRepr::Small { .. }));
+        assert_eq!(&*a, &encode_one(&short).unwrap()[..]);
+        for n in [20usize, 21, 22, 23, 100, 10_000] {
+            let long = vec![3u8; n];
+            let a = Args::one(&long).unwrap();
+            assert_eq!(&*a, &encode_one(&long).unwrap()[..], "{n}");
+            let decoded: Vec<Vec<u8>> = decode_args(&a, "t").unwrap();
+            assert_eq!(decoded, vec![long]);
         }
     }
 

@@ -128,7 +128,7 @@ impl Core {
             id,
             seq,
             task: job.task,
-            args: Bytes(&job.payload),
+            args: Bytes(&job.payload[..]),
         };
         // The slot is marked before the request can reach the worker.
         link.claims().offer(seq);

@@ -67,6 +67,7 @@ use mproc_transport::{Spin, LINK_SPIN_NS};
 use self::link::{BootError, Launcher, WorkerLink};
 use super::completion::Completion;
 use crate::error::{Error, ErrorKind, TaskError};
+use crate::protocol::batch::Args;
 use crate::protocol::claims::Claim;
 use crate::protocol::ToWorker;
 
@@ -168,7 +169,7 @@ struct Job {
     /// Runs again allowed when its worker is lost.
     retries_left: u32,
     task: &'static str,
-    payload: Vec<u8>,
+    payload: Args,
     is_async: bool,
     comp: Arc<Completion>,
     place: Place,
@@ -216,13 +217,6 @@ impl JobSpan {
         if let Some(span) = &self.0 {
             span.record("worker", name);
         }
-    }
-}
-
-impl Drop for Job {
-    /// A large payload's buffer serves the next large message.
-    fn drop(&mut self) {
-        mproc_transport::spare::give(std::mem::take(&mut self.payload));
     }
 }
 
@@ -596,9 +590,10 @@ impl Core {
         self: &Arc<Self>,
         task: &'static str,
         is_async: bool,
-        payload: Vec<u8>,
+        payload: impl Into<Args>,
         limits: Limits,
     ) -> (u64, Arc<Completion>) {
+        let payload = payload.into();
         let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
         let comp = Completion::new();
         let overhead = task.len() + 64;
