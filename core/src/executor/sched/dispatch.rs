@@ -76,8 +76,12 @@ impl Core {
     pub(super) fn fill(self: &Arc<Self>, st: &mut State, flush: &mut Flush) {
         self.admit(st);
         loop {
-            self.backlog
-                .store(st.jobs.len() > st.workers.len(), Ordering::Relaxed);
+            // Written only when it changes: callers and reader threads
+            // read it all the time, and a store takes the line from them.
+            let backlog = st.jobs.len() > st.workers.len();
+            if self.backlog.load(Ordering::Relaxed) != backlog {
+                self.backlog.store(backlog, Ordering::Relaxed);
+            }
             if st.phase != Phase::Stopping {
                 self.place_queued(st, flush);
                 if st.queue.is_empty() && self.steal(st) {
