@@ -61,7 +61,7 @@ const FRAME_OVERHEAD: usize = 64;
 /// The most answers held back at once: enough to make a write per batch
 /// cheap, few enough that the parent sends more work while the worker
 /// runs the rest of what it holds.
-const HOLD_MAX: u32 = 16;
+const HOLD_MAX: u32 = 32;
 /// The longest an answer is held back.
 const HOLD_MAX_AGE: Duration = Duration::from_micros(100);
 /// A task counts as short (the answers held may wait while it runs) once

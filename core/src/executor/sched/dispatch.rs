@@ -13,7 +13,7 @@ use crate::protocol::{Bytes, ToWorker};
 /// Work a window should cover.
 const WINDOW_NS: f64 = 200_000.0;
 const MIN_WINDOW: usize = 2;
-const MAX_WINDOW: usize = 64;
+const MAX_WINDOW: usize = 128;
 
 impl Job {
     /// When this request, sent ahead and not started, may be taken back:

@@ -6,7 +6,7 @@
 //! Jobs wait in one FIFO queue. A job goes to an idle worker first; when
 //! none is idle it may be *sent ahead* to the least loaded worker, up to a
 //! window that covers about 200 µs of measured work (2 while tasks are long,
-//! up to 64 while they take microseconds), so a worker's channel is never
+//! up to 128 while they take microseconds), so a worker's channel is never
 //! idle. Work sent ahead is never stranded: when a worker is idle and the
 //! queue is empty, requests that have waited more than [`STEAL_AFTER`]
 //! behind another worker's running task are taken back through the claim
