@@ -2,7 +2,8 @@
 //! waits behind a long one while a worker is free, a stopped worker strands
 //! nothing, a timeout never kills an innocent task, a start that cannot
 //! start fails with the cause, a dropped map stops its work, and one
-//! oversized item fails only itself.
+//! oversized item fails only itself, and a task that finished keeps its
+//! result when its worker is killed afterwards.
 
 mod common;
 
@@ -29,6 +30,17 @@ fn mark_and_sleep(v: Value<u32>, ms: u64) -> u32 {
     v.store(std::process::id());
     std::thread::sleep(Duration::from_millis(ms));
     std::process::id()
+}
+
+/// Returns `x` at once; given a marker, records its pid there first and
+/// sleeps until it is killed.
+#[mproc::task]
+fn quick_unless_marked(x: u64, marker: Option<Value<u32>>) -> u64 {
+    if let Some(m) = marker {
+        m.store(std::process::id());
+        std::thread::sleep(Duration::from_secs(60));
+    }
+    x
 }
 
 /// Counts its runs in `v`, then sleeps.
@@ -111,6 +123,45 @@ fn a_stopped_worker_strands_nothing() {
             .await
             .expect("shutdown after a stop and continue");
         assert!(wait_gone(&pids, Duration::from_secs(5)));
+    });
+}
+
+#[test]
+fn tasks_that_finished_keep_their_results_when_their_worker_is_killed() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    run(async {
+        let ex = Executor::new(1).await.unwrap();
+        for round in 0..20u64 {
+            // Quick every time so far: a worker may hold back its answers
+            // while it runs the next one, which here hangs and is killed.
+            for i in 0..20 {
+                assert_eq!(ex.submit(quick_unless_marked, (i, None)).await, Ok(i));
+            }
+            let marker = Value::new(0u32).unwrap();
+            let quick: Vec<_> = (0..30u64)
+                .map(|i| ex.submit(quick_unless_marked, (round * 100 + i, None)))
+                .collect();
+            let hung = ex.submit(quick_unless_marked, (0, Some(marker.clone())));
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while marker.load() == 0 {
+                assert!(Instant::now() < deadline, "the hanging task never started");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            kill(Pid::from_raw(marker.load() as i32), Signal::SIGKILL).unwrap();
+            for (i, h) in quick.into_iter().enumerate() {
+                assert_eq!(
+                    h.await,
+                    Ok(round * 100 + i as u64),
+                    "a task that finished before its worker was killed lost its result"
+                );
+            }
+            assert!(
+                matches!(hung.await, Err(TaskError::WorkerDied { .. })),
+                "the killed task must fail with WorkerDied"
+            );
+        }
+        ex.shutdown().await;
     });
 }
 

@@ -388,6 +388,7 @@ pub fn samples(m: Message) -> Vec<Vec<u8>> {
                 log_level: 3,
                 initializer: Some(("init".into(), args.clone())),
                 transport: TransportWire::ShmRing,
+                out_of_band: true,
             },
             ToWorker::Reject { reason: "r".into() },
             ToWorker::Run {

@@ -13,6 +13,16 @@
 //!   the shared claim table (see `protocol::claims`); a request the parent
 //!   took back is skipped. End of stream means the parent is gone: the
 //!   worker exits at once.
+//! * **Answers held back** (see [`Hold`]): the small result of a short
+//!   request is kept in the claim table's shared memory and written to the
+//!   outbox without sending it; the held answers go out in one write before
+//!   the worker waits for input, before it starts a request not known to be
+//!   short, and at the latest every [`HOLD_MAX`] answers or
+//!   [`HOLD_MAX_AGE`]. A parent that needs one answer (a round trip) is
+//!   never kept waiting, and a burst of short tasks costs one write per
+//!   batch of answers instead of one per task; a worker that dies with
+//!   answers held loses none of them (the parent reads them from the
+//!   shared memory).
 //! * **writer** (inside `Outbox`): takes over writes the channel cannot take
 //!   at once.
 //! * **runtime** (only once an async task arrives): see `registry::runtime`.
@@ -23,7 +33,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mproc_transport::{
     ByteStream, FrameReader, PipeChannel, ShmChannel, Spin, TransportError, UnixChannel,
@@ -35,7 +45,7 @@ use crate::children::exit_child;
 use crate::error::TaskError;
 use crate::outbox::Outbox;
 use crate::protocol::actor::MODE_ACTOR;
-use crate::protocol::claims::Claims;
+use crate::protocol::claims::{Claims, KEEP_MAX};
 use crate::protocol::manager::MODE_MANAGER;
 use crate::protocol::oob;
 use crate::protocol::{
@@ -45,13 +55,76 @@ use crate::protocol::{
 use crate::registry::invoke::BatchResult;
 use crate::registry::runtime::runtime;
 use crate::registry::{lookup, BatchRun, TaskEntry};
-use crate::sys::{self, SharedPage};
+use crate::sys;
 
 /// Room in a message for everything but the result items.
 const FRAME_OVERHEAD: usize = 64;
+/// The most answers held back at once: enough to make a write per batch
+/// cheap, few enough that the parent sends more work while the worker
+/// runs the rest of what it holds.
+const HOLD_MAX: u32 = 32;
+/// The longest an answer is held back.
+const HOLD_MAX_AGE: Duration = Duration::from_micros(100);
+/// A task counts as short (the answers held may wait while it runs) once
+/// its last [`SHORT_AFTER`] runs on this worker each took under this.
+const SHORT_NS: u64 = 20_000;
+const SHORT_AFTER: u32 = 8;
 /// Result batches from this size on are framed in their own buffer and
 /// handed to the outbox whole (see `send_done`).
 const IN_PLACE_MIN: usize = 64 << 10;
+
+/// Answers written to the outbox and not yet sent (see the module docs),
+/// and what this worker has learnt of how long each task takes.
+#[derive(Default)]
+struct Hold {
+    /// Answers held back.
+    held: u32,
+    /// When the oldest of them was held.
+    since: Option<Instant>,
+    /// Per task (by its registry entry's address): its runs in a row on
+    /// this worker that took under [`SHORT_NS`].
+    seen: Vec<(usize, u32)>,
+}
+
+impl Hold {
+    fn key(entry: &'static TaskEntry) -> usize {
+        entry as *const TaskEntry as usize
+    }
+
+    /// True when `entry`'s last [`SHORT_AFTER`] runs here were all short.
+    fn short(&self, entry: &'static TaskEntry) -> bool {
+        let k = Self::key(entry);
+        self.seen
+            .iter()
+            .any(|&(e, streak)| e == k && streak >= SHORT_AFTER)
+    }
+
+    /// Records one run of `entry` that took `exec_ns`.
+    fn ran(&mut self, entry: &'static TaskEntry, exec_ns: u64) {
+        let k = Self::key(entry);
+        let short = u32::from(exec_ns < SHORT_NS);
+        match self.seen.iter_mut().find(|(e, _)| *e == k) {
+            Some(s) => s.1 = s.1.saturating_add(1) * short,
+            None => self.seen.push((k, short)),
+        }
+    }
+
+    /// Whether the held answers may wait while `next` runs, at `now`.
+    fn may_wait(&self, next: Option<&'static TaskEntry>, now: Instant) -> bool {
+        self.held < HOLD_MAX
+            && self.since.is_some_and(|t| now - t < HOLD_MAX_AGE)
+            && next.is_some_and(|e| !e.is_async && self.short(e))
+    }
+
+    /// Sends what is held.
+    fn release(&mut self, shared: &Shared) {
+        if self.held > 0 {
+            self.held = 0;
+            self.since = None;
+            shared.outbox.flush();
+        }
+    }
+}
 
 struct Request {
     id: u64,
@@ -67,6 +140,8 @@ struct Shared {
     claims: Claims,
     /// The largest frame the parent accepts.
     max_frame: usize,
+    /// The parent reads results encoded out of band (see `protocol::oob`).
+    out_of_band: bool,
     /// Async requests in progress, for cancellation and a clean shutdown.
     asyncs: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
     asyncs_cond: Condvar,
@@ -136,18 +211,16 @@ fn run_worker(chan: UnixChannel) -> Result<i32, ChildError> {
         Ok(None) | Err(_) => sys::exit_now(0),
     };
     let claims_fd = fds.next().ok_or(ChildError::Protocol("no claim table"))?;
-    let claims = SharedPage::map(claims_fd)
-        .map(Claims::from_shared)
-        .map_err(|cause| ChildError::Transport {
-            what: "claim table",
-            cause,
-        })?;
+    let claims = Claims::map_shared(claims_fd).map_err(|cause| ChildError::Transport {
+        what: "claim table",
+        cause,
+    })?;
     let transport_fds: Vec<std::os::fd::OwnedFd> = fds.collect();
 
     let mut reader = FrameReader::new(DEFAULT_MAX_FRAME);
     let frame = reader.next_frame(&*chan).map_err(ChildError::Handshake)?;
     let welcome: ToWorker<'_> = decode(frame).map_err(ChildError::Malformed)?;
-    let (max_frame, log_level, initializer, wire, program) = match welcome {
+    let (max_frame, log_level, initializer, wire, program, out_of_band) = match welcome {
         ToWorker::Welcome {
             name,
             worker_id: _,
@@ -156,6 +229,7 @@ fn run_worker(chan: UnixChannel) -> Result<i32, ChildError> {
             log_level,
             initializer,
             transport,
+            out_of_band,
         } => {
             sys::set_thread_name(&name);
             sys::set_process_name(&name);
@@ -166,6 +240,7 @@ fn run_worker(chan: UnixChannel) -> Result<i32, ChildError> {
                 initializer,
                 transport,
                 parent_pid,
+                out_of_band,
             )
         }
         ToWorker::Reject { reason } => return Err(ChildError::Refused(reason)),
@@ -216,6 +291,7 @@ fn run_worker(chan: UnixChannel) -> Result<i32, ChildError> {
         outbox,
         claims,
         max_frame,
+        out_of_band,
         asyncs: Mutex::new(HashMap::new()),
         asyncs_cond: Condvar::new(),
     });
@@ -240,6 +316,7 @@ use super::panics::{install_panic_hook, RUNNING};
 fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) {
     let mut queue: VecDeque<Request> = VecDeque::new();
     let mut shutdown = false;
+    let mut hold = Hold::default();
     // Polls briefly for the next request before sleeping, so a parent
     // that answers at once (a round trip, `Pool.apply`) needs no wake-up;
     // it learns to stop for an idle or sporadic parent.
@@ -249,6 +326,8 @@ fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) 
         loop {
             let got = if queue.is_empty() && !shutdown {
                 if !reader.has_frame() {
+                    // Nothing to run: what is held goes out before the wait.
+                    hold.release(shared);
                     spin.until(|| chan.ready());
                 }
                 reader.next_frame(chan).map(Some)
@@ -282,7 +361,7 @@ fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) 
                         // copying the arguments out. What else has arrived
                         // is taken in right after, as it would be had it
                         // arrived while the task ran.
-                        run_request(shared, id, seq, entry, args.0, sides);
+                        run_request(shared, &mut hold, id, seq, entry, args.0, sides);
                     } else {
                         queue.push_back(Request {
                             id,
@@ -306,8 +385,11 @@ fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) 
             }
         }
         match queue.pop_front() {
-            Some(req) => run_request(shared, req.id, req.seq, req.entry, &req.args, req.sides),
+            Some(req) => run_request(
+                shared, &mut hold, req.id, req.seq, req.entry, &req.args, req.sides,
+            ),
             None if shutdown => {
+                hold.release(shared);
                 let mut a = shared.asyncs.lock().unwrap();
                 while !a.is_empty() {
                     a = shared.asyncs_cond.wait(a).unwrap();
@@ -334,12 +416,18 @@ fn cancel(shared: &Shared, id: u64) {
 
 fn run_request(
     shared: &Arc<Shared>,
+    hold: &mut Hold,
     id: u64,
     seq: u64,
     entry: Result<&'static TaskEntry, TaskError>,
     args: &[u8],
     sides: Option<Vec<Vec<u8>>>,
 ) {
+    let mut started = Instant::now();
+    if hold.held > 0 && !hold.may_wait(entry.as_ref().ok().copied(), started) {
+        hold.release(shared);
+        started = Instant::now();
+    }
     if !shared.claims.start(seq) {
         return; // taken back by the parent: it runs elsewhere
     }
@@ -354,13 +442,48 @@ fn run_request(
         return start_async(shared, id, seq, entry, args, sides);
     }
     let span = tracing::debug_span!("mproc.task", task = entry.name, id = id);
-    let started = Instant::now();
     RUNNING.with(|r| r.set(Some((id, entry.name))));
     // The entry point decodes the arguments first, with their sidecars,
     // then runs the task (which no longer sees them).
-    let result = span.in_scope(|| oob::for_request(sides, || (entry.run)(args)).block());
+    let mut result =
+        span.in_scope(|| oob::for_request(sides, shared.out_of_band, || (entry.run)(args)).block());
     RUNNING.with(|r| r.set(None));
-    let exec_ns = started.elapsed().as_nanos().max(1) as u64;
+    let done = Instant::now();
+    let exec_ns = (done - started).as_nanos().max(1) as u64;
+    hold.ran(entry, exec_ns);
+    if exec_ns < SHORT_NS {
+        if let Ok(items) = &mut result {
+            if let Some(bytes) = items.small_batch(KEEP_MAX) {
+                // Kept in shared memory before it counts as done, so the
+                // answer survives this worker (see `protocol::claims`).
+                if shared.claims.keep(seq, bytes) {
+                    finish(shared, seq);
+                    let msg = ToParent::Done {
+                        id,
+                        exec_ns,
+                        oob: false, // a small batch is in band
+                        result: Ok(Bytes(bytes)),
+                    };
+                    match shared.outbox.enqueue(&msg) {
+                        Ok(()) => {
+                            hold.held += 1;
+                            hold.since.get_or_insert(done);
+                        }
+                        Err(e) => {
+                            let err = ToParent::Done {
+                                id,
+                                exec_ns,
+                                oob: false,
+                                result: Err(e.into_task_error()),
+                            };
+                            let _ = shared.outbox.send(&err);
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+    }
     finish(shared, seq);
     send_done(shared, id, exec_ns, result);
 }
@@ -381,7 +504,7 @@ fn start_async(
     args: &[u8],
     sides: Option<Vec<Vec<u8>>>,
 ) {
-    let fut = match oob::for_request(sides, || (entry.run)(args)) {
+    let fut = match oob::for_request(sides, shared.out_of_band, || (entry.run)(args)) {
         BatchRun::Async(f) => f,
         BatchRun::Done(r) => {
             finish(shared, seq);

@@ -15,25 +15,36 @@ use crate::protocol::batch::{first_failed, Outcome};
 /// Work to run once a completion resolves (a pool callback's dispatch).
 type Hook = Box<dyn FnOnce() + Send>;
 
-#[derive(Default)]
-struct Hooks(Vec<Hook>);
+/// Who is told when a completion resolves.
+enum Waiter {
+    /// A task polling a handle (clones of a handle may be polled by
+    /// several).
+    Task(Waker),
+    /// Work to run then.
+    Hook(Hook),
+}
 
-impl std::fmt::Debug for Hooks {
+impl std::fmt::Debug for Waiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} hooks", self.0.len())
+        f.write_str(match self {
+            Waiter::Task(_) => "task",
+            Waiter::Hook(_) => "hook",
+        })
     }
 }
 
+/// Kept small (with [`Completion`], at most 120 bytes with the `Arc`'s
+/// counts), so that the allocator frees it on another thread without its
+/// lock: the handle that takes the outcome usually runs on another thread
+/// than the scheduler's.
 #[derive(Debug, Default)]
 struct Slot {
-    hooks: Hooks,
+    waiters: Vec<Waiter>,
     outcome: Option<Outcome>,
     resolved: bool,
-    /// Every task waiting: clones of a handle may be polled by several.
-    wakers: Vec<Waker>,
     /// Threads blocked in `wait_until`: the condition variable is signalled
     /// only for them (a signal costs a system call even with no waiter).
-    blocked: usize,
+    blocked: u32,
 }
 
 /// The rendezvous between the scheduler, which resolves a request once, and
@@ -50,9 +61,16 @@ pub(crate) struct Completion {
     done: AtomicBool,
 }
 
+// With the `Arc`'s two counts, at most 120 bytes (see `Slot`).
+const _: () = assert!(std::mem::size_of::<Completion>() + 16 <= 120);
+
 fn register(s: &mut Slot, cx: &Context<'_>) {
-    if !s.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-        s.wakers.push(cx.waker().clone());
+    let known = s.waiters.iter().any(|w| match w {
+        Waiter::Task(w) => w.will_wake(cx.waker()),
+        Waiter::Hook(_) => false,
+    });
+    if !known {
+        s.waiters.push(Waiter::Task(cx.waker().clone()));
     }
 }
 
@@ -86,15 +104,18 @@ impl Completion {
         s.resolved = true;
         s.outcome = Some(outcome);
         self.done.store(true, Ordering::Release);
-        let wakers = std::mem::take(&mut s.wakers);
-        let hooks = std::mem::take(&mut s.hooks.0);
+        let waiters = std::mem::take(&mut s.waiters);
         let blocked = s.blocked > 0;
         drop(s);
         if blocked {
             self.cond.notify_all();
         }
-        for w in wakers {
-            w.wake();
+        let mut hooks = Vec::new();
+        for w in waiters {
+            match w {
+                Waiter::Task(w) => w.wake(),
+                Waiter::Hook(h) => hooks.push(h),
+            }
         }
         for h in hooks {
             h();
@@ -110,7 +131,7 @@ impl Completion {
             drop(s);
             hook();
         } else {
-            s.hooks.0.push(Box::new(hook));
+            s.waiters.push(Waiter::Hook(Box::new(hook)));
         }
     }
 

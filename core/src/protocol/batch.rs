@@ -120,6 +120,102 @@ pub(crate) fn encode_one<A: Serialize>(args: &A) -> Result<Vec<u8>, TaskError> {
     Ok(buf)
 }
 
+/// An encoded batch of arguments, as a request carries it: a few bytes
+/// (one small argument) are held in place, with no allocation, since they
+/// are made on the submitting thread and dropped on a reader thread.
+#[derive(Debug)]
+pub(crate) struct Args(ArgsRepr);
+
+#[derive(Debug)]
+enum ArgsRepr {
+    Buf(Vec<u8>),
+    Small { len: u8, bytes: [u8; SMALL_ARGS] },
+}
+
+/// The largest batch of arguments held without an allocation.
+const SMALL_ARGS: usize = 22;
+
+impl Args {
+    /// Encodes one argument as a batch of one (as [`encode_one`]), in one
+    /// pass: in place while it fits, else spilled into a buffer.
+    pub(crate) fn one<A: Serialize>(args: &A) -> Result<Args, TaskError> {
+        let mut out = Args(ArgsRepr::Small {
+            len: 1,
+            bytes: [0; SMALL_ARGS],
+        });
+        if let ArgsRepr::Small { bytes, .. } = &mut out.0 {
+            bytes[0] = 1; // the batch's length, a varint
+        }
+        postcard::serialize_with_flavor(args, ArgsFlavor(&mut out)).map_err(|e| {
+            TaskError::Serialization {
+                message: format!("cannot encode the arguments: {e}"),
+            }
+        })?;
+        Ok(out)
+    }
+}
+
+/// Appends to [`Args`], moving them into a buffer once they outgrow the
+/// room held in place.
+struct ArgsFlavor<'a>(&'a mut Args);
+
+impl Flavor for ArgsFlavor<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        match &mut self.0 .0 {
+            ArgsRepr::Small { len, bytes } => {
+                let at = usize::from(*len);
+                if at + data.len() <= SMALL_ARGS {
+                    bytes[at..at + data.len()].copy_from_slice(data);
+                    *len += data.len() as u8;
+                } else {
+                    let mut buf = Vec::new();
+                    spare::reserve(&mut buf, at + data.len() + 16);
+                    buf.extend_from_slice(&bytes[..at]);
+                    buf.extend_from_slice(data);
+                    self.0 .0 = ArgsRepr::Buf(buf);
+                }
+            }
+            ArgsRepr::Buf(buf) => VecFlavor(buf).try_extend(data)?,
+        }
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.try_extend(&[data])
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+impl From<Vec<u8>> for Args {
+    fn from(buf: Vec<u8>) -> Args {
+        Args(ArgsRepr::Buf(buf))
+    }
+}
+
+impl std::ops::Deref for Args {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            ArgsRepr::Buf(buf) => buf,
+            ArgsRepr::Small { len, bytes } => &bytes[..usize::from(*len)],
+        }
+    }
+}
+
+impl Drop for Args {
+    /// A large buffer serves the next large message.
+    fn drop(&mut self) {
+        if let ArgsRepr::Buf(buf) = &mut self.0 {
+            spare::give(std::mem::take(buf));
+        }
+    }
+}
+
 /// Encodes a chunk of arguments as one batch.
 pub(crate) fn encode_chunk<A: Serialize>(items: &[A]) -> Result<Vec<u8>, TaskError> {
     let mut buf = Vec::new();
@@ -131,9 +227,9 @@ pub(crate) fn encode_chunk<A: Serialize>(items: &[A]) -> Result<Vec<u8>, TaskErr
 
 /// An encoded batch of arguments, with the sidecars of its large byte
 /// strings when it is encoded out of band (see [`oob`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Encoded {
-    pub(crate) bytes: Vec<u8>,
+    pub(crate) bytes: Args,
     pub(crate) sides: Vec<Vec<u8>>,
     pub(crate) oob: bool,
 }
@@ -141,6 +237,13 @@ pub(crate) struct Encoded {
 impl From<Vec<u8>> for Encoded {
     /// A batch encoded in band.
     fn from(bytes: Vec<u8>) -> Encoded {
+        Args::from(bytes).into()
+    }
+}
+
+impl From<Args> for Encoded {
+    /// A batch encoded in band.
+    fn from(bytes: Args) -> Encoded {
         Encoded {
             bytes,
             sides: Vec::new(),
@@ -159,27 +262,29 @@ impl Encoded {
 }
 
 /// Runs the encode `f`, out of band when `oob`.
-fn encode_mode(
+fn encode_mode<B: Into<Args>>(
     oob: bool,
-    f: impl FnOnce() -> Result<Vec<u8>, TaskError>,
+    f: impl FnOnce() -> Result<B, TaskError>,
 ) -> Result<Encoded, TaskError> {
     if !oob {
-        return f().map(Encoded::from);
+        return f().map(|b| Encoded::from(b.into()));
     }
     match oob::encoding(f) {
-        (Ok(bytes), sides) => Ok(Encoded {
-            bytes,
-            sides,
-            oob: true,
+        // Encoded as in band when it wrote no `Bytes`: the same bytes.
+        (Ok(bytes), made) => Ok(Encoded {
+            bytes: bytes.into(),
+            sides: made.sides,
+            oob: made.tagged,
         }),
-        (Err(e), sides) => {
-            sides.into_iter().for_each(spare::give);
+        (Err(e), made) => {
+            made.sides.into_iter().for_each(spare::give);
             Err(e)
         }
     }
 }
 
 /// [`encode_one`], out of band when `oob`.
+#[cfg(test)]
 pub(crate) fn encode_one_mode<A: Serialize>(args: &A, oob: bool) -> Result<Encoded, TaskError> {
     encode_mode(oob, || encode_one(args))
 }
@@ -202,7 +307,7 @@ pub(crate) fn encode_one_owned<A: Serialize + 'static>(
     oob: bool,
 ) -> Result<Encoded, TaskError> {
     if !oob {
-        return encode_one_mode(&args, false);
+        return Args::one(&args).map(Encoded::from);
     }
     match as_bytes(args) {
         Ok(bytes) if bytes.len() >= oob::SIDECAR_MIN => {
@@ -210,13 +315,13 @@ pub(crate) fn encode_one_owned<A: Serialize + 'static>(
             push_varint(&mut buf, 1);
             encode_into(&(1u8, bytes.len() as u64), &mut buf).expect("a tag and a length encode");
             Ok(Encoded {
-                bytes: buf,
+                bytes: buf.into(),
                 sides: vec![bytes.0],
                 oob: true,
             })
         }
-        Ok(bytes) => encode_one_mode(&bytes, true),
-        Err(args) => encode_one_mode(&args, true),
+        Ok(bytes) => encode_mode(true, || Args::one(&bytes)),
+        Err(args) => encode_mode(true, || Args::one(&args)),
     }
 }
 
@@ -238,19 +343,27 @@ pub(crate) fn decode_args<A: DeserializeOwned>(
 }
 
 /// [`decode_args`], out of band when the worker set the request's
-/// sidecars (`oob::for_request`); also says which it was, for the results.
+/// sidecars (`oob::for_request`); also says whether the results may be
+/// encoded out of band.
 pub(crate) fn decode_args_mode<A: DeserializeOwned>(
     input: &[u8],
     task: &str,
 ) -> Result<(Vec<A>, bool), TaskError> {
-    let (r, oob) = match oob::take_request() {
-        Some(sides) => (
+    let (r, answers) = match oob::take_request() {
+        Some(oob::Request {
+            sides: Some(sides),
+            answers,
+        }) => (
             oob::decoding_with(sides, || postcard::from_bytes(input)),
-            true,
+            answers,
         ),
+        Some(oob::Request {
+            sides: None,
+            answers,
+        }) => (postcard::from_bytes(input), answers),
         None => (postcard::from_bytes(input), false),
     };
-    r.map(|args| (args, oob))
+    r.map(|args| (args, answers))
         .map_err(|e| TaskError::Serialization {
             message: format!(
                 "cannot decode the arguments of `{task}`: {}",
@@ -276,6 +389,8 @@ pub(crate) struct Items {
     /// Encoded out of band: large byte strings are in `sides`, and item
     /// `i`'s end there is `side_ends[i]`.
     oob: bool,
+    /// A `Bytes` was written tagged: the batch must be decoded out of band.
+    tagged: bool,
     sides: Vec<Vec<u8>>,
     side_ends: Vec<usize>,
 }
@@ -300,14 +415,17 @@ impl Items {
             bytes,
             ends: Vec::with_capacity(n),
             oob,
+            tagged: false,
             sides: Vec::new(),
             side_ends: Vec::with_capacity(if oob { n } else { 0 }),
         }
     }
 
-    /// True when the items are encoded out of band.
+    /// True when the items must be decoded out of band: one of them holds
+    /// a `Bytes`, written tagged. (Items without one encode the same
+    /// either way and are sent as in band.)
     pub(crate) fn out_of_band(&self) -> bool {
-        self.oob
+        self.tagged
     }
 
     /// Appends one item; an output that fails to encode becomes
@@ -321,6 +439,7 @@ impl Items {
                 let head: Result<(u8, u64), TaskError> = Ok((1, bytes.len() as u64));
                 encode_into(&head, &mut self.bytes).expect("a tag and a length encode");
                 self.sides.push(bytes.0);
+                self.tagged = true;
                 return self.end_item();
             }
             Ok(Ok(bytes)) => return self.push_encoded(Ok(bytes)),
@@ -333,20 +452,21 @@ impl Items {
     /// [`push`](Self::push) through `O`'s own encoding.
     fn push_encoded<O: Serialize>(&mut self, r: Result<O, TaskError>) {
         let mark = self.bytes.len();
-        let (res, sides) = if self.oob {
+        let (res, made) = if self.oob {
             oob::encoding(|| encode_into(&r, &mut self.bytes))
         } else {
-            (encode_into(&r, &mut self.bytes), Vec::new())
+            (encode_into(&r, &mut self.bytes), oob::Made::default())
         };
         if let Err(e) = res {
             self.bytes.truncate(mark);
-            sides.into_iter().for_each(spare::give);
+            made.sides.into_iter().for_each(spare::give);
             self.push_error(&TaskError::Serialization {
                 message: format!("cannot encode the result: {e}"),
             });
             return;
         }
-        self.sides.extend(sides);
+        self.sides.extend(made.sides);
+        self.tagged |= made.tagged;
         self.end_item();
     }
 
@@ -526,6 +646,17 @@ impl Items {
         std::mem::take(&mut self.sides)
     }
 
+    /// The finished batch, when it is at most `max` bytes (with its
+    /// length): a few small results.
+    /// Never one encoded out of band (it would need its sidecars).
+    pub(crate) fn small_batch(&mut self, max: usize) -> Option<&[u8]> {
+        if self.tagged || self.bytes.len() - HEAD + 5 > max {
+            return None;
+        }
+        let at = self.finish_at(usize::MAX, |_, _, _| {});
+        Some(&self.bytes[at..])
+    }
+
     /// The encoded bytes from `at` to the end (after
     /// [`finish_at`](Self::finish_at)).
     pub(crate) fn bytes_from(&self, at: usize) -> &[u8] {
@@ -536,7 +667,7 @@ impl Items {
     #[cfg(test)]
     pub(crate) fn into_batch(mut self) -> Batch {
         let bytes = self.finish(usize::MAX, |_, _, _| unreachable!()).to_vec();
-        let oob = self.oob;
+        let oob = self.tagged;
         let sides = self.take_sides();
         Batch::from(bytes).with_sides(oob, sides)
     }
@@ -569,49 +700,114 @@ impl Items {
 /// `Vec<Result<Output, TaskError>>` of its batch, or one error for all of it.
 pub(crate) type Outcome = Result<Batch, TaskError>;
 
-/// The encoded result batch of a finished request: `buf[start..]`. A
-/// large batch stays in the buffer of the frame it arrived in (the reader
-/// hands that buffer over instead of copying the batch out); the buffer
-/// goes back to `spare` once the batch is decoded.
+/// The encoded result batch of a finished request. A large batch stays in
+/// the buffer of the frame it arrived in (the reader hands that buffer over
+/// instead of copying the batch out); the buffer goes back to `spare` once
+/// the batch is decoded. A batch of a few bytes (one small result) is held
+/// in place, with no allocation: it is made on a reader thread and dropped
+/// on the caller's, the pattern the allocator handles worst. A batch
+/// encoded out of band (see [`oob`]) carries its sidecars.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Batch {
+pub(crate) struct Batch(Repr);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Repr {
+    /// `buf[start..]`.
+    Buf { buf: Vec<u8>, start: usize },
+    /// `bytes[..len]`.
+    Small { len: u8, bytes: [u8; SMALL_BATCH] },
+    /// Out of band (boxed: only results that hold a `Bytes`).
+    Oob(Box<OobBatch>),
+}
+
+/// A batch encoded out of band: `buf[start..]` and its sidecars.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OobBatch {
     buf: Vec<u8>,
     start: usize,
-    /// Encoded out of band, with these sidecars (see [`oob`]).
-    oob: bool,
     sides: Vec<Vec<u8>>,
 }
+
+/// The largest batch held without an allocation.
+const SMALL_BATCH: usize = 22;
 
 impl Batch {
     /// The batch `buf[start..]`, encoded in band.
     pub(crate) fn within(buf: Vec<u8>, start: usize) -> Batch {
         assert!(start <= buf.len(), "a batch starts inside its buffer");
-        Batch {
-            buf,
-            start,
-            oob: false,
-            sides: Vec::new(),
+        Batch(Repr::Buf { buf, start })
+    }
+
+    /// A batch of a copy of `bytes`, encoded in band.
+    pub(crate) fn copy_of(bytes: &[u8]) -> Batch {
+        if bytes.len() <= SMALL_BATCH {
+            let mut small = [0; SMALL_BATCH];
+            small[..bytes.len()].copy_from_slice(bytes);
+            Batch(Repr::Small {
+                len: bytes.len() as u8,
+                bytes: small,
+            })
+        } else {
+            spare::copy_of(bytes).into()
         }
     }
 
     /// The same batch, encoded out of band with `sides` when `oob`.
-    pub(crate) fn with_sides(mut self, oob: bool, sides: Vec<Vec<u8>>) -> Batch {
-        self.oob = oob;
-        self.sides = sides;
-        self
+    /// (Sidecars of a batch in band mean nothing: they are dropped.)
+    pub(crate) fn with_sides(self, oob: bool, sides: Vec<Vec<u8>>) -> Batch {
+        if !oob {
+            sides.into_iter().for_each(spare::give);
+            return self;
+        }
+        let (buf, start) = match self.0 {
+            Repr::Buf { buf, start } => (buf, start),
+            Repr::Small { len, bytes } => (bytes[..usize::from(len)].to_vec(), 0),
+            Repr::Oob(mut b) => {
+                b.sides.extend(sides);
+                return Batch(Repr::Oob(b));
+            }
+        };
+        Batch(Repr::Oob(Box::new(OobBatch { buf, start, sides })))
+    }
+
+    /// Gives its buffers, if it has any, back for reuse.
+    fn recycle(self) {
+        match self.0 {
+            Repr::Buf { buf, .. } => spare::give(buf),
+            Repr::Small { .. } => {}
+            Repr::Oob(b) => {
+                spare::give(b.buf);
+                b.sides.into_iter().for_each(spare::give);
+            }
+        }
+    }
+
+    /// The bytes and, out of band, the sidecars (taken).
+    fn into_parts(self) -> (Batch, Option<Vec<Vec<u8>>>) {
+        match self.0 {
+            Repr::Oob(mut b) => {
+                let sides = std::mem::take(&mut b.sides);
+                (Batch::within(b.buf, b.start), Some(sides))
+            }
+            other => (Batch(other), None),
+        }
     }
 }
 
 impl From<Vec<u8>> for Batch {
     fn from(buf: Vec<u8>) -> Batch {
-        Batch::within(buf, 0)
+        Batch(Repr::Buf { buf, start: 0 })
     }
 }
 
 impl std::ops::Deref for Batch {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.buf[self.start..]
+        match &self.0 {
+            Repr::Buf { buf, start } => &buf[*start..],
+            Repr::Small { len, bytes } => &bytes[..usize::from(*len)],
+            Repr::Oob(b) => &b.buf[b.start..],
+        }
     }
 }
 
@@ -624,15 +820,11 @@ pub(crate) type Parts = (u64, Vec<u8>, Vec<Vec<u8>>);
 /// is the final batch.
 pub(crate) fn join_parts(parts: Parts, last: Batch) -> Outcome {
     let (n, items, mut sides) = parts;
-    let Batch {
-        buf,
-        start,
-        oob,
-        sides: last_sides,
-    } = last;
-    sides.extend(last_sides);
-    let joined = join_items((n, items), &buf[start..]);
-    spare::give(buf);
+    let (last, last_sides) = last.into_parts();
+    let oob = last_sides.is_some();
+    sides.extend(last_sides.unwrap_or_default());
+    let joined = join_items((n, items), &last);
+    last.recycle();
     joined.map(|b| b.with_sides(oob, sides))
 }
 
@@ -687,29 +879,43 @@ pub(crate) fn decode_batch<T: DeserializeOwned>(
 /// Runs `f` (a decode) on the batch, out of band when it is, then gives
 /// its buffer back for reuse.
 fn recycle_after<R>(batch: Batch, f: impl FnOnce(&[u8]) -> R) -> R {
-    let Batch {
-        buf,
-        start,
-        oob,
-        sides,
-    } = batch;
-    let r = if oob {
-        oob::decoding_with(sides, || f(&buf[start..]))
-    } else {
-        f(&buf[start..])
+    let (batch, sides) = batch.into_parts();
+    let r = match sides {
+        Some(sides) => oob::decoding_with(sides, || f(&batch)),
+        None => f(&batch),
     };
-    spare::give(buf);
+    batch.recycle();
     r
 }
 
-/// Decodes the single item of a one-argument request.
+/// Decodes the single item of a one-argument request (without building
+/// the one-element `Vec` that [`decode_batch`] would).
 pub(crate) fn decode_one<T: DeserializeOwned>(outcome: Outcome) -> Result<T, TaskError> {
-    decode_batch(outcome, 1)
-        .into_iter()
-        .next()
-        .unwrap_or(Err(TaskError::Serialization {
-            message: "empty result batch".into(),
-        }))
+    match outcome {
+        Ok(batch) if matches!(batch.0, Repr::Oob(_)) => decode_batch(Ok(batch), 1)
+            .into_iter()
+            .next()
+            .unwrap_or(Err(TaskError::Serialization {
+                message: "empty result batch".into(),
+            })),
+        Ok(batch) => match take_varint(&batch) {
+            Some((1, item)) => {
+                let r = postcard::from_bytes::<Result<T, TaskError>>(item);
+                batch.recycle();
+                r.unwrap_or_else(|e| {
+                    Err(TaskError::Serialization {
+                        message: format!("cannot decode the result: {}", decode_error_message(&e)),
+                    })
+                })
+            }
+            _ => decode_batch(Ok(batch), 1).into_iter().next().unwrap_or(Err(
+                TaskError::Serialization {
+                    message: "empty result batch".into(),
+                },
+            )),
+        },
+        Err(e) => Err(e),
+    }
 }
 
 /// True when the first item of a finished batch is an error (without
@@ -784,11 +990,64 @@ mod tests {
             .to_vec();
         assert!(parts >= 3, "{parts}");
         let joined = join_parts(acc, last.into()).unwrap();
-        assert_eq!(joined.len(), joined.buf.len());
+        assert!(
+            matches!(&joined.0, Repr::Buf { buf, start: 0 } if buf.len() == joined.len()),
+            "joined in one buffer"
+        );
         let v: Vec<Result<Vec<u8>, TaskError>> = decode_batch(Ok(joined), 8);
         for (i, r) in v.into_iter().enumerate() {
             assert_eq!(r, Ok(vec![i as u8; 400]));
         }
+    }
+
+    #[test]
+    fn arguments_held_in_place_or_spilled_encode_as_encode_one_does() {
+        let short = 7u64;
+        let a = Args::one(&short).unwrap();
+        assert!(matches!(a.0, ArgsRepr::Small { .. }));
+        assert_eq!(&*a, &encode_one(&short).unwrap()[..]);
+        for n in [20usize, 21, 22, 23, 100, 10_000] {
+            let long = vec![3u8; n];
+            let a = Args::one(&long).unwrap();
+            assert_eq!(&*a, &encode_one(&long).unwrap()[..], "{n}");
+            let decoded: Vec<Vec<u8>> = decode_args(&a, "t").unwrap();
+            assert_eq!(decoded, vec![long]);
+        }
+    }
+
+    #[test]
+    fn a_result_decodes_the_same_held_in_place_or_in_a_buffer() {
+        for x in [0u64, 1, 300, u64::MAX] {
+            let mut items = Items::with_capacity(1);
+            items.push(Ok::<u64, TaskError>(x));
+            let bytes = items.finish(usize::MAX, |_, _, _| unreachable!()).to_vec();
+            let small = Batch::copy_of(&bytes);
+            assert!(
+                matches!(small.0, Repr::Small { .. }),
+                "{x}: {} bytes",
+                bytes.len()
+            );
+            assert_eq!(&*small, &bytes[..]);
+            assert_eq!(decode_one::<u64>(Ok(small)), Ok(x));
+            assert_eq!(decode_one::<u64>(Ok(Batch::from(bytes.clone()))), Ok(x));
+        }
+        let long = vec![7u8; 300];
+        let mut items = Items::with_capacity(1);
+        items.push(Ok::<Vec<u8>, TaskError>(long.clone()));
+        let bytes = items.finish(usize::MAX, |_, _, _| unreachable!()).to_vec();
+        let batch = Batch::copy_of(&bytes);
+        assert!(matches!(batch.0, Repr::Buf { .. }));
+        assert_eq!(decode_one::<Vec<u8>>(Ok(batch)), Ok(long));
+        // A batch of two where one was expected says so, as before.
+        let mut items = Items::with_capacity(2);
+        items.push(Ok::<u64, TaskError>(1));
+        items.push(Ok::<u64, TaskError>(2));
+        let two = items.finish(usize::MAX, |_, _, _| unreachable!()).to_vec();
+        let err = decode_one::<u64>(Ok(Batch::copy_of(&two))).unwrap_err();
+        assert!(
+            err.to_string().contains("expected 1 results, got 2"),
+            "{err}"
+        );
     }
 
     /// Found by `fuzz/` (msg_parent): a worker's final batch announcing
@@ -865,7 +1124,7 @@ mod tests {
             let by_ref = encode_one_mode(&b, true).unwrap();
             let ptr = b.as_ptr();
             let owned = encode_one_owned(b.clone(), true).unwrap();
-            assert_eq!(owned.bytes, by_ref.bytes, "{len}");
+            assert_eq!(owned.bytes[..], by_ref.bytes[..], "{len}");
             assert_eq!(owned.sides, by_ref.sides, "{len}");
             let b2 = b.clone();
             let moved = encode_one_owned(b, true).unwrap();
@@ -900,7 +1159,7 @@ mod tests {
         let enc = encode_one_mode(&arg, true).unwrap();
         assert!(enc.oob && enc.sides.len() == 1);
         assert_eq!(enc.wire_len(), enc.bytes.len() + oob::SIDECAR_MIN);
-        let (got, oob_mode) = oob::for_request(Some(enc.sides), || {
+        let (got, oob_mode) = oob::for_request(Some(enc.sides), true, || {
             decode_args_mode::<(Bytes, u32)>(&enc.bytes, "t").unwrap()
         });
         assert!(oob_mode);

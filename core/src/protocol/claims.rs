@@ -32,6 +32,16 @@
 //!
 //! The parent reuses a slot only after the request that held it has been
 //! resolved, so at most [`SLOTS`] requests of one worker are outstanding.
+//!
+//! **Kept results.** A worker may hold back the answer of a short request
+//! and send it with the next ones, one write for many (see `child::worker`).
+//! So that no finished request is lost with a worker that dies before that
+//! write, a small result is first copied into the request's *keep slot* in
+//! the same shared memory ([`Claims::keep`]), and only then is the request
+//! moved to `DONE`. A parent that finds a dead worker's request `DONE`
+//! without an answer takes the result from there ([`Claims::kept`]), so a
+//! request that finished keeps its result whatever happens to its worker
+//! afterwards, as when every answer was written at once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -39,6 +49,14 @@ use crate::sys::SharedPage;
 
 /// Slots in a table: one 4 KiB page of 64-bit words.
 pub(crate) const SLOTS: u64 = 512;
+
+/// The largest result (an encoded batch) a keep slot holds.
+pub(crate) const KEEP_MAX: usize = 56;
+/// Words of a keep slot: a tag (`(seq + 1) << 8 | length`), then the
+/// bytes; one cache line.
+const KEEP_WORDS: usize = 1 + KEEP_MAX / 8;
+/// Pages of a shared table: the claims, then a keep slot per claim slot.
+const SHARED_PAGES: usize = 1 + SLOTS as usize * KEEP_WORDS * 8 / 4096;
 
 const STATE_BITS: u32 = 3;
 const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
@@ -119,15 +137,15 @@ impl Claims {
     /// A table in a fresh shared page, to pass to a worker process.
     pub(crate) fn create_shared() -> std::io::Result<Self> {
         Ok(Claims {
-            backing: Backing::Page(SharedPage::create()?),
+            backing: Backing::Page(SharedPage::create(SHARED_PAGES)?),
         })
     }
 
-    /// The table a parent passed to this worker.
-    pub(crate) fn from_shared(page: SharedPage) -> Self {
-        Claims {
-            backing: Backing::Page(page),
-        }
+    /// Maps the table a parent passed to this worker.
+    pub(crate) fn map_shared(fd: std::os::fd::OwnedFd) -> std::io::Result<Self> {
+        Ok(Claims {
+            backing: Backing::Page(SharedPage::map(fd, SHARED_PAGES)?),
+        })
     }
 
     /// A table in this process's memory (a node's slot, and the tests).
@@ -145,13 +163,23 @@ impl Claims {
         }
     }
 
-    fn slot(&self, seq: u64) -> &AtomicU64 {
-        let words = match &self.backing {
+    fn words(&self) -> &[AtomicU64] {
+        match &self.backing {
             Backing::Page(p) => p.words(),
             Backing::Local(b) => b,
-        };
+        }
+    }
+
+    fn slot(&self, seq: u64) -> &AtomicU64 {
+        let words = self.words();
         debug_assert!(words.len() as u64 >= SLOTS);
         &words[slot_index(seq)]
+    }
+
+    /// Request `seq`'s keep slot; `None` in a local table, which has none.
+    fn keep_slot(&self, seq: u64) -> Option<&[AtomicU64]> {
+        let at = SLOTS as usize + (seq % SLOTS) as usize * KEEP_WORDS;
+        self.words().get(at..at + KEEP_WORDS)
     }
 
     /// Where request `seq` stands.
@@ -213,6 +241,49 @@ impl Claims {
     /// worker must start nothing more.
     pub(crate) fn finish(&self, seq: u64) -> bool {
         self.swap(seq, Claim::Started, Claim::Done).is_ok()
+    }
+
+    /// While running request `seq`, before [`finish`](Self::finish):
+    /// copies its `result` into the request's keep slot, so the parent
+    /// finds it should this worker die before sending it. False (nothing
+    /// kept) when the result is over [`KEEP_MAX`] bytes or the table has
+    /// no keep slots; the answer must then be written before anything
+    /// else starts.
+    pub(crate) fn keep(&self, seq: u64, result: &[u8]) -> bool {
+        let Some(slot) = self.keep_slot(seq).filter(|_| result.len() <= KEEP_MAX) else {
+            return false;
+        };
+        for (word, chunk) in slot[1..].iter().zip(result.chunks(8)) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            word.store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
+        // Published by `finish`'s release.
+        slot[0].store(((seq + 1) << 8) | result.len() as u64, Ordering::Relaxed);
+        true
+    }
+
+    // ----- parent, after the worker is gone ------------------------------
+
+    /// The result kept for request `seq` ([`keep`](Self::keep)), when it
+    /// finished with one kept. Read only once the worker is gone (or can no
+    /// longer write the slot).
+    pub(crate) fn kept(&self, seq: u64) -> Option<Vec<u8>> {
+        if self.state(seq) != Claim::Done {
+            return None;
+        }
+        let slot = self.keep_slot(seq)?;
+        let tag = slot[0].load(Ordering::Relaxed);
+        let len = (tag & 0xff) as usize;
+        if tag >> 8 != seq + 1 || len > KEEP_MAX {
+            return None;
+        }
+        let mut out = Vec::with_capacity(KEEP_WORDS * 8);
+        for word in &slot[1..] {
+            out.extend_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+        }
+        out.truncate(len);
+        Some(out)
     }
 }
 
@@ -287,5 +358,44 @@ mod tests {
         assert!(c.shared_fd().is_some());
         c.offer(1);
         assert_eq!(c.state(1), Claim::Sent);
+    }
+
+    #[test]
+    fn a_kept_result_is_found_once_its_request_is_done() {
+        let c = Claims::create_shared().unwrap();
+        let seq = 3 * SLOTS + 5;
+        c.offer(seq);
+        assert!(c.start(seq));
+        let result: Vec<u8> = (1..=13).collect();
+        assert!(c.keep(seq, &result));
+        assert_eq!(c.kept(seq), None, "not done yet: still running");
+        assert!(c.finish(seq));
+        assert_eq!(c.kept(seq), Some(result));
+        // Another request in the same slot does not see it.
+        c.offer(seq + SLOTS);
+        assert!(c.start(seq + SLOTS));
+        assert!(c.finish(seq + SLOTS));
+        assert_eq!(c.kept(seq + SLOTS), None, "finished without keeping");
+        // Every length up to the limit, and not one byte more.
+        for len in [0, 1, 8, 9, KEEP_MAX] {
+            let s = 7 + len as u64;
+            let bytes = vec![0xa5; len];
+            c.offer(s);
+            assert!(c.start(s));
+            assert!(c.keep(s, &bytes));
+            assert!(c.finish(s));
+            assert_eq!(c.kept(s).as_deref(), Some(&bytes[..]), "{len}");
+        }
+        assert!(!c.keep(100, &[0; KEEP_MAX + 1]));
+    }
+
+    #[test]
+    fn a_local_table_keeps_nothing() {
+        let c = Claims::local();
+        c.offer(1);
+        assert!(c.start(1));
+        assert!(!c.keep(1, b"ok"));
+        assert!(c.finish(1));
+        assert_eq!(c.kept(1), None);
     }
 }

@@ -28,9 +28,9 @@
 //! take back a request that has not started, and the worker skips it.
 //!
 //! A `Run` marked `oob` has its arguments encoded out of band: large byte
-//! strings travel as sidecars before the frame (see [`oob`]), and the
-//! worker answers in the same way (`Done` marked `oob`, and the `Part`s
-//! before it).
+//! strings travel as sidecars before the frame (see [`oob`]). A worker
+//! whose welcome allows it answers in the same way when its results hold a
+//! `Bytes` (`Done` marked `oob`, and the `Part`s before it).
 //!
 //! A child told [`manager::MODE_MANAGER`] instead becomes a Manager server;
 //! its messages are in [`manager`], the handshake of its connections in
@@ -110,6 +110,9 @@ pub(crate) enum ToWorker<'a> {
         initializer: Option<(String, Vec<u8>)>,
         /// The channel to switch to after this message (see [`TransportKind`]).
         transport: TransportWire,
+        /// Results may be encoded out of band (see [`oob`]): the parent
+        /// reads sidecars (a node's does not: it relays answers as they are).
+        out_of_band: bool,
     },
     Reject {
         reason: String,
@@ -120,7 +123,7 @@ pub(crate) enum ToWorker<'a> {
         #[serde(borrow)]
         task: &'a str,
         /// `args` is encoded out of band (its sidecars came before this
-        /// frame; see [`oob`]), and the results may be too.
+        /// frame; see [`oob`]): some `Bytes` in it are written tagged.
         oob: bool,
         #[serde(borrow)]
         args: Bytes<'a>,
@@ -149,7 +152,9 @@ pub(crate) enum ToParent<'a> {
         id: u64,
         exec_ns: u64,
         /// The batch (with the items of any `Part`s before it) is encoded
-        /// out of band; each frame's sidecars came before it.
+        /// out of band: some `Bytes` in it are written tagged, and each
+        /// frame's sidecars came before it. Only when the welcome allowed
+        /// it, and only for a batch that holds a `Bytes`.
         oob: bool,
         #[serde(borrow)]
         result: Result<Bytes<'a>, TaskError>,

@@ -25,14 +25,32 @@ use std::collections::VecDeque;
 pub(crate) const SIDECAR_MIN: usize = 256 << 10;
 
 thread_local! {
-    /// The sidecars of the out-of-band encode running on this thread.
-    static ENCODING: RefCell<Option<Vec<Vec<u8>>>> = const { RefCell::new(None) };
+    /// The out-of-band encode running on this thread.
+    static ENCODING: RefCell<Option<Encoding>> = const { RefCell::new(None) };
     /// The sidecars still to be taken by the out-of-band decode running on
     /// this thread.
     static DECODING: RefCell<Option<VecDeque<Vec<u8>>>> = const { RefCell::new(None) };
-    /// A request's sidecars, set by the worker for the decode of its
-    /// arguments (see [`for_request`]).
-    static PENDING: RefCell<Option<Vec<Vec<u8>>>> = const { RefCell::new(None) };
+    /// What the worker knows of a request, for the decode of its arguments
+    /// (see [`for_request`]).
+    static PENDING: RefCell<Option<Request>> = const { RefCell::new(None) };
+}
+
+/// An out-of-band encode: its sidecars, and whether it wrote any `Bytes`
+/// (tagged).
+#[derive(Default)]
+struct Encoding {
+    sides: Vec<Vec<u8>>,
+    tagged: bool,
+}
+
+/// What a worker knows of a request when its entry point decodes the
+/// arguments (see [`for_request`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Request {
+    /// The arguments' sidecars when they are encoded out of band.
+    pub(crate) sides: Option<Vec<Vec<u8>>>,
+    /// The parent reads results encoded out of band.
+    pub(crate) answers: bool,
 }
 
 /// How a `Bytes` is written in the encode running on this thread.
@@ -50,9 +68,13 @@ pub(crate) enum Form {
 pub(crate) fn encode_form(bytes: &[u8]) -> Form {
     ENCODING.with(|e| match e.borrow_mut().as_mut() {
         None => Form::Plain,
-        Some(_) if bytes.len() < SIDECAR_MIN => Form::Inline,
-        Some(sides) => {
-            sides.push(mproc_transport::spare::copy_of(bytes));
+        Some(enc) if bytes.len() < SIDECAR_MIN => {
+            enc.tagged = true;
+            Form::Inline
+        }
+        Some(enc) => {
+            enc.tagged = true;
+            enc.sides.push(mproc_transport::spare::copy_of(bytes));
             Form::Sidecar
         }
     })
@@ -82,18 +104,34 @@ impl<T> Drop for Restore<T> {
     }
 }
 
-/// Runs the encode `f` out of band: returns its result and the sidecars it
-/// made, in order.
-pub(crate) fn encoding<R>(f: impl FnOnce() -> R) -> (R, Vec<Vec<u8>>) {
-    let old = ENCODING.with(|e| e.borrow_mut().replace(Vec::new()));
+/// What an out-of-band encode made besides its bytes.
+#[derive(Debug, Default)]
+pub(crate) struct Made {
+    /// The sidecars, in order.
+    pub(crate) sides: Vec<Vec<u8>>,
+    /// It wrote a `Bytes` (tagged): the decode must be out of band too.
+    /// A value without one encodes the same either way, and is sent as
+    /// in band.
+    pub(crate) tagged: bool,
+}
+
+/// Runs the encode `f` out of band: returns its result and what it made.
+pub(crate) fn encoding<R>(f: impl FnOnce() -> R) -> (R, Made) {
+    let old = ENCODING.with(|e| e.borrow_mut().replace(Encoding::default()));
     let guard = Restore {
         key: &ENCODING,
         old: Some(old),
     };
     let r = f();
-    let sides = ENCODING.with(|e| e.borrow_mut().take()).unwrap_or_default();
+    let enc = ENCODING.with(|e| e.borrow_mut().take()).unwrap_or_default();
     drop(guard);
-    (r, sides)
+    (
+        r,
+        Made {
+            sides: enc.sides,
+            tagged: enc.tagged,
+        },
+    )
 }
 
 /// Runs the decode `f` out of band, with `sides` as the sidecars it takes
@@ -114,11 +152,17 @@ pub(crate) fn decoding_with<R>(sides: Vec<Vec<u8>>, f: impl FnOnce() -> R) -> R 
 }
 
 /// Runs `f` (a task entry point, which decodes its arguments first) with
-/// `sides` as the sidecars of an out-of-band argument batch, or `None` for
-/// one encoded in band. Only the decode of the arguments sees them (it
-/// takes them with [`take_request`]), not the task.
-pub(crate) fn for_request<R>(sides: Option<Vec<Vec<u8>>>, f: impl FnOnce() -> R) -> R {
-    let old = PENDING.with(|p| std::mem::replace(&mut *p.borrow_mut(), sides));
+/// `sides` as the sidecars of an out-of-band argument batch (`None` for
+/// one encoded in band), and `answers` saying whether the parent reads
+/// results out of band. Only the decode of the arguments sees this (it
+/// takes it with [`take_request`]), not the task.
+pub(crate) fn for_request<R>(
+    sides: Option<Vec<Vec<u8>>>,
+    answers: bool,
+    f: impl FnOnce() -> R,
+) -> R {
+    let req = Some(Request { sides, answers });
+    let old = PENDING.with(|p| std::mem::replace(&mut *p.borrow_mut(), req));
     let guard = Restore {
         key: &PENDING,
         old: Some(old),
@@ -128,9 +172,9 @@ pub(crate) fn for_request<R>(sides: Option<Vec<Vec<u8>>>, f: impl FnOnce() -> R)
     r
 }
 
-/// The sidecars [`for_request`] set for this request's arguments: `Some`
-/// (perhaps empty) when they are encoded out of band. Taken once.
-pub(crate) fn take_request() -> Option<Vec<Vec<u8>>> {
+/// What [`for_request`] set for this request; `None` outside a worker's
+/// request (an initializer, a `Process` target). Taken once.
+pub(crate) fn take_request() -> Option<Request> {
     PENDING.with(|p| p.borrow_mut().take())
 }
 
@@ -145,7 +189,9 @@ mod tests {
         let bigger = Bytes::from(vec![9u8; SIDECAR_MIN + 1]);
         let small = Bytes::from(vec![1u8, 2, 3]);
         let value = (big.clone(), small.clone(), vec![bigger.clone()]);
-        let (wire, sides) = encoding(|| postcard::to_stdvec(&value).unwrap());
+        let (wire, made) = encoding(|| postcard::to_stdvec(&value).unwrap());
+        assert!(made.tagged);
+        let sides = made.sides;
         assert_eq!(sides.len(), 2, "two large strings out of band");
         assert!(
             wire.len() < 64,
@@ -164,7 +210,8 @@ mod tests {
     #[test]
     fn a_missing_or_wrong_sidecar_is_an_error_not_a_panic() {
         let value = Bytes::from(vec![5u8; SIDECAR_MIN]);
-        let (wire, mut sides) = encoding(|| postcard::to_stdvec(&value).unwrap());
+        let (wire, made) = encoding(|| postcard::to_stdvec(&value).unwrap());
+        let mut sides = made.sides;
         assert!(decoding_with(Vec::new(), || postcard::from_bytes::<Bytes>(&wire)).is_err());
         sides[0].pop();
         assert!(decoding_with(sides, || postcard::from_bytes::<Bytes>(&wire)).is_err());
@@ -174,12 +221,19 @@ mod tests {
 
     #[test]
     fn contexts_end_with_their_call() {
-        encoding(|| assert!(matches!(encode_form(&[0; 4]), Form::Inline)));
+        let ((), made) = encoding(|| assert!(matches!(encode_form(&[0; 4]), Form::Inline)));
+        assert!(made.tagged && made.sides.is_empty());
+        let ((), made) = encoding(|| ());
+        assert!(!made.tagged, "nothing written tagged");
         assert!(matches!(encode_form(&[0; 4]), Form::Plain));
         decoding_with(Vec::new(), || assert!(decoding()));
         assert!(!decoding());
-        for_request(Some(vec![vec![1]]), || {
-            assert_eq!(take_request(), Some(vec![vec![1]]));
+        for_request(Some(vec![vec![1]]), true, || {
+            let want = Request {
+                sides: Some(vec![vec![1]]),
+                answers: true,
+            };
+            assert_eq!(take_request(), Some(want));
             assert_eq!(take_request(), None, "taken once");
         });
         assert_eq!(take_request(), None);

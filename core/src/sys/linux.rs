@@ -70,10 +70,10 @@ pub(crate) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// A page of shared memory seen as atomic `u64` words, shared between a
+/// Pages of shared memory seen as atomic `u64` words, shared between a
 /// parent and one worker through a memfd (nothing appears in `/dev/shm`,
-/// and the memory goes away with the last mapping). It holds a worker's
-/// claim table (see `protocol::claims`).
+/// and the memory goes away with the last mapping). They hold a worker's
+/// claim table and the results it holds back (see `protocol::claims`).
 #[derive(Debug)]
 pub(crate) struct SharedPage {
     map: Mapping,
@@ -83,15 +83,15 @@ pub(crate) struct SharedPage {
 const PAGE: usize = 4096;
 
 impl SharedPage {
-    /// Creates a zeroed page.
-    pub(crate) fn create() -> io::Result<Self> {
-        let (map, fd) = Mapping::create(c"mproc-claims", PAGE)?;
+    /// Creates `pages` zeroed pages.
+    pub(crate) fn create(pages: usize) -> io::Result<Self> {
+        let (map, fd) = Mapping::create(c"mproc-claims", pages * PAGE)?;
         Ok(SharedPage { map, fd })
     }
 
-    /// Maps a page received from the parent.
-    pub(crate) fn map(fd: OwnedFd) -> io::Result<Self> {
-        let map = Mapping::map(&fd, PAGE)?;
+    /// Maps `pages` pages received from the parent.
+    pub(crate) fn map(fd: OwnedFd, pages: usize) -> io::Result<Self> {
+        let map = Mapping::map(&fd, pages * PAGE)?;
         Ok(SharedPage { map, fd })
     }
 
@@ -100,7 +100,7 @@ impl SharedPage {
         self.fd.as_raw_fd()
     }
 
-    /// The whole page as atomic words.
+    /// The whole mapping as atomic words.
     pub(crate) fn words(&self) -> &[AtomicU64] {
         let p = self.map.base().cast::<AtomicU64>();
         let n = self.map.len() / std::mem::size_of::<AtomicU64>();

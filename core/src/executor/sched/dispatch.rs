@@ -13,7 +13,7 @@ use crate::protocol::{Bytes, ToWorker};
 /// Work a window should cover.
 const WINDOW_NS: f64 = 200_000.0;
 const MIN_WINDOW: usize = 2;
-const MAX_WINDOW: usize = 64;
+const MAX_WINDOW: usize = 128;
 
 impl Job {
     /// When this request, sent ahead and not started, may be taken back:
@@ -76,8 +76,12 @@ impl Core {
     pub(super) fn fill(self: &Arc<Self>, st: &mut State, flush: &mut Flush) {
         self.admit(st);
         loop {
-            self.backlog
-                .store(st.jobs.len() > st.workers.len(), Ordering::Relaxed);
+            // Written only when it changes: callers and reader threads
+            // read it all the time, and a store takes the line from them.
+            let backlog = st.jobs.len() > st.workers.len();
+            if self.backlog.load(Ordering::Relaxed) != backlog {
+                self.backlog.store(backlog, Ordering::Relaxed);
+            }
             if st.phase != Phase::Stopping {
                 self.place_queued(st, flush);
                 if st.queue.is_empty() && self.steal(st) {
@@ -93,6 +97,9 @@ impl Core {
     fn place_queued(self: &Arc<Self>, st: &mut State, flush: &mut Flush) {
         let window = Self::window(st);
         let mut spawn_needed = false;
+        // One reading of the clock for the batch: the send time only ages
+        // requests for `steal`, at millisecond scale.
+        let now = Instant::now();
         while let Some(&id) = st.queue.front() {
             if !st.jobs.contains_key(&id) {
                 st.queue.pop_front(); // cancelled or timed out while queued
@@ -106,7 +113,7 @@ impl Core {
                 .map(|(k, _)| *k);
             let Some(wk) = pick else { break };
             st.queue.pop_front();
-            spawn_needed |= self.send_job(st, wk, id, flush);
+            spawn_needed |= self.send_job(st, wk, id, now, flush);
         }
         if spawn_needed {
             // A retiring worker's replacement starts now, before it leaves,
@@ -116,17 +123,19 @@ impl Core {
     }
 
     /// Sends job `id` to worker `wk`; true when the worker now retires.
-    fn send_job(&self, st: &mut State, wk: u64, id: u64, flush: &mut Flush) -> bool {
+    fn send_job(&self, st: &mut State, wk: u64, id: u64, now: Instant, flush: &mut Flush) -> bool {
         let job = st.jobs.get_mut(&id).expect("queued job exists");
         let w = st.workers.get_mut(&wk).expect("picked worker exists");
-        let link = w.link.clone().expect("a ready worker has a link");
+        // Borrowed, not cloned: a clone per job is two atomic operations on
+        // a count the other reader thread touches too.
+        let link = w.link.as_ref().expect("a ready worker has a link");
         let seq = w.next_seq;
         let msg = ToWorker::Run {
             id,
             seq,
             task: job.task,
             oob: job.oob,
-            args: Bytes(&job.payload),
+            args: Bytes(&job.payload[..]),
         };
         // The slot is marked before the request can reach the worker.
         link.claims().offer(seq);
@@ -140,17 +149,17 @@ impl Core {
             job.comp.resolve(Err(e.into_task_error()));
             return false;
         }
-        add_flush(flush, &link);
+        add_flush(flush, link);
         w.next_seq += 1;
         w.assigned += 1;
         w.outstanding.push_back((seq, id));
         job.place = Place::Sent {
             worker: wk,
             seq,
-            at: Instant::now(),
+            at: now,
         };
         if !job.span.is_disabled() {
-            job.span.record("worker", w.name.as_str());
+            job.span.record_worker(&w.name);
             job.span.in_scope(|| tracing::trace!(seq, "sent to worker"));
         }
         let mut retires = false;

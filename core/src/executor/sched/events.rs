@@ -10,7 +10,7 @@ use super::{
     add_flush, run_flush, Core, Phase, Place, BACKOFF_MAX, BACKOFF_MIN, MAX_BOOT_FAILURES,
 };
 use crate::error::{ExitInfo, TaskError};
-use crate::protocol::batch::join_parts;
+use crate::protocol::batch::{join_parts, Batch};
 use crate::protocol::claims::Claim;
 use crate::protocol::ToWorker;
 
@@ -137,7 +137,7 @@ impl Core {
                     if let Some(job) = st.jobs.get_mut(&id) {
                         match &mut job.parts {
                             // The first part's buffer is kept as it is.
-                            None => job.parts = Some((u64::from(count), items, sides)),
+                            None => job.parts = Some(Box::new((u64::from(count), items, sides))),
                             Some(parts) => {
                                 parts.0 += u64::from(count);
                                 parts.1.extend_from_slice(&items);
@@ -183,7 +183,7 @@ impl Core {
             if let Some(mut job) = st.jobs.remove(&id) {
                 if !job.aborted {
                     let outcome = match (job.parts.take(), outcome) {
-                        (Some(parts), Ok(last)) => join_parts(parts, last),
+                        (Some(parts), Ok(last)) => join_parts(*parts, last),
                         (_, o) => o,
                     };
                     if !job.span.is_disabled() {
@@ -196,7 +196,7 @@ impl Core {
                 }
             }
         }
-        st.trim();
+        self.plan_trim(&mut st);
         if let Some(w) = st.workers.get_mut(&key) {
             if w.retiring && w.outstanding.is_empty() && !w.shutdown_sent {
                 w.shutdown_sent = true;
@@ -236,12 +236,21 @@ impl Core {
                 let Some(job) = st.jobs.get_mut(&id) else {
                     continue;
                 };
-                let never_started = w
-                    .link
-                    .as_ref()
-                    .is_some_and(|l| l.claims().state(seq) == Claim::Sent);
+                let claims = w.link.as_ref().map(|l| l.claims());
+                let never_started = claims.is_some_and(|c| c.state(seq) == Claim::Sent);
+                // Finished, its answer held back when the worker died: the
+                // result is in the claim table (see `protocol::claims`).
+                let kept = claims.and_then(|c| c.kept(seq));
                 if job.aborted {
                     st.jobs.remove(&id);
+                } else if let Some(result) = kept {
+                    if let Some(mut job) = st.jobs.remove(&id) {
+                        let outcome = match job.parts.take() {
+                            Some(parts) => join_parts(*parts, Batch::from(result)),
+                            None => Ok(result.into()),
+                        };
+                        job.comp.resolve(outcome);
+                    }
                 } else if never_started {
                     job.place = Place::Queued;
                     job.recalling = false;

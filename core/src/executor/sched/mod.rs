@@ -6,7 +6,7 @@
 //! Jobs wait in one FIFO queue. A job goes to an idle worker first; when
 //! none is idle it may be *sent ahead* to the least loaded worker, up to a
 //! window that covers about 200 µs of measured work (2 while tasks are long,
-//! up to 64 while they take microseconds), so a worker's channel is never
+//! up to 128 while they take microseconds), so a worker's channel is never
 //! idle. Work sent ahead is never stranded: when a worker is idle and the
 //! queue is empty, requests that have waited more than [`STEAL_AFTER`]
 //! behind another worker's running task are taken back through the claim
@@ -58,7 +58,6 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -69,7 +68,7 @@ use self::link::{BootError, Launcher, WorkerLink};
 use super::completion::Completion;
 use crate::error::{Error, ErrorKind, TaskError};
 use crate::outbox::Sidecars;
-use crate::protocol::batch::{Encoded, Parts};
+use crate::protocol::batch::{Args, Encoded, Parts};
 use crate::protocol::claims::Claim;
 use crate::protocol::ToWorker;
 
@@ -89,9 +88,15 @@ impl std::hash::Hasher for IdHasher {
         }
     }
     fn write_u64(&mut self, n: u64) {
-        // Fibonacci hashing: spreads sequential ids over the high bits,
-        // which the table uses for its control bytes.
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // The table finds a key's bucket from the low bits and tags it
+        // with the top 7. Low bits = the id itself: sequential ids (tasks
+        // are submitted, dispatched and resolved in about that order) sit
+        // in neighbouring buckets, so a burst of 100 000 is walked through
+        // memory in order instead of at random, one cache miss per lookup.
+        // Top bits = a Fibonacci hash of it, so neighbours get different
+        // tags and a probe rarely compares a key in vain.
+        const TAG: u64 = !0 << 57;
+        self.0 = (n & !TAG) | (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) & TAG);
     }
 }
 
@@ -168,7 +173,7 @@ struct Job {
     /// Runs again allowed when its worker is lost.
     retries_left: u32,
     task: &'static str,
-    payload: Vec<u8>,
+    payload: Args,
     /// The arguments are encoded out of band: `sides` are their sidecars
     /// (none: no allocation for the common small request), sent before
     /// every `Run` of this job.
@@ -181,10 +186,12 @@ struct Job {
     aborted: bool,
     /// Asked back from a worker that answers later (a node's slot).
     recalling: bool,
-    /// Results that arrived in parts before the final answer.
-    parts: Option<Parts>,
+    /// Results that arrived in parts before the final answer (boxed: rare,
+    /// and a job of at most 120 bytes is freed by another thread without
+    /// the allocator's lock).
+    parts: Option<Box<Parts>>,
     /// `mproc.task{task, id, worker}`: the parent-side span of this task.
-    span: tracing::Span,
+    span: JobSpan,
 }
 
 impl Job {
@@ -198,12 +205,47 @@ impl Job {
 }
 
 impl Drop for Job {
-    /// A large payload's buffer serves the next large message.
+    /// Large sidecars serve the next large message (the payload's own
+    /// buffer goes back when `Args` drops).
     fn drop(&mut self) {
-        mproc_transport::spare::give(std::mem::take(&mut self.payload));
         // Shared with an outbox only while it writes them.
         if let Some(sides) = self.sides.as_mut().and_then(Arc::get_mut) {
             sides.drain(..).for_each(mproc_transport::spare::give);
+        }
+    }
+}
+
+// Freed on a result reader's thread, allocated on the submitter's: at
+// most 120 bytes, glibc's fast bins take it back without a lock.
+const _: () = assert!(std::mem::size_of::<Job>() <= 120);
+
+/// A job's span, kept (boxed) only when a subscriber enabled it, so a job
+/// costs nothing for it when nobody traces.
+#[derive(Debug)]
+struct JobSpan(Option<Box<tracing::Span>>);
+
+impl JobSpan {
+    fn new(span: tracing::Span) -> Self {
+        JobSpan((!span.is_disabled()).then(|| Box::new(span)))
+    }
+
+    fn is_disabled(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Runs `f` inside the span, or as it is when there is none (its
+    /// events are emitted either way).
+    fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.0 {
+            Some(span) => span.in_scope(f),
+            None => f(),
+        }
+    }
+
+    /// Records the worker the task went to.
+    fn record_worker(&self, name: &str) {
+        if let Some(span) = &self.0 {
+            span.record("worker", name);
         }
     }
 }
@@ -248,8 +290,9 @@ struct Intake {
 #[derive(Debug)]
 struct State {
     phase: Phase,
-    /// Submissions not yet in `jobs`; taken in by [`Core::admit`].
-    intake: mpsc::Receiver<Intake>,
+    /// The other of the two intake buffers (see [`Core::admit`]): empty,
+    /// kept for its capacity.
+    intake_spare: Vec<Intake>,
     /// Boxed, so the table stays dense (16 bytes a slot) and a lookup
     /// rarely misses the cache in a table of many pending jobs.
     jobs: IdMap<Box<Job>>,
@@ -264,16 +307,28 @@ struct State {
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     /// When an idle worker should look again for work to take back.
     steal_at: Option<Instant>,
+    /// When the tables of a drained burst shrink (see [`Core::plan_trim`]).
+    trim_at: Option<Instant>,
     waiters: Vec<Waker>,
 }
 
 /// Tables smaller than this are never shrunk.
 const TRIM_FLOOR: usize = 4096;
+/// How long the tables stay under a sixteenth full before they shrink.
+const TRIM_AFTER: Duration = Duration::from_millis(500);
 
 impl State {
-    /// Gives back the memory of a burst once it has drained: the job table
-    /// and the queue shrink when under a sixteenth full, so a burst of a
-    /// million tasks does not keep its tables for good.
+    /// True when the job table or the queue is large and under a
+    /// sixteenth full: a burst has drained.
+    fn oversized(&self) -> bool {
+        let sparse = |len: usize, cap: usize| cap > TRIM_FLOOR && len < cap / 16;
+        sparse(self.jobs.len(), self.jobs.capacity())
+            || sparse(self.queue.len(), self.queue.capacity())
+    }
+
+    /// Gives back the memory of a burst that has drained: the job table
+    /// and the queue shrink, so a burst of a million tasks does not keep
+    /// its tables for good.
     fn trim(&mut self) {
         if self.jobs.capacity() > TRIM_FLOOR && self.jobs.len() < self.jobs.capacity() / 16 {
             self.jobs
@@ -302,8 +357,9 @@ pub(crate) struct Core {
     launcher: Arc<dyn Launcher>,
     st: Mutex<State>,
     /// Where `submit` puts a job while the queue is backed up, without
-    /// taking the state lock: the next `fill` takes it in.
-    intake: mpsc::Sender<Intake>,
+    /// taking the state lock: the next `fill` takes the whole buffer in at
+    /// once. Its lock is only ever held for a push or a swap.
+    intake: Mutex<Vec<Intake>>,
     /// Jobs sent to `intake` and not yet taken in (it may read one too
     /// many or too few for a moment; only zero versus not zero matters).
     pending: AtomicUsize,
@@ -347,15 +403,14 @@ impl Core {
 
     /// A scheduler whose workers come from `launcher`.
     pub(crate) fn with_launcher(cfg: Config, launcher: Arc<dyn Launcher>) -> Arc<Self> {
-        let (tx, rx) = mpsc::channel();
         Arc::new(Core {
             cfg,
             launcher,
-            intake: tx,
+            intake: Mutex::new(Vec::new()),
             pending: AtomicUsize::new(0),
             backed_up: AtomicBool::new(false),
             st: Mutex::new(State {
-                intake: rx,
+                intake_spare: Vec::new(),
                 phase: Phase::Starting,
                 jobs: IdMap::default(),
                 queue: VecDeque::new(),
@@ -366,6 +421,7 @@ impl Core {
                 ewma_exec_ns: 0.0,
                 timers: BinaryHeap::new(),
                 steal_at: None,
+                trim_at: None,
                 waiters: Vec::new(),
             }),
             changed: Condvar::new(),
@@ -405,6 +461,21 @@ impl Core {
             w.wake();
         }
         self.changed.notify_all();
+    }
+
+    /// Once a burst has drained, has the timer shrink its tables
+    /// [`TRIM_AFTER`] later, if they are still oversized then. Not at once:
+    /// shrinking while the burst drains would reallocate them several
+    /// times, a burst that follows would grow them again, and every large
+    /// free makes glibc sweep all its small free blocks (a burst's worth).
+    fn plan_trim(self: &Arc<Self>, st: &mut State) {
+        if !st.oversized() {
+            st.trim_at = None;
+        } else if st.trim_at.is_none() {
+            let at = Instant::now() + TRIM_AFTER;
+            st.trim_at = Some(at);
+            self.timer.wake_at(self, at);
+        }
     }
 
     /// Keeps a thread started for this scheduler, to join when it stops.
@@ -583,7 +654,12 @@ impl Core {
             aborted: false,
             recalling: false,
             parts: None,
-            span: tracing::debug_span!("mproc.task", task, id, worker = tracing::field::Empty),
+            span: JobSpan::new(tracing::debug_span!(
+                "mproc.task",
+                task,
+                id,
+                worker = tracing::field::Empty
+            )),
         });
         let entry = Intake {
             id,
@@ -594,14 +670,16 @@ impl Core {
             // Work is waiting already, so this job could not be placed now
             // anyway: leave it for the `fill` that is sure to come, and
             // keep off the lock the result readers use.
-            if self.intake.send(entry).is_ok() {
-                // After the send, so that whoever sees the count also
-                // finds the job. Paired with `settle`: either it sees
-                // this count, or this sees `backed_up` cleared.
-                self.pending.fetch_add(1, Ordering::SeqCst);
-                if self.backed_up.load(Ordering::SeqCst) {
-                    return (id, comp);
-                }
+            self.intake
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(entry);
+            // After the push, so that whoever sees the count also finds
+            // the job. Paired with `settle`: either it sees this count, or
+            // this sees `backed_up` cleared.
+            self.pending.fetch_add(1, Ordering::SeqCst);
+            if self.backed_up.load(Ordering::SeqCst) {
+                return (id, comp);
             }
             // The queue drained meanwhile: take the job in now (`admit`
             // finds it in `intake`).
@@ -623,11 +701,25 @@ impl Core {
         (id, comp)
     }
 
-    /// Takes every job waiting in `intake` into the job table and queue.
+    /// Takes every job waiting in `intake` into the job table and queue:
+    /// swaps the intake's buffer for the empty spare in one short hold of
+    /// its lock, then admits the batch in order.
     fn admit(self: &Arc<Self>, st: &mut State) {
-        while let Ok(entry) = st.intake.try_recv() {
-            self.pending.fetch_sub(1, Ordering::SeqCst);
+        if self.pending.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let mut batch = std::mem::take(&mut st.intake_spare);
+        std::mem::swap(
+            &mut batch,
+            &mut *self.intake.lock().unwrap_or_else(|p| p.into_inner()),
+        );
+        self.pending.fetch_sub(batch.len(), Ordering::SeqCst);
+        for entry in batch.drain(..) {
             self.admit_one(st, entry);
+        }
+        // A burst's buffer is not kept for good.
+        if batch.capacity() <= TRIM_FLOOR {
+            st.intake_spare = batch;
         }
     }
 

@@ -215,7 +215,7 @@ fn serve(core: Arc<Core>, key: u64, name: String, link: Arc<ProcLink>) {
             }) => events.push(Event::Done {
                 id,
                 exec_ns,
-                outcome: result.map(|b| Batch::from(spare::copy_of(b.0)).with_sides(oob, sides)),
+                outcome: result.map(|b| Batch::copy_of(b.0).with_sides(oob, sides)),
             }),
             Ok(ToParent::Part { id, count, items }) => events.push(Event::Part {
                 id,
@@ -320,6 +320,7 @@ fn handshake(
             .as_ref()
             .map(|(n, a)| (n.to_string(), a.clone())),
         transport: wire,
+        out_of_band: cfg.out_of_band,
     };
     let mut buf = Vec::new();
     crate::protocol::encode_frame(&mut buf, &welcome, cfg.max_frame)

@@ -571,13 +571,17 @@ fn a_worker_still_starting_when_draining_begins_is_asked_to_exit_once_up() {
 fn windows_start_at_two_and_widen_for_short_tasks() {
     let (core, launcher, links) = fake::running(1, None);
     let w = &links[0];
-    let jobs: Vec<_> = (0..100).map(|x| submit(&core, x)).collect();
+    let jobs: Vec<_> = (0..300).map(|x| submit(&core, x)).collect();
     assert_eq!(w.runs().len(), 2, "before any measurement a window is 2");
-    // Tasks of 1 µs: a window covers about 200 µs of work, at most 64.
+    // Tasks of 1 µs: a window covers about 200 µs of work, at most 128.
     for (id, seq) in w.runs() {
         assert!(fake::run(&core, w, id, seq, id));
     }
-    assert_eq!(w.runs().len(), 2 + 64, "short tasks widen the window to 64");
+    assert_eq!(
+        w.runs().len(),
+        2 + 128,
+        "short tasks widen the window to 128"
+    );
     // The worker drains everything.
     let resolved = |id: u64| jobs.iter().any(|(j, c)| *j == id && c.is_resolved());
     while jobs.iter().any(|(_, c)| !c.is_resolved()) {

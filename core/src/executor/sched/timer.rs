@@ -135,6 +135,10 @@ impl Core {
         if st.steal_at.is_some_and(|t| t <= now) {
             st.steal_at = None;
         }
+        if st.trim_at.is_some_and(|t| t <= now) {
+            st.trim_at = None;
+            st.trim();
+        }
         self.fill(&mut st, &mut flush);
         self.finish_drain(&mut st, &mut flush);
         self.notify(&mut st);
@@ -142,6 +146,7 @@ impl Core {
             st.timers.peek().map(|Reverse((t, _))| *t),
             st.boot.retry_at,
             st.steal_at,
+            st.trim_at,
         ]
         .into_iter()
         .flatten()
