@@ -528,35 +528,9 @@ impl Core {
         payload: Vec<u8>,
         limits: Limits,
     ) -> (u64, Arc<Completion>) {
-        let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
-        let comp = Completion::new();
-        let overhead = task.len() + 64;
-        if payload.len().saturating_add(overhead) > self.cfg.max_frame {
-            comp.resolve(Err(TaskError::Serialization {
-                message: format!(
-                    "arguments of {} bytes exceed the {}-byte message limit (see max_message_size)",
-                    payload.len(),
-                    self.cfg.max_frame
-                ),
-            }));
+        let (id, comp, entry) = self.new_job(task, is_async, payload, limits);
+        let Some(entry) = entry else {
             return (id, comp);
-        }
-        let job = Box::new(Job {
-            retries_left: limits.retries,
-            task,
-            payload,
-            is_async,
-            comp: comp.clone(),
-            place: Place::Queued,
-            aborted: false,
-            recalling: false,
-            parts: None,
-            span: tracing::debug_span!("mproc.task", task, id, worker = tracing::field::Empty),
-        });
-        let entry = Intake {
-            id,
-            job,
-            deadline: limits.timeout.map(|d| Instant::now() + d),
         };
         if self.backed_up.load(Ordering::SeqCst) {
             // Work is waiting already, so this job could not be placed now
@@ -580,15 +554,89 @@ impl Core {
             run_flush(flush);
             return (id, comp);
         }
+        self.place_now(vec![entry]);
+        (id, comp)
+    }
+
+    /// Queues several requests at once, in order, under one lock: they are
+    /// placed together (each idle worker gets its first request before any
+    /// is sent ahead), and each worker's requests leave in one write — a
+    /// `Pool::map` that fits the window wakes each worker once.
+    pub(crate) fn submit_many(
+        self: &Arc<Self>,
+        task: &'static str,
+        is_async: bool,
+        payloads: Vec<Vec<u8>>,
+        limits: Limits,
+    ) -> Vec<(u64, Arc<Completion>)> {
+        let mut out = Vec::with_capacity(payloads.len());
+        let mut entries = Vec::with_capacity(payloads.len());
+        for payload in payloads {
+            let (id, comp, entry) = self.new_job(task, is_async, payload, limits);
+            out.push((id, comp));
+            entries.extend(entry);
+        }
+        if !entries.is_empty() {
+            self.place_now(entries);
+        }
+        out
+    }
+
+    /// A new job and its completion; the job is `None` when it failed
+    /// already (its arguments exceed the message limit).
+    fn new_job(
+        &self,
+        task: &'static str,
+        is_async: bool,
+        payload: Vec<u8>,
+        limits: Limits,
+    ) -> (u64, Arc<Completion>, Option<Intake>) {
+        let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
+        let comp = Completion::new();
+        let overhead = task.len() + 64;
+        if payload.len().saturating_add(overhead) > self.cfg.max_frame {
+            comp.resolve(Err(TaskError::Serialization {
+                message: format!(
+                    "arguments of {} bytes exceed the {}-byte message limit (see max_message_size)",
+                    payload.len(),
+                    self.cfg.max_frame
+                ),
+            }));
+            return (id, comp, None);
+        }
+        let job = Box::new(Job {
+            retries_left: limits.retries,
+            task,
+            payload,
+            is_async,
+            comp: comp.clone(),
+            place: Place::Queued,
+            aborted: false,
+            recalling: false,
+            parts: None,
+            span: tracing::debug_span!("mproc.task", task, id, worker = tracing::field::Empty),
+        });
+        let entry = Intake {
+            id,
+            job,
+            deadline: limits.timeout.map(|d| Instant::now() + d),
+        };
+        (id, comp, Some(entry))
+    }
+
+    /// Takes `entries` in under the lock, after what waits in `intake`,
+    /// and places what can go now.
+    fn place_now(self: &Arc<Self>, entries: Vec<Intake>) {
         let mut st = self.lock();
         let mut flush = Vec::new();
         // What waits in `intake` goes first, in order.
         self.admit(&mut st);
-        self.admit_one(&mut st, entry);
+        for entry in entries {
+            self.admit_one(&mut st, entry);
+        }
         self.fill(&mut st, &mut flush);
         drop(st);
         run_flush(flush);
-        (id, comp)
     }
 
     /// Takes every job waiting in `intake` into the job table and queue.
