@@ -88,6 +88,17 @@ pub trait ByteStream: Send + Sync + std::fmt::Debug + 'static {
     fn ready(&self) -> bool {
         true
     }
+    /// With `on`, a blocking [`read`](Self::read) sleeps until input
+    /// arrives and is woken by nothing else, where the transport's plain
+    /// blocking read would also wake each time the peer takes in what this
+    /// side wrote (a Unix socket). Each such wake-up takes a CPU for a
+    /// moment, which matters while every CPU runs a worker; on a quiet
+    /// machine it does no harm (it even keeps an idle CPU from sleeping
+    /// deeply just before an answer comes). Off by default; a transport
+    /// without that fault ignores it.
+    fn wake_on_input_only(&self, on: bool) {
+        let _ = on;
+    }
 }
 
 /// A [`ByteStream`] seen as `std::io::Read + Write`, for code written

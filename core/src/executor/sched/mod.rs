@@ -554,7 +554,7 @@ impl Core {
             run_flush(flush);
             return (id, comp);
         }
-        self.place_now(vec![entry]);
+        self.place_now(std::iter::once(entry));
         (id, comp)
     }
 
@@ -626,7 +626,7 @@ impl Core {
 
     /// Takes `entries` in under the lock, after what waits in `intake`,
     /// and places what can go now.
-    fn place_now(self: &Arc<Self>, entries: Vec<Intake>) {
+    fn place_now(self: &Arc<Self>, entries: impl IntoIterator<Item = Intake>) {
         let mut st = self.lock();
         let mut flush = Vec::new();
         // What waits in `intake` goes first, in order.

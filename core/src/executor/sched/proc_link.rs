@@ -157,9 +157,14 @@ fn serve(core: Arc<Core>, key: u64, name: String, link: Arc<ProcLink>) {
     // needs no wake-up on this side.
     let spin = Spin::polite(LINK_SPIN_NS);
     let why = loop {
-        if !reader.has_frame() && core.spin_worth() {
+        let spin_worth = core.spin_worth();
+        if !reader.has_frame() && spin_worth {
             spin.until(|| chan.ready());
         }
+        // While the scheduler has a backlog every CPU runs a worker: sleep
+        // for answers only, not also each time the worker takes in a
+        // request (see `ByteStream::wake_on_input_only`).
+        chan.wake_on_input_only(!spin_worth);
         let frame = match reader.next_frame(&*chan) {
             Ok(f) => f,
             Err(TransportError::Disconnected) => break None,
