@@ -76,8 +76,12 @@ impl Core {
     pub(super) fn fill(self: &Arc<Self>, st: &mut State, flush: &mut Flush) {
         self.admit(st);
         loop {
-            self.backlog
-                .store(st.jobs.len() > st.workers.len(), Ordering::Relaxed);
+            let backlog = st.jobs.len() > st.workers.len();
+            self.backlog.store(backlog, Ordering::Relaxed);
+            self.long_backlog.store(
+                backlog && st.ewma_exec_ns >= super::LONG_TASK_NS,
+                Ordering::Relaxed,
+            );
             if st.phase != Phase::Stopping {
                 self.place_queued(st, flush);
                 if st.queue.is_empty() && self.steal(st) {

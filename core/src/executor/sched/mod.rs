@@ -103,6 +103,9 @@ pub(crate) fn next_task_id() -> u64 {
 }
 static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
 
+/// From this measured task time on, a task counts as long (see
+/// [`Core::long_backlog`]), in nanoseconds.
+const LONG_TASK_NS: f64 = 50_000.0;
 /// How long a request sent ahead may wait behind another before an idle
 /// worker takes it (plus its transfer time; see `Job::steal_due`).
 pub(crate) const STEAL_AFTER: Duration = Duration::from_millis(1);
@@ -296,6 +299,9 @@ pub(crate) struct Core {
     /// spins for a result only takes a core from one (see
     /// [`spin_worth`](Self::spin_worth)).
     backlog: AtomicBool,
+    /// A backlog of tasks that take long (see
+    /// [`long_backlog`](Self::long_backlog)).
+    long_backlog: AtomicBool,
     /// How long callers blocked on a result of this scheduler poll for it
     /// before they sleep.
     caller_spin: Spin,
@@ -348,6 +354,7 @@ impl Core {
             timer: timer::Timer::default(),
             threads: Mutex::new(Vec::new()),
             backlog: AtomicBool::new(false),
+            long_backlog: AtomicBool::new(false),
             caller_spin: Spin::polite(LINK_SPIN_NS),
         })
     }
@@ -364,6 +371,17 @@ impl Core {
     /// wake-ups.
     pub(crate) fn spin_worth(&self) -> bool {
         !self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// True under a backlog of tasks that take [`LONG_TASK_NS`] or more:
+    /// every CPU is computing, and a worker's reader thread wakes once per
+    /// long task. A wake-up of that thread for anything but an answer then
+    /// takes a CPU from a worker for nothing, while the two system calls
+    /// that avoid it (see `ByteStream::wake_on_input_only`) are small
+    /// beside the task; with short tasks the reader sleeps so often that
+    /// those calls cost more than they save.
+    pub(crate) fn long_backlog(&self) -> bool {
+        self.long_backlog.load(Ordering::Relaxed)
     }
 
     /// The spinner of a caller blocked on a result, when spinning is worth

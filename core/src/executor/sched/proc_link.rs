@@ -157,14 +157,13 @@ fn serve(core: Arc<Core>, key: u64, name: String, link: Arc<ProcLink>) {
     // needs no wake-up on this side.
     let spin = Spin::polite(LINK_SPIN_NS);
     let why = loop {
-        let spin_worth = core.spin_worth();
-        if !reader.has_frame() && spin_worth {
+        if !reader.has_frame() && core.spin_worth() {
             spin.until(|| chan.ready());
         }
-        // While the scheduler has a backlog every CPU runs a worker: sleep
-        // for answers only, not also each time the worker takes in a
-        // request (see `ByteStream::wake_on_input_only`).
-        chan.wake_on_input_only(!spin_worth);
+        // Under a backlog of long tasks every CPU computes: sleep for
+        // answers only, not also each time the worker takes in a request
+        // (see `Core::long_backlog`).
+        chan.wake_on_input_only(core.long_backlog());
         let frame = match reader.next_frame(&*chan) {
             Ok(f) => f,
             Err(TransportError::Disconnected) => break None,
