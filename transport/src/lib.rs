@@ -37,7 +37,7 @@ pub use frame::{
 pub use listener::UnixListener;
 pub use pipe::PipeChannel;
 pub use shm::{ShmChannel, DEFAULT_RING_SIZE};
-pub use spin::{multi_core, Spin, LINK_SPIN_NS};
+pub use spin::{multi_core, Spin, LINK_SPIN_NS, LONG_TASK_NS};
 pub use unix::{socketpair, UnixChannel};
 
 /// The workspace's one memfd + `mmap` owner, for `mproc-core`'s shared

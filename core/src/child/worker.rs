@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use mproc_transport::{
     ByteStream, FrameReader, PipeChannel, ShmChannel, Spin, TransportError, UnixChannel,
-    DEFAULT_MAX_FRAME, LINK_SPIN_NS,
+    DEFAULT_MAX_FRAME, LINK_SPIN_NS, LONG_TASK_NS,
 };
 
 use super::ChildError;
@@ -241,6 +241,8 @@ fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) 
     // that answers at once (a round trip, `Pool.apply`) needs no wake-up;
     // it learns to stop for an idle or sporadic parent.
     let spin = Spin::polite(LINK_SPIN_NS);
+    // How long the last task ran, in nanoseconds.
+    let mut last_ns = 0;
     loop {
         // Take in what has arrived; block only when there is nothing to run.
         loop {
@@ -248,6 +250,10 @@ fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) 
                 if !reader.has_frame() {
                     spin.until(|| chan.ready());
                 }
+                // After a long task (the parent's CPUs busy with workers),
+                // sleep for requests only, not also each time the parent
+                // takes in a result (see `LONG_TASK_NS`).
+                chan.wake_on_input_only(last_ns >= LONG_TASK_NS);
                 reader.next_frame(chan).map(Some)
             } else {
                 reader.try_next_frame(chan)
@@ -276,7 +282,7 @@ fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) 
                         // copying the arguments out. What else has arrived
                         // is taken in right after, as it would be had it
                         // arrived while the task ran.
-                        run_request(shared, id, seq, entry, args.0);
+                        last_ns = run_request(shared, id, seq, entry, args.0);
                     } else {
                         queue.push_back(Request {
                             id,
@@ -299,7 +305,7 @@ fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) 
             }
         }
         match queue.pop_front() {
-            Some(req) => run_request(shared, req.id, req.seq, req.entry, &req.args),
+            Some(req) => last_ns = run_request(shared, req.id, req.seq, req.entry, &req.args),
             None if shutdown => {
                 let mut a = shared.asyncs.lock().unwrap();
                 while !a.is_empty() {
@@ -325,25 +331,29 @@ fn cancel(shared: &Shared, id: u64) {
     // Otherwise it has finished already; its result is on its way.
 }
 
+/// Runs one request (starts it, if async); returns how long a sync task
+/// ran, in nanoseconds (0 when nothing ran here to the end).
 fn run_request(
     shared: &Arc<Shared>,
     id: u64,
     seq: u64,
     entry: Result<&'static TaskEntry, TaskError>,
     args: &[u8],
-) {
+) -> u64 {
     if !shared.claims.start(seq) {
-        return; // taken back by the parent: it runs elsewhere
+        return 0; // taken back by the parent: it runs elsewhere
     }
     let entry = match entry {
         Ok(e) => e,
         Err(unknown) => {
             finish(shared, seq);
-            return send_done(shared, id, 0, Err(unknown));
+            send_done(shared, id, 0, Err(unknown));
+            return 0;
         }
     };
     if entry.is_async {
-        return start_async(shared, id, seq, entry, args);
+        start_async(shared, id, seq, entry, args);
+        return 0;
     }
     let span = tracing::debug_span!("mproc.task", task = entry.name, id = id);
     let started = Instant::now();
@@ -353,6 +363,7 @@ fn run_request(
     let exec_ns = started.elapsed().as_nanos().max(1) as u64;
     finish(shared, seq);
     send_done(shared, id, exec_ns, result);
+    exec_ns
 }
 
 /// Marks request `seq` done; a doomed request means the parent is killing

@@ -79,7 +79,7 @@ impl Core {
             let backlog = st.jobs.len() > st.workers.len();
             self.backlog.store(backlog, Ordering::Relaxed);
             self.long_backlog.store(
-                backlog && st.ewma_exec_ns >= super::LONG_TASK_NS,
+                backlog && st.ewma_exec_ns >= super::LONG_TASK_NS as f64,
                 Ordering::Relaxed,
             );
             if st.phase != Phase::Stopping {

@@ -63,7 +63,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use mproc_transport::{Spin, LINK_SPIN_NS};
+use mproc_transport::{Spin, LINK_SPIN_NS, LONG_TASK_NS};
 
 use self::link::{BootError, Launcher, WorkerLink};
 use super::completion::Completion;
@@ -103,9 +103,6 @@ pub(crate) fn next_task_id() -> u64 {
 }
 static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
 
-/// From this measured task time on, a task counts as long (see
-/// [`Core::long_backlog`]), in nanoseconds.
-const LONG_TASK_NS: f64 = 50_000.0;
 /// How long a request sent ahead may wait behind another before an idle
 /// worker takes it (plus its transfer time; see `Job::steal_due`).
 pub(crate) const STEAL_AFTER: Duration = Duration::from_millis(1);
@@ -374,12 +371,8 @@ impl Core {
     }
 
     /// True under a backlog of tasks that take [`LONG_TASK_NS`] or more:
-    /// every CPU is computing, and a worker's reader thread wakes once per
-    /// long task. A wake-up of that thread for anything but an answer then
-    /// takes a CPU from a worker for nothing, while the two system calls
-    /// that avoid it (see `ByteStream::wake_on_input_only`) are small
-    /// beside the task; with short tasks the reader sleeps so often that
-    /// those calls cost more than they save.
+    /// every CPU is computing, and a worker's reader thread should sleep
+    /// for answers only (see `ByteStream::wake_on_input_only`).
     pub(crate) fn long_backlog(&self) -> bool {
         self.long_backlog.load(Ordering::Relaxed)
     }
