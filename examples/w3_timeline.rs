@@ -19,6 +19,10 @@ fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// Never inlined, so that the in-process calls and the tasks run the same
+/// machine code (inlined, each copy is compiled differently, and one runs
+/// faster than the other).
+#[inline(never)]
 fn cpu_intensive(n: u64) -> u64 {
     let mut sum = 0u64;
     for i in 0..n {
