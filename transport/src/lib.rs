@@ -39,7 +39,7 @@ pub use frame::{
 pub use listener::UnixListener;
 pub use pipe::PipeChannel;
 pub use shm::{ShmChannel, DEFAULT_RING_SIZE};
-pub use spin::{multi_core, Spin, LINK_SPIN_NS};
+pub use spin::{multi_core, Spin, LINK_SPIN_NS, LONG_TASK_NS};
 pub use unix::{socketpair, UnixChannel};
 
 /// The workspace's one memfd + `mmap` owner, for `mproc-core`'s shared
@@ -89,6 +89,17 @@ pub trait ByteStream: Send + Sync + std::fmt::Debug + 'static {
     /// reader never spins and just reads.
     fn ready(&self) -> bool {
         true
+    }
+    /// With `on`, a blocking [`read`](Self::read) sleeps until input
+    /// arrives and is woken by nothing else, where the transport's plain
+    /// blocking read would also wake each time the peer takes in what this
+    /// side wrote (a Unix socket). Each such wake-up takes a CPU for a
+    /// moment, which matters while every CPU runs a worker; on a quiet
+    /// machine it does no harm (it even keeps an idle CPU from sleeping
+    /// deeply just before an answer comes). Off by default; a transport
+    /// without that fault ignores it.
+    fn wake_on_input_only(&self, on: bool) {
+        let _ = on;
     }
 }
 

@@ -47,6 +47,15 @@ const SPIN_MIN_NS: u32 = 500;
 /// a miss costs less than the wake-up would have.
 pub const LINK_SPIN_NS: u32 = 20_000;
 
+/// Measured task time, in nanoseconds, from which a worker's or its
+/// reader's blocking read sleeps for input only (see
+/// [`ByteStream::wake_on_input_only`](crate::ByteStream::wake_on_input_only)):
+/// with tasks this long the CPUs are busy computing, a needless wake-up
+/// takes one from a worker, and the two system calls that avoid it are
+/// small beside the task; with shorter tasks a reader sleeps so often that
+/// those calls cost more than they save.
+pub const LONG_TASK_NS: u64 = 50_000;
+
 impl Spin {
     /// A spinner that never spins longer than `max_ns` nanoseconds at a
     /// time, starting at a fifth of that.

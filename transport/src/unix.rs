@@ -2,6 +2,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -13,6 +14,9 @@ use crate::ByteStream;
 #[derive(Debug)]
 pub struct UnixChannel {
     fd: OwnedFd,
+    /// A blocking read sleeps in `poll` for input (see
+    /// [`ByteStream::wake_on_input_only`]).
+    input_only: AtomicBool,
 }
 
 /// Creates a connected pair of Unix-domain stream sockets, both close-on-exec.
@@ -24,18 +28,35 @@ pub fn socketpair() -> io::Result<(UnixChannel, UnixChannel)> {
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(io::Error::from)?;
-    Ok((UnixChannel { fd: a }, UnixChannel { fd: b }))
+    Ok((UnixChannel::from_fd(a), UnixChannel::from_fd(b)))
 }
 
 impl UnixChannel {
     /// Wraps a connected stream socket.
     pub fn from_fd(fd: OwnedFd) -> Self {
-        UnixChannel { fd }
+        UnixChannel {
+            fd,
+            input_only: AtomicBool::new(false),
+        }
     }
 
     /// Gives the socket back.
     pub fn into_fd(self) -> OwnedFd {
         self.fd
+    }
+}
+
+impl UnixChannel {
+    /// Sleeps until input (or the end of the stream) is there to read.
+    fn wait_input(&self) -> io::Result<()> {
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        loop {
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 
@@ -47,6 +68,15 @@ impl AsFd for UnixChannel {
 
 impl ByteStream for UnixChannel {
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.input_only.load(Ordering::Relaxed) {
+            // What has arrived costs one call, as a blocking `recv`.
+            loop {
+                match self.try_read(buf)? {
+                    Some(n) => return Ok(n),
+                    None => self.wait_input()?,
+                }
+            }
+        }
         loop {
             match socket::recv(self.fd.as_raw_fd(), buf, MsgFlags::empty()) {
                 Ok(n) => return Ok(n),
@@ -112,6 +142,16 @@ impl ByteStream for UnixChannel {
 
     fn shutdown(&self) {
         let _ = socket::shutdown(self.fd.as_raw_fd(), Shutdown::Both);
+    }
+
+    /// A blocking `recv` sleeps on the socket's one wait queue, and so also
+    /// wakes (in the kernel, to sleep again) each time the peer takes in
+    /// what this side sent — the "room to write" signal: a worker reading
+    /// its request rouses the parent's reader. With `on`, a blocking read
+    /// sleeps in `poll` for input instead, which nothing else wakes. Not
+    /// for a socket read under `SO_RCVTIMEO`, which `poll` ignores.
+    fn wake_on_input_only(&self, on: bool) {
+        self.input_only.store(on, Ordering::Relaxed);
     }
 }
 

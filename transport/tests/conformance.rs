@@ -121,10 +121,22 @@ fn a_million_small_frames() {
     }
 }
 
+/// Each kind with a blocking read as it comes, then with reads that sleep
+/// for input only (see `ByteStream::wake_on_input_only`).
+fn pairs() -> impl Iterator<Item = (Kind, bool, Arc<dyn ByteStream>, Arc<dyn ByteStream>)> {
+    [false, true].into_iter().flat_map(|input_only| {
+        KINDS.into_iter().map(move |kind| {
+            let (a, b) = pair(kind);
+            a.wake_on_input_only(input_only);
+            b.wake_on_input_only(input_only);
+            (kind, input_only, a, b)
+        })
+    })
+}
+
 #[test]
 fn both_directions_at_once() {
-    for kind in KINDS {
-        let (a, b) = pair(kind);
+    for (kind, _, a, b) in pairs() {
         const N: u32 = 50_000;
         let spawn_side = |me: Arc<dyn ByteStream>, seed: u8| {
             let w = me.clone();
@@ -157,8 +169,7 @@ fn both_directions_at_once() {
 
 #[test]
 fn shutdown_wakes_blocked_readers_with_end_of_stream() {
-    for kind in KINDS {
-        let (a, b) = pair(kind);
+    for (kind, input_only, a, b) in pairs() {
         let b2 = b.clone();
         let reader = std::thread::spawn(move || {
             let mut r = FrameReader::new(LIMIT);
@@ -171,6 +182,7 @@ fn shutdown_wakes_blocked_readers_with_end_of_stream() {
             "{kind:?}: the peer's shutdown is end of stream"
         );
         let (c, d) = pair(kind);
+        d.wake_on_input_only(input_only);
         let d2 = d.clone();
         let local = std::thread::spawn(move || {
             let mut buf = [0u8; 8];

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use mproc_transport::{
     ByteStream, FrameReader, PipeChannel, ShmChannel, Spin, TransportError, UnixChannel,
-    DEFAULT_MAX_FRAME, LINK_SPIN_NS,
+    DEFAULT_MAX_FRAME, LINK_SPIN_NS, LONG_TASK_NS,
 };
 
 use super::ChildError;
@@ -321,6 +321,8 @@ fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) 
     // that answers at once (a round trip, `Pool.apply`) needs no wake-up;
     // it learns to stop for an idle or sporadic parent.
     let spin = Spin::polite(LINK_SPIN_NS);
+    // How long the last task ran, in nanoseconds.
+    let mut last_ns = 0;
     loop {
         // Take in what has arrived; block only when there is nothing to run.
         loop {
@@ -330,6 +332,10 @@ fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) 
                     hold.release(shared);
                     spin.until(|| chan.ready());
                 }
+                // After a long task (the parent's CPUs busy with workers),
+                // sleep for requests only, not also each time the parent
+                // takes in a result (see `LONG_TASK_NS`).
+                chan.wake_on_input_only(last_ns >= LONG_TASK_NS);
                 reader.next_frame(chan).map(Some)
             } else {
                 reader.try_next_frame(chan)
@@ -361,7 +367,7 @@ fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) 
                         // copying the arguments out. What else has arrived
                         // is taken in right after, as it would be had it
                         // arrived while the task ran.
-                        run_request(shared, &mut hold, id, seq, entry, args.0, sides);
+                        last_ns = run_request(shared, &mut hold, id, seq, entry, args.0, sides);
                     } else {
                         queue.push_back(Request {
                             id,
@@ -385,9 +391,11 @@ fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) 
             }
         }
         match queue.pop_front() {
-            Some(req) => run_request(
-                shared, &mut hold, req.id, req.seq, req.entry, &req.args, req.sides,
-            ),
+            Some(req) => {
+                last_ns = run_request(
+                    shared, &mut hold, req.id, req.seq, req.entry, &req.args, req.sides,
+                )
+            }
             None if shutdown => {
                 hold.release(shared);
                 let mut a = shared.asyncs.lock().unwrap();
@@ -414,6 +422,8 @@ fn cancel(shared: &Shared, id: u64) {
     // Otherwise it has finished already; its result is on its way.
 }
 
+/// Runs one request (starts it, if async); returns how long a sync task
+/// ran, in nanoseconds (0 when nothing ran here to the end).
 fn run_request(
     shared: &Arc<Shared>,
     hold: &mut Hold,
@@ -422,24 +432,26 @@ fn run_request(
     entry: Result<&'static TaskEntry, TaskError>,
     args: &[u8],
     sides: Option<Vec<Vec<u8>>>,
-) {
+) -> u64 {
     let mut started = Instant::now();
     if hold.held > 0 && !hold.may_wait(entry.as_ref().ok().copied(), started) {
         hold.release(shared);
         started = Instant::now();
     }
     if !shared.claims.start(seq) {
-        return; // taken back by the parent: it runs elsewhere
+        return 0; // taken back by the parent: it runs elsewhere
     }
     let entry = match entry {
         Ok(e) => e,
         Err(unknown) => {
             finish(shared, seq);
-            return send_done(shared, id, 0, Err(unknown));
+            send_done(shared, id, 0, Err(unknown));
+            return 0;
         }
     };
     if entry.is_async {
-        return start_async(shared, id, seq, entry, args, sides);
+        start_async(shared, id, seq, entry, args, sides);
+        return 0;
     }
     let span = tracing::debug_span!("mproc.task", task = entry.name, id = id);
     RUNNING.with(|r| r.set(Some((id, entry.name))));
@@ -479,13 +491,14 @@ fn run_request(
                             let _ = shared.outbox.send(&err);
                         }
                     }
-                    return;
+                    return exec_ns;
                 }
             }
         }
     }
     finish(shared, seq);
     send_done(shared, id, exec_ns, result);
+    exec_ns
 }
 
 /// Marks request `seq` done; a doomed request means the parent is killing

@@ -224,3 +224,126 @@ impl Completion {
             .is_some_and(first_failed)
     }
 }
+
+#[derive(Debug, Default)]
+struct GateState {
+    /// Completions not resolved yet.
+    left: usize,
+    open: bool,
+    /// Threads blocked in [`Gate::wait`].
+    blocked: usize,
+}
+
+/// Opens once every completion of a set has resolved, or as soon as one
+/// resolves with a failed first item: whoever waits for a whole batch of
+/// requests (a `Pool::map` sent at once) sleeps once for all of them,
+/// rather than once per request — each wake-up of a sleeping thread takes
+/// a CPU from a worker for a while on a machine whose CPUs the workers
+/// fill.
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    state: Mutex<GateState>,
+    cond: Condvar,
+    /// Set once open, for waiters that poll without the lock.
+    opened: AtomicBool,
+}
+
+impl Gate {
+    /// A gate over `comps`, open at once when there are none.
+    pub(crate) fn over<'a>(comps: impl ExactSizeIterator<Item = &'a Arc<Completion>>) -> Arc<Gate> {
+        let gate = Arc::new(Gate::default());
+        let n = comps.len();
+        gate.state.lock().unwrap().left = n;
+        if n == 0 {
+            gate.open();
+        }
+        for comp in comps {
+            let g = gate.clone();
+            // Weak: the hook lives in the completion it looks at.
+            let c = Arc::downgrade(comp);
+            comp.on_resolve(move || {
+                let failed = c.upgrade().is_none_or(|c| c.peek_failed());
+                g.one_resolved(failed);
+            });
+        }
+        gate
+    }
+
+    fn one_resolved(&self, failed: bool) {
+        let mut s = self.state.lock().unwrap();
+        s.left = s.left.saturating_sub(1);
+        if (s.left == 0 || failed) && !s.open {
+            s.open = true;
+            self.opened.store(true, Ordering::Release);
+            if s.blocked > 0 {
+                self.cond.notify_all();
+            }
+        }
+    }
+
+    fn open(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.open = true;
+        self.opened.store(true, Ordering::Release);
+    }
+
+    /// Blocks until the gate opens, polling for it first while `spin`
+    /// allows (see [`Completion::spin_resolved`]).
+    pub(crate) fn wait(&self, spin: Option<&Spin>) {
+        let opened = || self.opened.load(Ordering::Acquire);
+        if spin.map_or_else(opened, |s| s.until(opened)) {
+            return;
+        }
+        let mut s = self.state.lock().unwrap();
+        s.blocked += 1;
+        while !s.open {
+            s = self.cond.wait(s).unwrap();
+        }
+        s.blocked -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::batch::Batch;
+    use std::time::Duration;
+
+    fn ok() -> Outcome {
+        // A batch of one `Ok` item: count 1, variant 0.
+        Ok(Batch::from(vec![1u8, 0]))
+    }
+
+    /// Waits for `gate` on another thread; true when it opened within 10 s.
+    fn opens(gate: &Arc<Gate>) -> bool {
+        let g = gate.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            g.wait(None);
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(10)).is_ok()
+    }
+
+    #[test]
+    fn a_gate_opens_once_every_completion_has_resolved() {
+        let comps: Vec<_> = (0..3).map(|_| Completion::new()).collect();
+        let gate = Gate::over(comps.iter());
+        comps[0].resolve(ok());
+        comps[2].resolve(ok());
+        assert!(!gate.opened.load(Ordering::Acquire), "one is still running");
+        comps[1].resolve(ok());
+        assert!(opens(&gate));
+        // Over nothing, or over what has resolved already: open at once.
+        assert!(opens(&Gate::over([].iter())));
+        assert!(opens(&Gate::over(comps.iter())));
+    }
+
+    #[test]
+    fn a_gate_opens_at_the_first_failure() {
+        let comps: Vec<_> = (0..3).map(|_| Completion::new()).collect();
+        let gate = Gate::over(comps.iter());
+        comps[1].resolve(Err(TaskError::Cancelled));
+        assert!(opens(&gate), "a failure need not wait for the others");
+    }
+}

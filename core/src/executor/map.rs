@@ -59,7 +59,7 @@ impl MapOptions {
 
 /// Chunks a map keeps in flight for `workers` workers: enough to keep each
 /// busy, with requests sent ahead to local ones.
-fn max_chunks(workers: usize, chunksize: usize) -> usize {
+pub(crate) fn max_chunks(workers: usize, chunksize: usize) -> usize {
     (workers * 64)
         .min((workers * 8192 / chunksize).max(workers * 2))
         .max(2)

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 
 use super::callbacks::{CallbackThread, Callbacks, Decode};
-use super::completion::Completion;
-use super::map::{MapOptions, MapStream};
-use super::sched::{Core, Limits};
+use super::completion::{Completion, Gate};
+use super::map::{max_chunks, MapOptions, MapStream};
+use super::sched::{Core, Limits, Running};
 use super::{ExecutorBuilder, TransportKind};
 use crate::error::{Error, ErrorKind, TaskError};
 use crate::protocol::batch::{
@@ -233,14 +233,77 @@ impl Pool {
     {
         let items: Vec<T::Args> = iter.into_iter().collect();
         let mut opts = opts;
-        if opts.chunksize.is_none() {
-            opts.chunksize = Some(auto_chunksize(items.len(), self.processes()));
-        }
+        let chunksize = *opts
+            .chunksize
+            .get_or_insert_with(|| auto_chunksize(items.len(), self.processes()));
         let _ = task;
+        let chunks = items.len().div_ceil(chunksize);
+        if !opts.progress && chunks <= max_chunks(self.core.capacity(), chunksize) {
+            if let Some(out) = self.map_at_once::<T>(&items, chunksize, opts.retries) {
+                return out;
+            }
+        }
         let stream = MapStream::new::<T, _>(self.core.clone(), items.into_iter(), opts, true);
         // One blocking wait for the whole map (stopping at the first
         // error): a wait per item would build an executor per item.
         futures::executor::block_on(stream.try_collect())
+    }
+
+    /// [`map`](Self::map) of a map whose chunks all fit the window of work
+    /// in flight: every chunk is submitted at once (see
+    /// `Core::submit_many`), and the caller sleeps once, until all have
+    /// finished or one has failed, rather than once per chunk. `None` when
+    /// a chunk cannot go as it is (too large for one message, or its
+    /// arguments cannot be encoded): the streaming map splits it, or fails
+    /// it in its place.
+    fn map_at_once<T: Task>(
+        &self,
+        items: &[T::Args],
+        chunksize: usize,
+        retries: u32,
+    ) -> Option<Result<Vec<T::Output>, TaskError>> {
+        let limit = self
+            .core
+            .config()
+            .max_frame
+            .saturating_sub(T::NAME.len() + 64);
+        let mut payloads = Vec::with_capacity(items.len().div_ceil(chunksize));
+        for chunk in items.chunks(chunksize) {
+            match encode_chunk_mode(chunk, self.core.config().out_of_band) {
+                Ok(p) if p.wire_len() <= limit => payloads.push(p),
+                _ => return None,
+            }
+        }
+        let limits = Limits {
+            timeout: None,
+            retries,
+        };
+        let parts = self
+            .core
+            .submit_many(T::NAME, T::IS_ASYNC, payloads, limits);
+        Gate::over(parts.iter().map(|(_, c)| c)).wait(self.core.caller_spin());
+        let mut out = Vec::with_capacity(items.len());
+        for (i, ((_, comp), chunk)) in parts.iter().zip(items.chunks(chunksize)).enumerate() {
+            // Resolved, unless the gate opened early for a failure.
+            comp.wait_until(None);
+            let outcome = comp.take().unwrap_or(Err(TaskError::Cancelled));
+            for item in decode_batch::<T::Output>(outcome, chunk.len()) {
+                match item {
+                    Ok(v) => out.push(v),
+                    Err(e) => {
+                        // As a streaming map dropped early: what has not
+                        // started is taken back, what runs finishes.
+                        for (id, c) in &parts[i + 1..] {
+                            if !c.is_resolved() {
+                                self.core.abort(*id, TaskError::Cancelled, Running::Spare);
+                            }
+                        }
+                        return Some(Err(e));
+                    }
+                }
+            }
+        }
+        Some(Ok(out))
     }
 
     /// `map` for functions of several arguments, given as tuples (kept for

@@ -76,11 +76,15 @@ impl Core {
     pub(super) fn fill(self: &Arc<Self>, st: &mut State, flush: &mut Flush) {
         self.admit(st);
         loop {
-            // Written only when it changes: callers and reader threads
-            // read it all the time, and a store takes the line from them.
+            // Written only when they change: callers and reader threads
+            // read them all the time, and a store takes the line from them.
             let backlog = st.jobs.len() > st.workers.len();
             if self.backlog.load(Ordering::Relaxed) != backlog {
                 self.backlog.store(backlog, Ordering::Relaxed);
+            }
+            let long = backlog && st.ewma_exec_ns >= super::LONG_TASK_NS as f64;
+            if self.long_backlog.load(Ordering::Relaxed) != long {
+                self.long_backlog.store(long, Ordering::Relaxed);
             }
             if st.phase != Phase::Stopping {
                 self.place_queued(st, flush);

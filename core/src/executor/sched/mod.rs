@@ -62,7 +62,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use mproc_transport::{Spin, LINK_SPIN_NS};
+use mproc_transport::{Spin, LINK_SPIN_NS, LONG_TASK_NS};
 
 use self::link::{BootError, Launcher, WorkerLink};
 use super::completion::Completion;
@@ -376,6 +376,9 @@ pub(crate) struct Core {
     /// spins for a result only takes a core from one (see
     /// [`spin_worth`](Self::spin_worth)).
     backlog: AtomicBool,
+    /// A backlog of tasks that take long (see
+    /// [`long_backlog`](Self::long_backlog)).
+    long_backlog: AtomicBool,
     /// How long callers blocked on a result of this scheduler poll for it
     /// before they sleep.
     caller_spin: Spin,
@@ -428,6 +431,7 @@ impl Core {
             timer: timer::Timer::default(),
             threads: Mutex::new(Vec::new()),
             backlog: AtomicBool::new(false),
+            long_backlog: AtomicBool::new(false),
             caller_spin: Spin::polite(LINK_SPIN_NS),
         })
     }
@@ -444,6 +448,13 @@ impl Core {
     /// wake-ups.
     pub(crate) fn spin_worth(&self) -> bool {
         !self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// True under a backlog of tasks that take [`LONG_TASK_NS`] or more:
+    /// every CPU is computing, and a worker's reader thread should sleep
+    /// for answers only (see `ByteStream::wake_on_input_only`).
+    pub(crate) fn long_backlog(&self) -> bool {
+        self.long_backlog.load(Ordering::Relaxed)
     }
 
     /// The spinner of a caller blocked on a result, when spinning is worth
@@ -623,7 +634,71 @@ impl Core {
         payload: impl Into<Encoded>,
         limits: Limits,
     ) -> (u64, Arc<Completion>) {
-        let payload: Encoded = payload.into();
+        let (id, comp, entry) = self.new_job(task, is_async, payload.into(), limits);
+        let Some(entry) = entry else {
+            return (id, comp);
+        };
+        if self.backed_up.load(Ordering::SeqCst) {
+            // Work is waiting already, so this job could not be placed now
+            // anyway: leave it for the `fill` that is sure to come, and
+            // keep off the lock the result readers use.
+            self.intake
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(entry);
+            // After the push, so that whoever sees the count also finds
+            // the job. Paired with `settle`: either it sees this count, or
+            // this sees `backed_up` cleared.
+            self.pending.fetch_add(1, Ordering::SeqCst);
+            if self.backed_up.load(Ordering::SeqCst) {
+                return (id, comp);
+            }
+            // The queue drained meanwhile: take the job in now (`admit`
+            // finds it in `intake`).
+            let mut st = self.lock();
+            let mut flush = Vec::new();
+            self.fill(&mut st, &mut flush);
+            drop(st);
+            run_flush(flush);
+            return (id, comp);
+        }
+        self.place_now(std::iter::once(entry));
+        (id, comp)
+    }
+
+    /// Queues several requests at once, in order, under one lock: they are
+    /// placed together (each idle worker gets its first request before any
+    /// is sent ahead), and each worker's requests leave in one write — a
+    /// `Pool::map` that fits the window wakes each worker once.
+    pub(crate) fn submit_many(
+        self: &Arc<Self>,
+        task: &'static str,
+        is_async: bool,
+        payloads: Vec<Encoded>,
+        limits: Limits,
+    ) -> Vec<(u64, Arc<Completion>)> {
+        let mut out = Vec::with_capacity(payloads.len());
+        let mut entries = Vec::with_capacity(payloads.len());
+        for payload in payloads {
+            let (id, comp, entry) = self.new_job(task, is_async, payload, limits);
+            out.push((id, comp));
+            entries.extend(entry);
+        }
+        if !entries.is_empty() {
+            self.place_now(entries);
+        }
+        out
+    }
+
+    /// A new job and its completion; the job is `None` when it failed
+    /// already (its arguments exceed the message limit).
+    fn new_job(
+        &self,
+        task: &'static str,
+        is_async: bool,
+        payload: Encoded,
+        limits: Limits,
+    ) -> (u64, Arc<Completion>, Option<Intake>) {
         let id = NEXT_TASK_ID.fetch_add(1, Ordering::Relaxed);
         let comp = Completion::new();
         let overhead = task.len() + 64;
@@ -635,7 +710,7 @@ impl Core {
                     self.cfg.max_frame
                 ),
             }));
-            return (id, comp);
+            return (id, comp, None);
         }
         let Encoded {
             bytes: payload,
@@ -666,39 +741,22 @@ impl Core {
             job,
             deadline: limits.timeout.map(|d| Instant::now() + d),
         };
-        if self.backed_up.load(Ordering::SeqCst) {
-            // Work is waiting already, so this job could not be placed now
-            // anyway: leave it for the `fill` that is sure to come, and
-            // keep off the lock the result readers use.
-            self.intake
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(entry);
-            // After the push, so that whoever sees the count also finds
-            // the job. Paired with `settle`: either it sees this count, or
-            // this sees `backed_up` cleared.
-            self.pending.fetch_add(1, Ordering::SeqCst);
-            if self.backed_up.load(Ordering::SeqCst) {
-                return (id, comp);
-            }
-            // The queue drained meanwhile: take the job in now (`admit`
-            // finds it in `intake`).
-            let mut st = self.lock();
-            let mut flush = Vec::new();
-            self.fill(&mut st, &mut flush);
-            drop(st);
-            run_flush(flush);
-            return (id, comp);
-        }
+        (id, comp, Some(entry))
+    }
+
+    /// Takes `entries` in under the lock, after what waits in `intake`,
+    /// and places what can go now.
+    fn place_now(self: &Arc<Self>, entries: impl IntoIterator<Item = Intake>) {
         let mut st = self.lock();
         let mut flush = Vec::new();
         // What waits in `intake` goes first, in order.
         self.admit(&mut st);
-        self.admit_one(&mut st, entry);
+        for entry in entries {
+            self.admit_one(&mut st, entry);
+        }
         self.fill(&mut st, &mut flush);
         drop(st);
         run_flush(flush);
-        (id, comp)
     }
 
     /// Takes every job waiting in `intake` into the job table and queue:

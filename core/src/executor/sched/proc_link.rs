@@ -171,6 +171,10 @@ fn serve(core: Arc<Core>, key: u64, name: String, link: Arc<ProcLink>) {
         if !reader.has_frame() && core.spin_worth() {
             spin.until(|| chan.ready());
         }
+        // Under a backlog of long tasks every CPU computes: sleep for
+        // answers only, not also each time the worker takes in a request
+        // (see `Core::long_backlog`).
+        chan.wake_on_input_only(core.long_backlog());
         let (frame, sides) = match reader.next_frame(&*chan) {
             Ok(_) => reader.last_frame_and_sidecars(),
             Err(TransportError::Disconnected) => break None,
