@@ -934,28 +934,19 @@ fn w2f(b: &Budget) -> Vec<Metric> {
 }
 
 fn w3(b: &Budget) -> Vec<Metric> {
-    let pool = common::pool();
-    let reps = b.run(|| (common::w3_sequential(), common::w3_pool(&pool)));
-    let seq = median(reps.iter().map(|(s, _)| secs(s)).collect());
-    let par = median(reps.iter().map(|(_, p)| secs(p)).collect());
-    let speedup = median(reps.iter().map(|(s, p)| secs(s) / secs(p)).collect());
-    vec![
-        Metric::new("sequential", "s", Better::Lower, seq),
-        Metric::new("2 workers", "s", Better::Lower, par),
-        Metric::new("speedup", "x", Better::Higher, speedup),
-    ]
+    w3_with(b, common::W3_N)
 }
 
 /// W3 with `cpu_intensive(10^8)` (about 36 ms a call here): what is left
 /// of W3's overheads when each task is long.
 fn w3_big(b: &Budget) -> Vec<Metric> {
+    w3_with(b, common::W3_BIG_N)
+}
+
+/// W3's two halves with `cpu_intensive(n)`, and the speedup of each rep.
+fn w3_with(b: &Budget, n: u64) -> Vec<Metric> {
     let pool = common::pool();
-    let reps = b.run(|| {
-        (
-            common::w3_sequential_of(common::W3_BIG_N),
-            common::w3_pool_of(&pool, common::W3_BIG_N),
-        )
-    });
+    let reps = b.run(|| (common::w3_sequential_of(n), common::w3_pool_of(&pool, n)));
     let seq = median(reps.iter().map(|(s, _)| secs(s)).collect());
     let par = median(reps.iter().map(|(_, p)| secs(p)).collect());
     let speedup = median(reps.iter().map(|(s, p)| secs(s) / secs(p)).collect());

@@ -227,6 +227,21 @@ impl Outbox {
         Ok(())
     }
 
+    /// Queues the frame of `msg` after `sides`, its sidecars (see
+    /// [`enqueue_with_sidecars`](Self::enqueue_with_sidecars)); a frame
+    /// without sidecars as [`enqueue`](Self::enqueue) does.
+    pub(crate) fn enqueue_with<M: Serialize>(
+        &self,
+        msg: &M,
+        sides: Vec<Vec<u8>>,
+    ) -> Result<(), FrameError> {
+        if sides.is_empty() {
+            self.enqueue(msg)
+        } else {
+            self.enqueue_with_sidecars(msg, &Arc::new(sides))
+        }
+    }
+
     /// Queues a frame that `frame[start..]` holds, taking the buffer over
     /// (no copy), and writes what is pending.
     pub(crate) fn send_owned(&self, frame: Vec<u8>, start: usize) {

@@ -197,14 +197,7 @@ impl Server {
             Conn::Unix(mut s) => {
                 let _ = s.set_read_timeout(deadline);
                 let _ = s.set_write_timeout(deadline);
-                if auth::server_within(
-                    &mut s,
-                    &self.key,
-                    auth::Purpose::Manager,
-                    auth::AUTH_DEADLINE,
-                )
-                .is_ok()
-                {
+                if self.admits(&mut s) {
                     let _ = s.set_read_timeout(None);
                     let _ = s.set_write_timeout(None);
                     let fds = s.try_clone().ok();
@@ -217,14 +210,7 @@ impl Server {
                 match &self.tls {
                     None => {
                         let mut s = s;
-                        if auth::server_within(
-                            &mut s,
-                            &self.key,
-                            auth::Purpose::Manager,
-                            auth::AUTH_DEADLINE,
-                        )
-                        .is_ok()
-                        {
+                        if self.admits(&mut s) {
                             let _ = s.set_read_timeout(None);
                             let _ = s.set_write_timeout(None);
                             self.serve(&mut s, None);
@@ -236,14 +222,7 @@ impl Server {
                         let Ok(mut s) = crate::tls::accept(cfg, s) else {
                             return;
                         };
-                        if auth::server_within(
-                            &mut s,
-                            &self.key,
-                            auth::Purpose::Manager,
-                            auth::AUTH_DEADLINE,
-                        )
-                        .is_ok()
-                        {
+                        if self.admits(&mut s) {
                             let _ = s.sock.set_read_timeout(None);
                             let _ = s.sock.set_write_timeout(None);
                             self.serve(&mut s, None);
@@ -252,6 +231,12 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// True when the peer proves it holds the key, within the handshake's
+    /// deadline.
+    fn admits<S: auth::Bounded>(&self, s: &mut S) -> bool {
+        auth::server_within(s, &self.key, auth::Purpose::Manager, auth::AUTH_DEADLINE).is_ok()
     }
 
     /// Answers requests until the peer closes or misbehaves. `local` is the

@@ -481,15 +481,7 @@ fn run_request(
                             hold.held += 1;
                             hold.since.get_or_insert(done);
                         }
-                        Err(e) => {
-                            let err = ToParent::Done {
-                                id,
-                                exec_ns,
-                                oob: false,
-                                result: Err(e.into_task_error()),
-                            };
-                            let _ = shared.outbox.send(&err);
-                        }
+                        Err(e) => send_failed(&shared.outbox, id, exec_ns, e.into_task_error()),
                     }
                     return exec_ns;
                 }
@@ -539,60 +531,38 @@ fn start_async(
     asyncs.insert(id, handle.abort_handle());
 }
 
+/// Answers request `id` with one error for its whole batch.
+fn send_failed(outbox: &Outbox, id: u64, exec_ns: u64, e: TaskError) {
+    let _ = outbox.send(&ToParent::Done {
+        id,
+        exec_ns,
+        oob: false,
+        result: Err(e),
+    });
+}
+
 /// Sends a request's results: in parts when they do not fit one message,
 /// with every item too large for a message replaced by an error.
 fn send_done(shared: &Shared, id: u64, exec_ns: u64, result: BatchResult) {
     let limit = shared.max_frame.saturating_sub(FRAME_OVERHEAD);
+    let outbox = &shared.outbox;
     let mut items = match result {
         Ok(items) => items,
-        Err(e) => {
-            let _ = shared.outbox.send(&ToParent::Done {
-                id,
-                exec_ns,
-                oob: false,
-                result: Err(e),
-            });
-            return;
-        }
+        Err(e) => return send_failed(outbox, id, exec_ns, e),
     };
     let oob = items.out_of_band();
     items.cap_items(limit);
-    let outbox = &shared.outbox;
     let at = items.finish_at(limit, |count, bytes, sides| {
         let msg = ToParent::Part {
             id,
             count,
             items: Bytes(bytes),
         };
-        let _ = if sides.is_empty() {
-            outbox.enqueue(&msg)
-        } else {
-            outbox.enqueue_with_sidecars(&msg, &Arc::new(sides))
-        };
+        let _ = outbox.enqueue_with(&msg, sides);
     });
     let sides = items.take_sides();
-    if !sides.is_empty() {
-        // The final batch's large strings go before its frame, written from
-        // their own buffers; the frame itself is small.
-        let msg = ToParent::Done {
-            id,
-            exec_ns,
-            oob,
-            result: Ok(Bytes(items.bytes_from(at))),
-        };
-        let sides = Arc::new(sides);
-        if let Err(e) = outbox.enqueue_with_sidecars(&msg, &sides) {
-            let _ = outbox.enqueue(&ToParent::Done {
-                id,
-                exec_ns,
-                oob: false,
-                result: Err(e.into_task_error()),
-            });
-        }
-        return outbox.flush();
-    }
     let len = items.bytes_from(at).len();
-    if len >= IN_PLACE_MIN {
+    if sides.is_empty() && len >= IN_PLACE_MIN {
         match done_head(id, exec_ns, oob, len, shared.max_frame) {
             // The frame is finished in the items' own buffer and sent from
             // there: encoded once, never copied into the outbox.
@@ -600,34 +570,21 @@ fn send_done(shared: &Shared, id: u64, exec_ns: u64, result: BatchResult) {
                 Ok((frame, start)) => return outbox.send_owned(frame, start),
                 Err(back) => items = back,
             },
-            Err(e) => {
-                let err = ToParent::Done {
-                    id,
-                    exec_ns,
-                    oob: false,
-                    result: Err(e.into_task_error()),
-                };
-                let _ = outbox.send(&err);
-                return;
-            }
+            Err(e) => return send_failed(outbox, id, exec_ns, e.into_task_error()),
         }
     }
     // A small batch is copied into the outbox, where it rides along with
-    // the other frames of the same write.
+    // the other frames of the same write; its large strings go before it,
+    // written from their own buffers.
     let msg = ToParent::Done {
         id,
         exec_ns,
         oob,
         result: Ok(Bytes(items.bytes_from(at))),
     };
-    if let Err(e) = outbox.send(&msg) {
-        let err = ToParent::Done {
-            id,
-            exec_ns,
-            oob: false,
-            result: Err(e.into_task_error()),
-        };
-        let _ = outbox.send(&err);
+    match outbox.enqueue_with(&msg, sides) {
+        Ok(()) => outbox.flush(),
+        Err(e) => send_failed(outbox, id, exec_ns, e.into_task_error()),
     }
 }
 

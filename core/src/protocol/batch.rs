@@ -492,18 +492,20 @@ impl Items {
         }
     }
 
-    /// Item `i`'s sidecars.
-    fn item_sides(&self, i: usize) -> &[Vec<u8>] {
+    /// How many sidecars item `i` has.
+    fn side_count(&self, i: usize) -> usize {
         if self.oob {
-            &self.sides[self.side_start(i)..self.side_ends[i]]
+            self.side_ends[i] - self.side_start(i)
         } else {
-            &[]
+            0
         }
     }
 
-    /// What item `i` puts on the wire: its bytes and its sidecars.
-    fn wire_size(&self, i: usize) -> usize {
-        self.item_sides(i)
+    /// What item `i` puts on the wire: its bytes and its sidecars, which
+    /// are the first ones of `sides` (a tail of `self.sides`, or of the
+    /// sidecars taken out of `self`).
+    fn wire_size(&self, i: usize, sides: &[Vec<u8>]) -> usize {
+        sides[..self.side_count(i)]
             .iter()
             .fold(self.item(i).len(), |n, s| n.saturating_add(s.len()))
     }
@@ -528,19 +530,14 @@ impl Items {
     /// Replaces every item larger than `limit` bytes with an error that says
     /// so: an oversized result fails only its own item.
     pub(crate) fn cap_items(&mut self, limit: usize) {
-        if !(0..self.len()).any(|i| self.wire_size(i) > limit) {
+        if !(0..self.len()).any(|i| self.wire_size(i, &self.sides[self.side_start(i)..]) > limit) {
             return;
         }
         let mut old = std::mem::replace(self, Items::with_mode(self.len(), self.oob));
         let mut old_sides = std::mem::take(&mut old.sides).into_iter();
         for i in 0..old.len() {
-            let size = old.wire_size_of(i, old_sides.as_slice());
-            let n_sides = if old.oob {
-                old.side_ends[i] - old.side_start(i)
-            } else {
-                0
-            };
-            let mine: Vec<Vec<u8>> = old_sides.by_ref().take(n_sides).collect();
+            let size = old.wire_size(i, old_sides.as_slice());
+            let mine: Vec<Vec<u8>> = old_sides.by_ref().take(old.side_count(i)).collect();
             if size > limit {
                 mine.into_iter().for_each(spare::give);
                 self.push_error(&TaskError::Serialization {
@@ -555,19 +552,6 @@ impl Items {
                 self.end_item();
             }
         }
-    }
-
-    /// [`wire_size`](Self::wire_size) of item `i` while its sidecars are
-    /// the first ones of `sides` (taken out of `self` by `cap_items`).
-    fn wire_size_of(&self, i: usize, sides: &[Vec<u8>]) -> usize {
-        let n = if self.oob {
-            self.side_ends[i] - self.side_start(i)
-        } else {
-            0
-        };
-        sides[..n]
-            .iter()
-            .fold(self.item(i).len(), |n, s| n.saturating_add(s.len()))
     }
 
     /// Finishes the batch for sending in messages of at most `limit` bytes
@@ -599,13 +583,7 @@ impl Items {
         // Sidecars handed to parts so far (they leave `sides` from the front).
         let mut gone = 0;
         for i in 0..self.len() {
-            let size = if self.oob {
-                self.sides[self.side_start(i) - gone..self.side_ends[i] - gone]
-                    .iter()
-                    .fold(self.item(i).len(), |n, s| n.saturating_add(s.len()))
-            } else {
-                self.item(i).len()
-            };
+            let size = self.wire_size(i, &self.sides[self.side_start(i) - gone..]);
             if run.saturating_add(size) > limit && i > first {
                 let n = self.side_start(i) - self.side_start(first);
                 part(
