@@ -209,6 +209,57 @@ fn a_worker_crash_in_the_middle_of_map_fails_only_its_chunk() {
     close_and_check(pool);
 }
 
+/// Where `count_runs` records its runs: a directory named after the
+/// program, which is the parent of every worker of this test.
+fn runs_dir(program: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("mproc-gather-runs-{program}"))
+}
+
+/// Counts its runs of `x` in `runs_dir`, takes a millisecond (a long task:
+/// its answer is held back only because it is part of a map), and kills
+/// its worker on the first run of item 5.
+#[mproc::task]
+fn count_runs(x: u64) -> u64 {
+    use std::io::Write;
+    let path = runs_dir(std::os::unix::process::parent_id()).join(x.to_string());
+    let first = !path.exists();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(b"+"))
+        .expect("the run is recorded");
+    std::thread::sleep(Duration::from_millis(1));
+    if x == 5 && first {
+        std::process::abort();
+    }
+    x * 10
+}
+
+#[test]
+fn answers_held_back_in_a_map_survive_their_worker() {
+    // One worker holds the whole map and sends its answers after its last
+    // chunk; it dies in the sixth. The five before have finished: they are
+    // neither lost nor run again, only the sixth runs again (one retry),
+    // and the two behind it, never started, run once elsewhere.
+    let dir = runs_dir(std::process::id());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).expect("runs dir");
+    let pool = pool(1);
+    let out = pool.map_with(
+        count_runs,
+        0..8,
+        MapOptions::default().chunksize(1).retries(1),
+    );
+    let runs: Vec<usize> = (0..8)
+        .map(|x| std::fs::read(dir.join(x.to_string())).map_or(0, |r| r.len()))
+        .collect();
+    std::fs::remove_dir_all(&dir).expect("runs dir removed");
+    assert_eq!(out, Ok((0..8).map(|x| x * 10).collect::<Vec<u64>>()));
+    assert_eq!(runs, [1, 1, 1, 1, 1, 2, 1, 1], "runs per item");
+    close_and_check(pool);
+}
+
 #[test]
 fn imap_over_an_endless_iterator_consumed_partly() {
     let pool = pool(2);

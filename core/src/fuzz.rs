@@ -396,6 +396,7 @@ pub fn samples(m: Message) -> Vec<Vec<u8>> {
                 seq: 2,
                 task: "t",
                 oob: false,
+                gather: true,
                 args: Bytes(&args),
             },
             ToWorker::Cancel { id: 1 },

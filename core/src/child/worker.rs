@@ -81,6 +81,10 @@ struct Hold {
     held: u32,
     /// When the oldest of them was held.
     since: Option<Instant>,
+    /// Every answer held is of a gathered request (its caller waits for
+    /// the whole map), so they may wait while the next gathered request
+    /// runs, however long it takes.
+    gathered: bool,
     /// Per task (by its registry entry's address): its runs in a row on
     /// this worker that took under [`SHORT_NS`].
     seen: Vec<(usize, u32)>,
@@ -109,11 +113,27 @@ impl Hold {
         }
     }
 
-    /// Whether the held answers may wait while `next` runs, at `now`.
-    fn may_wait(&self, next: Option<&'static TaskEntry>, now: Instant) -> bool {
+    /// Whether the held answers may wait while `next` (gathered or not)
+    /// runs, at `now`.
+    fn may_wait(&self, next: Option<&'static TaskEntry>, gather: bool, now: Instant) -> bool {
+        let Some(next) = next.filter(|e| !e.is_async) else {
+            return false;
+        };
         self.held < HOLD_MAX
-            && self.since.is_some_and(|t| now - t < HOLD_MAX_AGE)
-            && next.is_some_and(|e| !e.is_async && self.short(e))
+            && ((self.gathered && gather)
+                || (self.since.is_some_and(|t| now - t < HOLD_MAX_AGE) && self.short(next)))
+    }
+
+    /// Counts one more answer held, of a gathered request or not, since
+    /// `at`.
+    fn add(&mut self, gather: bool, at: Instant) {
+        self.gathered = if self.held == 0 {
+            gather
+        } else {
+            self.gathered && gather
+        };
+        self.held += 1;
+        self.since.get_or_insert(at);
     }
 
     /// Sends what is held.
@@ -121,6 +141,7 @@ impl Hold {
         if self.held > 0 {
             self.held = 0;
             self.since = None;
+            self.gathered = false;
             shared.outbox.flush();
         }
     }
@@ -129,6 +150,7 @@ impl Hold {
 struct Request {
     id: u64,
     seq: u64,
+    gather: bool,
     entry: Result<&'static TaskEntry, TaskError>,
     args: Vec<u8>,
     /// The arguments' sidecars when they are encoded out of band.
@@ -356,6 +378,7 @@ fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) 
                     seq,
                     task,
                     oob,
+                    gather,
                     args,
                 }) => {
                     let entry = lookup(task).ok_or_else(|| TaskError::UnknownTask {
@@ -367,11 +390,13 @@ fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) 
                         // copying the arguments out. What else has arrived
                         // is taken in right after, as it would be had it
                         // arrived while the task ran.
-                        last_ns = run_request(shared, &mut hold, id, seq, entry, args.0, sides);
+                        let req = (id, seq, gather);
+                        last_ns = run_request(shared, &mut hold, req, entry, args.0, sides);
                     } else {
                         queue.push_back(Request {
                             id,
                             seq,
+                            gather,
                             entry,
                             args: args.0.to_vec(),
                             sides,
@@ -392,9 +417,8 @@ fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) 
         }
         match queue.pop_front() {
             Some(req) => {
-                last_ns = run_request(
-                    shared, &mut hold, req.id, req.seq, req.entry, &req.args, req.sides,
-                )
+                let head = (req.id, req.seq, req.gather);
+                last_ns = run_request(shared, &mut hold, head, req.entry, &req.args, req.sides)
             }
             None if shutdown => {
                 hold.release(shared);
@@ -422,19 +446,19 @@ fn cancel(shared: &Shared, id: u64) {
     // Otherwise it has finished already; its result is on its way.
 }
 
-/// Runs one request (starts it, if async); returns how long a sync task
-/// ran, in nanoseconds (0 when nothing ran here to the end).
+/// Runs one request, `(id, seq, gathered)` (starts it, if async); returns
+/// how long a sync task ran, in nanoseconds (0 when nothing ran here to the
+/// end).
 fn run_request(
     shared: &Arc<Shared>,
     hold: &mut Hold,
-    id: u64,
-    seq: u64,
+    (id, seq, gather): (u64, u64, bool),
     entry: Result<&'static TaskEntry, TaskError>,
     args: &[u8],
     sides: Option<Vec<Vec<u8>>>,
 ) -> u64 {
     let mut started = Instant::now();
-    if hold.held > 0 && !hold.may_wait(entry.as_ref().ok().copied(), started) {
+    if hold.held > 0 && !hold.may_wait(entry.as_ref().ok().copied(), gather, started) {
         hold.release(shared);
         started = Instant::now();
     }
@@ -463,7 +487,11 @@ fn run_request(
     let done = Instant::now();
     let exec_ns = (done - started).as_nanos().max(1) as u64;
     hold.ran(entry, exec_ns);
-    if exec_ns < SHORT_NS {
+    // A short task's answer may wait for the next short one; a gathered
+    // one's for the next gathered one, unless it carries a failure, which
+    // ends the caller's wait at once.
+    let keep = exec_ns < SHORT_NS || (gather && result.as_ref().is_ok_and(|i| i.all_ok()));
+    if keep {
         if let Ok(items) = &mut result {
             if let Some(bytes) = items.small_batch(KEEP_MAX) {
                 // Kept in shared memory before it counts as done, so the
@@ -477,10 +505,7 @@ fn run_request(
                         result: Ok(Bytes(bytes)),
                     };
                     match shared.outbox.enqueue(&msg) {
-                        Ok(()) => {
-                            hold.held += 1;
-                            hold.since.get_or_insert(done);
-                        }
+                        Ok(()) => hold.add(gather, done),
                         Err(e) => send_failed(&shared.outbox, id, exec_ns, e.into_task_error()),
                     }
                     return exec_ns;

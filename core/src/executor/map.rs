@@ -50,7 +50,8 @@ impl MapOptions {
     /// [`TaskOptions::retries`](super::TaskOptions::retries) does for one
     /// task. The whole chunk runs again, so with a `chunksize` above one an
     /// item may run again although it had finished: use it for tasks that
-    /// may run twice. A task that panics or fails is not run again.
+    /// may run twice. A task that panics or fails is not run again. More
+    /// than 65 535 retries count as 65 535.
     pub fn retries(mut self, n: u32) -> Self {
         self.retries = n;
         self

@@ -59,7 +59,7 @@ impl TaskOptions {
     /// node running it is lost ([`TaskError::NodeLost`]). A task that
     /// panics, fails or times out is not run again. Use it for tasks that
     /// may run twice: a task that died half-way may have done part of its
-    /// work.
+    /// work. More than 65 535 retries count as 65 535.
     pub fn retries(mut self, n: u32) -> Self {
         self.retries = n;
         self

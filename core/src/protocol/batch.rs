@@ -650,6 +650,11 @@ impl Items {
         Batch::from(bytes).with_sides(oob, sides)
     }
 
+    /// True when every item is an `Ok` result (no task of the batch failed).
+    pub(crate) fn all_ok(&self) -> bool {
+        (0..self.len()).all(|i| self.item(i).first() == Some(&0))
+    }
+
     /// For a batch of one (an initializer, a `Process` target): `Ok(())`
     /// when the item is `Ok`, else its error.
     pub(crate) fn single_outcome(&self) -> Result<(), TaskError> {

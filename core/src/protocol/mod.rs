@@ -53,7 +53,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::TaskError;
 
 /// Bumped whenever a message changes shape.
-pub(crate) const PROTOCOL_VERSION: u32 = 6;
+pub(crate) const PROTOCOL_VERSION: u32 = 7;
 /// First bytes of every hello.
 pub(crate) const MAGIC: [u8; 4] = *b"MPRC";
 
@@ -125,6 +125,12 @@ pub(crate) enum ToWorker<'a> {
         /// `args` is encoded out of band (its sidecars came before this
         /// frame; see [`oob`]): some `Bytes` in it are written tagged.
         oob: bool,
+        /// Part of a map whose caller waits for all of it (see
+        /// `Core::submit_many`): the worker may hold this request's answer
+        /// back while it runs the next gathered one it already has, so a
+        /// map of long tasks costs the parent one wake-up per worker, not
+        /// one per task.
+        gather: bool,
         #[serde(borrow)]
         args: Bytes<'a>,
     },

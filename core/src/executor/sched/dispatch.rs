@@ -99,7 +99,9 @@ impl Core {
     }
 
     fn place_queued(self: &Arc<Self>, st: &mut State, flush: &mut Flush) {
-        let window = Self::window(st);
+        // A gathered map being submitted is spread over the workers at
+        // once (see `Core::submit_many`).
+        let window = Self::window(st).max(st.spread);
         let mut spawn_needed = false;
         // One reading of the clock for the batch: the send time only ages
         // requests for `steal`, at millisecond scale.
@@ -139,6 +141,7 @@ impl Core {
             seq,
             task: job.task,
             oob: job.oob,
+            gather: job.gather,
             args: Bytes(&job.payload[..]),
         };
         // The slot is marked before the request can reach the worker.

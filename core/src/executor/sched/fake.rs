@@ -17,7 +17,7 @@ use crate::protocol::{FrameError, ToWorker};
 /// A message the scheduler sent to a fake worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Sent {
-    Run { id: u64, seq: u64 },
+    Run { id: u64, seq: u64, gather: bool },
     Cancel { id: u64 },
     Shutdown,
 }
@@ -47,7 +47,13 @@ impl WorkerLink for FakeLink {
     }
     fn enqueue(&self, msg: &ToWorker<'_>) -> Result<(), FrameError> {
         let m = match msg {
-            ToWorker::Run { id, seq, .. } => Sent::Run { id: *id, seq: *seq },
+            ToWorker::Run {
+                id, seq, gather, ..
+            } => Sent::Run {
+                id: *id,
+                seq: *seq,
+                gather: *gather,
+            },
             ToWorker::Cancel { id } => Sent::Cancel { id: *id },
             ToWorker::Shutdown => Sent::Shutdown,
             _ => return Ok(()),
@@ -100,7 +106,21 @@ impl FakeLink {
         self.sent()
             .into_iter()
             .filter_map(|m| match m {
-                Sent::Run { id, seq } => Some((id, seq)),
+                Sent::Run { id, seq, .. } => Some((id, seq)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The ids of the requests sent here marked gathered (part of a map
+    /// whose caller waits for all of it).
+    pub(super) fn gathered(&self) -> Vec<u64> {
+        self.sent()
+            .into_iter()
+            .filter_map(|m| match m {
+                Sent::Run {
+                    id, gather: true, ..
+                } => Some(id),
                 _ => None,
             })
             .collect()

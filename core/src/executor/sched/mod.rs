@@ -170,8 +170,9 @@ pub(crate) struct Limits {
 
 #[derive(Debug)]
 struct Job {
-    /// Runs again allowed when its worker is lost.
-    retries_left: u32,
+    /// Runs again allowed when its worker is lost (`Limits::retries`, at
+    /// most 65 535: a job's table entry stays within 120 bytes).
+    retries_left: u16,
     task: &'static str,
     payload: Args,
     /// The arguments are encoded out of band: `sides` are their sidecars
@@ -180,6 +181,9 @@ struct Job {
     oob: bool,
     sides: Option<Sidecars>,
     is_async: bool,
+    /// Part of a map whose caller waits for all of it (see
+    /// [`Core::submit_many`]).
+    gather: bool,
     comp: Arc<Completion>,
     place: Place,
     /// Resolved early (cancel, timeout) while a worker still holds it.
@@ -310,6 +314,9 @@ struct State {
     /// When the tables of a drained burst shrink (see [`Core::plan_trim`]).
     trim_at: Option<Instant>,
     waiters: Vec<Waker>,
+    /// While a gathered map is placed: the requests each worker may hold
+    /// at least, whatever the window (see [`Core::submit_many`]); else 0.
+    spread: usize,
 }
 
 /// Tables smaller than this are never shrunk.
@@ -426,6 +433,7 @@ impl Core {
                 steal_at: None,
                 trim_at: None,
                 waiters: Vec::new(),
+                spread: 0,
             }),
             changed: Condvar::new(),
             timer: timer::Timer::default(),
@@ -666,10 +674,16 @@ impl Core {
         (id, comp)
     }
 
-    /// Queues several requests at once, in order, under one lock: they are
-    /// placed together (each idle worker gets its first request before any
-    /// is sent ahead), and each worker's requests leave in one write — a
-    /// `Pool::map` that fits the window wakes each worker once.
+    /// Queues the chunks of a map whose caller waits for all of them, in
+    /// order, under one lock: they are placed together (each idle worker
+    /// gets its first request before any is sent ahead) and spread over
+    /// the ready workers at once, past the window, so each worker's share
+    /// leaves in one write and it is woken once. They are marked
+    /// *gathered*: a worker holds their answers back (kept in the claim
+    /// table, so none is lost with the worker) while it runs the next
+    /// gathered request it holds, and the parent is woken once per worker,
+    /// not once per chunk. Work that waits behind a slow chunk is taken
+    /// back as usual (`Core::steal`).
     pub(crate) fn submit_many(
         self: &Arc<Self>,
         task: &'static str,
@@ -682,10 +696,21 @@ impl Core {
         for payload in payloads {
             let (id, comp, entry) = self.new_job(task, is_async, payload, limits);
             out.push((id, comp));
-            entries.extend(entry);
+            entries.extend(entry.map(|mut e| {
+                e.job.gather = true;
+                e
+            }));
         }
         if !entries.is_empty() {
-            self.place_now(entries);
+            let n = entries.len();
+            self.place_with(entries, |st| {
+                let ready = st
+                    .workers
+                    .values()
+                    .filter(|w| w.ready && !w.retiring && !w.doomed)
+                    .count();
+                n.div_ceil(ready.max(1))
+            });
         }
         out
     }
@@ -718,12 +743,13 @@ impl Core {
             oob,
         } = payload;
         let job = Box::new(Job {
-            retries_left: limits.retries,
+            retries_left: u16::try_from(limits.retries).unwrap_or(u16::MAX),
             task,
             payload,
             oob,
             sides: (!sides.is_empty()).then(|| Arc::new(sides)),
             is_async,
+            gather: false,
             comp: comp.clone(),
             place: Place::Queued,
             aborted: false,
@@ -747,6 +773,16 @@ impl Core {
     /// Takes `entries` in under the lock, after what waits in `intake`,
     /// and places what can go now.
     fn place_now(self: &Arc<Self>, entries: impl IntoIterator<Item = Intake>) {
+        self.place_with(entries, |_| 0);
+    }
+
+    /// [`place_now`](Self::place_now), with each worker allowed at least
+    /// `spread(state)` requests for this placement (see [`State::spread`]).
+    fn place_with(
+        self: &Arc<Self>,
+        entries: impl IntoIterator<Item = Intake>,
+        spread: impl FnOnce(&State) -> usize,
+    ) {
         let mut st = self.lock();
         let mut flush = Vec::new();
         // What waits in `intake` goes first, in order.
@@ -754,7 +790,9 @@ impl Core {
         for entry in entries {
             self.admit_one(&mut st, entry);
         }
+        st.spread = spread(&st);
         self.fill(&mut st, &mut flush);
+        st.spread = 0;
         drop(st);
         run_flush(flush);
     }

@@ -568,6 +568,46 @@ fn a_worker_still_starting_when_draining_begins_is_asked_to_exit_once_up() {
 }
 
 #[test]
+fn a_gathered_map_is_spread_over_the_workers_at_once_and_only_it() {
+    let (core, launcher, links) = fake::running(2, None);
+    // Nine chunks of a map, before any measurement (a window of 2): each
+    // worker is sent its share at once, marked gathered.
+    let payloads = (0..9u64).map(|x| encode_one(&x).unwrap().into()).collect();
+    let map = core.submit_many("t", false, payloads, Limits::default());
+    let shares: Vec<usize> = links.iter().map(|l| l.runs().len()).collect();
+    assert_eq!(
+        shares.iter().sum::<usize>(),
+        9,
+        "every chunk sent: {shares:?}"
+    );
+    assert!(shares.iter().all(|&n| n >= 4), "spread evenly: {shares:?}");
+    for l in &links {
+        assert_eq!(l.gathered().len(), l.runs().len(), "all marked gathered");
+    }
+    // A task submitted on its own is not gathered and keeps the window:
+    // both workers hold more than two, so it waits in the queue.
+    let (alone, alone_c) = submit(&core, 100);
+    assert!(holder(&links, alone).is_none(), "sent past the window");
+    for l in &links {
+        for (id, seq) in l.runs() {
+            if id != alone {
+                assert!(fake::run(&core, l, id, seq, id));
+            }
+        }
+    }
+    for (id, c) in &map {
+        assert_eq!(outcome(c), Ok(*id));
+    }
+    let l = holder(&links, alone)
+        .expect("sent once the map drained")
+        .clone();
+    assert!(l.gathered().iter().all(|&id| id != alone), "not gathered");
+    assert!(fake::run(&core, &l, alone, seq_of(&l, alone).unwrap(), 100));
+    assert_eq!(outcome(&alone_c), Ok(100));
+    fake::stop(&core, &launcher);
+}
+
+#[test]
 fn windows_start_at_two_and_widen_for_short_tasks() {
     let (core, launcher, links) = fake::running(1, None);
     let w = &links[0];
