@@ -17,11 +17,18 @@ pub(crate) fn set_fork_parent(pid: u32) {
     FORK_PARENT.store(pid, Ordering::Relaxed);
 }
 
+/// How long a forked child's boot may take before it starts afresh.
+const BOOT_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What a forked child runs: forget the parent's per-process state, then
 /// the worker boot.
 pub(crate) fn fork_entry() -> i32 {
-    crate::children::forget_inherited_children();
     let parent = FORK_PARENT.load(Ordering::Relaxed);
+    // Any other lock held at the fork would block the boot for good before
+    // the worker says hello: past this limit the child starts afresh (see
+    // `sys::arm_boot_watchdog`), well before the parent gives up on it.
+    crate::sys::arm_boot_watchdog(WORKER_ENV, &parent.to_string(), BOOT_LIMIT);
+    crate::children::forget_inherited_children();
     // A lock inside std may have been held by another thread of the parent
     // at the fork (see `sys::std_threads_start`); then no thread can start
     // here, and the child boots afresh as a spawned worker would, on the

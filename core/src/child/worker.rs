@@ -211,6 +211,8 @@ fn run_worker(chan: UnixChannel) -> Result<i32, ChildError> {
     };
     encode_frame(&mut hello, &msg, DEFAULT_MAX_FRAME)
         .map_err(|_| ChildError::Protocol("cannot encode the hello"))?;
+    // A forked worker has booted: from here the handshake bounds its start.
+    sys::disarm_boot_watchdog();
     chan.write_all(&hello)
         .map_err(|e| ChildError::Handshake(TransportError::Io(e)))?;
     // The claim table's memfd, then the transport's descriptors (see

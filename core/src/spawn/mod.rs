@@ -183,6 +183,10 @@ fn guard_panics_against_fork() {
 fn fork_self(sock: OwnedFd) -> std::io::Result<ChildProc> {
     let comm = program_comm();
     entry::set_fork_parent(std::process::id());
+    // The child reads the task registry before it says hello; made here,
+    // it is never caught half-built by a fork (another thread building it
+    // at that instant would leave the child waiting for it for good).
+    let _ = crate::registry::fingerprint();
     guard_panics_against_fork();
     // Locks a forked child may take, held across the fork so that no other
     // thread holds them at that instant; the child releases its copies. A

@@ -404,35 +404,228 @@ pub(crate) fn self_exe() -> &'static CStr {
     })
 }
 
+/// A fresh start of the program made ready beforehand: its arguments and
+/// environment are owned copies, so that running it is one `execve`, which
+/// a signal handler may make (building them allocates, which it may not).
+struct Reexec {
+    exe: CString,
+    arg0: CString,
+    env: Vec<CString>,
+}
+
+impl Reexec {
+    /// This program, with `var=value` added to its environment.
+    fn prepare(var: &str, value: &str) -> Option<Reexec> {
+        Reexec::of(self_exe().to_owned(), var, value)
+    }
+
+    /// The program `exe`, started as this one was (its first argument),
+    /// with `var=value` added to this process's environment.
+    fn of(exe: CString, var: &str, value: &str) -> Option<Reexec> {
+        let arg0 = std::fs::read("/proc/self/cmdline")
+            .ok()
+            .and_then(|c| c.split(|b| *b == 0).next().map(<[u8]>::to_vec))
+            .and_then(|a| CString::new(a).ok())
+            .unwrap_or_else(|| CString::from(c"mproc-worker"));
+        let mut env = vec![CString::new(format!("{var}={value}")).ok()?];
+        // SAFETY: `environ` is the C library's environment, a null-terminated
+        // array of C strings; this process has one running thread here (a
+        // forked child), so nothing changes it while it is copied.
+        unsafe {
+            let mut p = libc::environ;
+            while !p.is_null() && !(*p).is_null() {
+                env.push(CStr::from_ptr(*p).to_owned());
+                p = p.add(1);
+            }
+        }
+        Some(Reexec { exe, arg0, env })
+    }
+
+    /// Replaces this process; returns only if the exec failed.
+    fn exec(&self) -> io::Error {
+        let mut envp: Vec<*const libc::c_char> = self.env.iter().map(|e| e.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        let argv = [self.arg0.as_ptr(), std::ptr::null()];
+        // A pending alarm (the boot watchdog's) would outlive the exec and
+        // kill the fresh start.
+        // SAFETY: alarm(0) cancels a pending alarm; it takes a plain integer.
+        unsafe { libc::alarm(0) };
+        // SAFETY: every pointer is a valid C string (or null) that outlives
+        // the call; on success execve does not return.
+        unsafe { libc::execve(self.exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        io::Error::last_os_error()
+    }
+}
+
 /// Replaces this process with a fresh start of the program, with `var=value`
 /// added to its environment and the descriptors it has (fd 0: a worker's
 /// socket) kept: the spawn start method's boot, for a forked child that
 /// cannot run threads. Returns only if the exec failed.
 pub(crate) fn reexec_with(var: &str, value: &str) -> io::Error {
-    let arg0 = std::fs::read("/proc/self/cmdline")
-        .ok()
-        .and_then(|c| c.split(|b| *b == 0).next().map(<[u8]>::to_vec))
-        .and_then(|a| CString::new(a).ok())
-        .unwrap_or_else(|| CString::from(c"mproc-worker"));
-    let Ok(entry) = CString::new(format!("{var}={value}")) else {
-        return io::ErrorKind::InvalidInput.into();
-    };
-    let mut envp: Vec<*const libc::c_char> = vec![entry.as_ptr()];
-    // SAFETY: `environ` is the C library's environment, a null-terminated
-    // array of C strings; this process has one thread here (a forked
-    // child), so nothing changes it while it is read. The pointers are
-    // only passed on to execve.
-    unsafe {
-        let mut p = libc::environ;
-        while !p.is_null() && !(*p).is_null() {
-            envp.push((*p).cast_const());
-            p = p.add(1);
+    match Reexec::prepare(var, value) {
+        Some(r) => r.exec(),
+        None => io::ErrorKind::InvalidInput.into(),
+    }
+}
+
+/// The armed boot watchdog's exec, made beforehand (null when none is
+/// armed); leaked, so a handler can never read it freed.
+static BOOT_WATCHDOG: std::sync::atomic::AtomicPtr<ReadyExec> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// [`Reexec`] with its `execve` arrays built, for a signal handler.
+struct ReadyExec {
+    strings: Reexec,
+    argv: [*const libc::c_char; 2],
+    envp: Vec<*const libc::c_char>,
+}
+
+extern "C" fn boot_overdue(_: libc::c_int) {
+    let ready = BOOT_WATCHDOG.load(std::sync::atomic::Ordering::Acquire);
+    if !ready.is_null() {
+        // SAFETY: a non-null pointer is a leaked `ReadyExec`, never freed;
+        // its arrays point into its own strings and end with null. execve
+        // is async-signal-safe.
+        unsafe {
+            libc::execve(
+                (*ready).strings.exe.as_ptr(),
+                (*ready).argv.as_ptr(),
+                (*ready).envp.as_ptr(),
+            )
+        };
+    }
+    // No way forward: the parent sees the worker exit and replaces it.
+    // SAFETY: `_exit` is async-signal-safe and never returns.
+    unsafe { libc::_exit(70) }
+}
+
+/// Arms the watchdog of a forked child's boot: unless
+/// [`disarm_boot_watchdog`] runs within `limit` (whole seconds, at least
+/// one), the child starts afresh with `var=value` in its environment, as
+/// [`reexec_with`] does, on the same descriptors. A forked child may block
+/// for good on a lock that another thread of the parent held at the fork
+/// (inside the C library, std or a dependency); this bounds that case to a
+/// slower start instead of a worker that never says hello. False when the
+/// watchdog could not be armed.
+pub(crate) fn arm_boot_watchdog(var: &str, value: &str, limit: Duration) -> bool {
+    Reexec::prepare(var, value).is_some_and(|r| arm_watchdog(r, limit))
+}
+
+/// Arms a watchdog that runs `strings` after `limit` (see
+/// [`arm_boot_watchdog`]).
+fn arm_watchdog(strings: Reexec, limit: Duration) -> bool {
+    let mut envp: Vec<*const libc::c_char> = strings.env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let argv = [strings.arg0.as_ptr(), std::ptr::null()];
+    let ready = Box::leak(Box::new(ReadyExec {
+        strings,
+        argv,
+        envp,
+    }));
+    BOOT_WATCHDOG.store(ready, std::sync::atomic::Ordering::Release);
+    let handler = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(boot_overdue),
+        nix::sys::signal::SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only reads the leaked exec and calls execve or
+    // _exit, both async-signal-safe.
+    if unsafe { nix::sys::signal::sigaction(Signal::SIGALRM, &handler) }.is_err() {
+        return false;
+    }
+    let _ = nix::sys::signal::pthread_sigmask(
+        SigmaskHow::SIG_UNBLOCK,
+        Some(&SigSet::from(Signal::SIGALRM)),
+        None,
+    );
+    // SAFETY: alarm takes a plain integer.
+    unsafe { libc::alarm(limit.as_secs().clamp(1, u64::from(u32::MAX)) as libc::c_uint) };
+    true
+}
+
+/// Disarms the boot watchdog (see [`arm_boot_watchdog`]); nothing happens
+/// when none is armed (a spawned worker). The worker is about to say hello:
+/// from here on, the parent's handshake bounds its start.
+pub(crate) fn disarm_boot_watchdog() {
+    if BOOT_WATCHDOG
+        .load(std::sync::atomic::Ordering::Acquire)
+        .is_null()
+    {
+        return;
+    }
+    // The alarm goes first: a handler that runs before this still finds
+    // its exec (the boot starts afresh, never dies half-way).
+    // SAFETY: alarm(0) cancels a pending alarm; it takes a plain integer.
+    unsafe { libc::alarm(0) };
+    // SAFETY: installing SIG_DFL registers no handler.
+    unsafe { libc::signal(libc::SIGALRM, libc::SIG_DFL) };
+    BOOT_WATCHDOG.store(std::ptr::null_mut(), std::sync::atomic::Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// Forks a child that runs `child` and never returns from it on its
+    /// own; returns how the child ended, or `None` (after killing and
+    /// reaping it) when it has not ended within 10 s.
+    fn fork_and_wait(child: fn() -> i32) -> Option<WaitStatus> {
+        // SAFETY: the child only allocates (glibc's malloc is fork-safe),
+        // installs a handler, sleeps and exits; it never returns here.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => exit_now(child()),
+            nix::unistd::ForkResult::Parent { child } => {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+                        Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(10)),
+                        Ok(status) => return Some(status),
+                        Err(e) => panic!("waitpid: {e}"),
+                    }
+                }
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                None
+            }
         }
     }
-    envp.push(std::ptr::null());
-    let argv = [arg0.as_ptr(), std::ptr::null()];
-    // SAFETY: every pointer is a valid C string (or null) that outlives the
-    // call; on success execve does not return.
-    unsafe { libc::execve(self_exe().as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-    io::Error::last_os_error()
+
+    fn stuck_forever() {
+        loop {
+            std::thread::sleep(Duration::from_secs(60));
+        }
+    }
+
+    #[test]
+    fn a_boot_stuck_past_the_watchdog_starts_afresh() {
+        // The fresh start here is `true`: the stuck child is replaced by a
+        // program that exits with 0.
+        let status = fork_and_wait(|| {
+            let fresh = Reexec::of(CString::from(c"/bin/true"), "MPROC_WATCHDOG_TEST", "1");
+            if !fresh.is_some_and(|r| arm_watchdog(r, Duration::from_secs(1))) {
+                return 9;
+            }
+            stuck_forever();
+            8
+        });
+        let status = status.expect("the stuck child was replaced and ended");
+        assert_eq!(status, WaitStatus::Exited(status.pid().unwrap(), 0));
+    }
+
+    #[test]
+    fn a_disarmed_watchdog_leaves_the_child_alone() {
+        let status = fork_and_wait(|| {
+            let fresh = Reexec::of(CString::from(c"/bin/true"), "MPROC_WATCHDOG_TEST", "1");
+            if !fresh.is_some_and(|r| arm_watchdog(r, Duration::from_secs(1))) {
+                return 9;
+            }
+            disarm_boot_watchdog();
+            // Past the limit: neither replaced nor killed by the alarm.
+            std::thread::sleep(Duration::from_millis(1_500));
+            3
+        });
+        let status = status.expect("the child ended");
+        assert_eq!(status, WaitStatus::Exited(status.pid().unwrap(), 3));
+    }
 }
