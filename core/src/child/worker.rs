@@ -22,7 +22,11 @@
 //!   never kept waiting, and a burst of short tasks costs one write per
 //!   batch of answers instead of one per task; a worker that dies with
 //!   answers held loses none of them (the parent reads them from the
-//!   shared memory).
+//!   shared memory). The answer of a *gathered* request (a chunk of a map
+//!   whose caller waits for all of it, `Run.gather`) is held however long
+//!   its task ran, while the next request the worker already has is
+//!   gathered too, unless it reports a failure: a map of long tasks wakes
+//!   the parent once per worker, not once per chunk.
 //! * **writer** (inside `Outbox`): takes over writes the channel cannot take
 //!   at once.
 //! * **runtime** (only once an async task arrives): see `registry::runtime`.
