@@ -37,6 +37,8 @@ pub struct Spin {
     pause_rounds: u32,
     /// Spins only while the machine has a CPU to spare.
     spare_only: bool,
+    /// The budget follows the spins' outcomes (else it stays `max_ns`).
+    adaptive: bool,
 }
 
 const SPIN_MIN_NS: u32 = 500;
@@ -68,7 +70,25 @@ impl Spin {
             max_ns,
             pause_rounds: 256,
             spare_only: false,
+            adaptive: true,
         }
+    }
+
+    /// A spinner that always polls for up to `max_ns`, yielding the CPU
+    /// between polls after its first few microseconds as a
+    /// [`polite`](Spin::polite) one does: for a wait that comes seldom
+    /// (once per call) and whose caller knows a CPU has just gone free —
+    /// such as a caller polling for the last answers of its map once a
+    /// worker has gone idle. An adaptive budget would learn from too few
+    /// spins and shrink to nothing after a couple of late endings, and the
+    /// machine-wide count of runnable threads, sampled, still counts the
+    /// worker that has just finished.
+    pub const fn steady(max_ns: u32) -> Spin {
+        let mut s = Spin::polite(max_ns);
+        s.budget_ns = AtomicU32::new(max_ns);
+        s.adaptive = false;
+        s.spare_only = false;
+        s
     }
 
     /// A spinner that yields the CPU between polls after its first few
@@ -101,7 +121,7 @@ impl Spin {
         }
         let budget = self.budget_ns.load(Ordering::Relaxed);
         let misses = self.misses.load(Ordering::Relaxed);
-        let limit = if misses % 16 == 15 {
+        let limit = if !self.adaptive || misses % 16 == 15 {
             self.max_ns
         } else {
             budget
@@ -118,6 +138,9 @@ impl Spin {
             }
             round += 1;
             if ready() {
+                if !self.adaptive {
+                    return true;
+                }
                 let took = start.elapsed().as_nanos().min(u128::from(self.max_ns)) as u32;
                 let avg = self.avg_ns.load(Ordering::Relaxed);
                 let avg = ((u64::from(avg) * 7 + u64::from(took)) / 8) as u32;
@@ -131,6 +154,9 @@ impl Spin {
                 return true;
             }
             if start.elapsed().as_nanos() >= u128::from(limit) {
+                if !self.adaptive {
+                    return false;
+                }
                 if misses >= 2 {
                     self.budget_ns.store(
                         (budget / 2).max(SPIN_MIN_NS.min(self.max_ns)),
@@ -231,5 +257,25 @@ mod tests {
         if multi_core() {
             assert!(s.budget_ns.load(Ordering::Relaxed) < before);
         }
+    }
+
+    #[test]
+    fn a_steady_spinner_keeps_its_whole_budget() {
+        // Misses in a row, then a quick success: the budget stays the most,
+        // where an adaptive spinner's would have shrunk, then followed the
+        // quick success down.
+        let s = Spin::steady(20_000);
+        for _ in 0..6 {
+            assert!(!s.until(|| false));
+        }
+        let mut n = 0;
+        assert_eq!(
+            s.until(|| {
+                n += 1;
+                n > 1
+            }),
+            multi_core()
+        );
+        assert_eq!(s.budget_ns.load(Ordering::Relaxed), 20_000);
     }
 }

@@ -232,6 +232,11 @@ struct GateState {
     open: bool,
     /// Threads blocked in [`Gate::wait`].
     blocked: usize,
+    /// Told that a worker has gone idle (see [`Gate::nudge`]).
+    nudged: bool,
+    /// Nudges while shut, waiter or not (for the scheduler's tests).
+    #[cfg(test)]
+    nudges: usize,
 }
 
 /// Opens once every completion of a set has resolved, or as soon as one
@@ -287,9 +292,35 @@ impl Gate {
         self.opened.store(true, Ordering::Release);
     }
 
+    /// Wakes the threads blocked in [`wait`](Self::wait) while the gate is
+    /// still shut, to poll for it with their `endgame` spinner: the
+    /// scheduler calls this when a worker has gone idle with the map
+    /// unfinished, so a CPU is free to poll on, and the last answers then
+    /// find the caller awake. Otherwise the caller would sleep until the
+    /// last answer and be woken then, on a CPU that has gone idle meanwhile
+    /// (tens of microseconds on a VM).
+    pub(crate) fn nudge(&self) {
+        let mut s = self.state.lock().unwrap();
+        #[cfg(test)]
+        {
+            s.nudges += usize::from(!s.open);
+        }
+        if !s.open && s.blocked > 0 && !s.nudged {
+            s.nudged = true;
+            self.cond.notify_all();
+        }
+    }
+
+    /// How many times the gate was nudged while shut.
+    #[cfg(test)]
+    pub(crate) fn nudges(&self) -> usize {
+        self.state.lock().unwrap().nudges
+    }
+
     /// Blocks until the gate opens, polling for it first while `spin`
-    /// allows (see [`Completion::spin_resolved`]).
-    pub(crate) fn wait(&self, spin: Option<&Spin>) {
+    /// allows (see [`Completion::spin_resolved`]), and again with
+    /// `endgame` whenever it is nudged (see [`nudge`](Self::nudge)).
+    pub(crate) fn wait(&self, spin: Option<&Spin>, endgame: Option<&Spin>) {
         let opened = || self.opened.load(Ordering::Acquire);
         if spin.map_or_else(opened, |s| s.until(opened)) {
             return;
@@ -297,6 +328,19 @@ impl Gate {
         let mut s = self.state.lock().unwrap();
         s.blocked += 1;
         while !s.open {
+            if std::mem::take(&mut s.nudged) {
+                if let Some(endgame) = endgame {
+                    s.blocked -= 1;
+                    drop(s);
+                    let done = endgame.until(opened);
+                    s = self.state.lock().unwrap();
+                    s.blocked += 1;
+                    if done {
+                        break;
+                    }
+                    continue;
+                }
+            }
             s = self.cond.wait(s).unwrap();
         }
         s.blocked -= 1;
@@ -319,7 +363,7 @@ mod tests {
         let g = gate.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            g.wait(None);
+            g.wait(None, None);
             let _ = tx.send(());
         });
         rx.recv_timeout(Duration::from_secs(10)).is_ok()
@@ -337,6 +381,41 @@ mod tests {
         // Over nothing, or over what has resolved already: open at once.
         assert!(opens(&Gate::over([].iter())));
         assert!(opens(&Gate::over(comps.iter())));
+    }
+
+    #[test]
+    fn a_nudged_waiter_polls_and_still_sees_the_gate_open() {
+        // Nudged while shut: the waiter wakes, polls (a spinner that gives
+        // up at once on one CPU), sleeps again, and returns only once the
+        // last completion resolves.
+        let comps: Vec<_> = (0..2).map(|_| Completion::new()).collect();
+        let gate = Gate::over(comps.iter());
+        let g = gate.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let endgame = Spin::polite(1_000_000);
+            g.wait(None, Some(&endgame));
+            let _ = tx.send(());
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while gate.state.lock().unwrap().blocked == 0 {
+            assert!(Instant::now() < deadline, "the waiter never blocked");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        comps[0].resolve(ok());
+        gate.nudge();
+        assert!(
+            rx.recv_timeout(Duration::from_millis(50)).is_err(),
+            "returned while one completion is unresolved"
+        );
+        comps[1].resolve(ok());
+        assert!(
+            rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "never returned"
+        );
+        // A nudge of an open gate, or with nobody waiting, does nothing.
+        gate.nudge();
+        assert!(!gate.state.lock().unwrap().nudged);
     }
 
     #[test]

@@ -281,7 +281,9 @@ impl Pool {
         let parts = self
             .core
             .submit_many(T::NAME, T::IS_ASYNC, payloads, limits);
-        Gate::over(parts.iter().map(|(_, c)| c)).wait(self.core.caller_spin());
+        let gate = Gate::over(parts.iter().map(|(_, c)| c));
+        let _watch = self.core.watch_gate(&gate);
+        gate.wait(self.core.caller_spin(), Some(self.core.endgame_spin()));
         let mut out = Vec::with_capacity(items.len());
         for (i, ((_, comp), chunk)) in parts.iter().zip(items.chunks(chunksize)).enumerate() {
             // Resolved, unless the gate opened early for a failure.

@@ -111,6 +111,10 @@ impl Core {
     pub(crate) fn worker_events(self: &Arc<Self>, key: u64, events: &mut Vec<Event>) {
         let mut st = self.lock();
         let mut flush = Vec::new();
+        let had_work = st
+            .workers
+            .get(&key)
+            .is_some_and(|w| !w.outstanding.is_empty());
         for ev in events.drain(..) {
             let (id, outcome) = match ev {
                 Event::Done {
@@ -211,6 +215,15 @@ impl Core {
         self.finish_drain(&mut st, &mut flush);
         if !st.waiters.is_empty() {
             self.notify(&mut st);
+        }
+        if had_work
+            && st
+                .workers
+                .get(&key)
+                .is_some_and(|w| w.outstanding.is_empty())
+        {
+            // Idle with nothing left to give it: a CPU is free.
+            self.nudge_gates();
         }
         drop(st);
         run_flush(flush);

@@ -9,7 +9,7 @@ use super::fake::{self, FakeLink, Plan, Sent, KILLED};
 use super::link::{Event, WorkerLink};
 use super::{Core, Limits, Running, STEAL_AFTER};
 use crate::error::{ErrorKind, TaskError};
-use crate::executor::completion::Completion;
+use crate::executor::completion::{Completion, Gate};
 use crate::protocol::batch::{decode_one, encode_one, Items};
 
 fn submit(core: &Arc<Core>, x: u64) -> (u64, Arc<Completion>) {
@@ -604,6 +604,36 @@ fn a_gathered_map_is_spread_over_the_workers_at_once_and_only_it() {
     assert!(l.gathered().iter().all(|&id| id != alone), "not gathered");
     assert!(fake::run(&core, &l, alone, seq_of(&l, alone).unwrap(), 100));
     assert_eq!(outcome(&alone_c), Ok(100));
+    fake::stop(&core, &launcher);
+}
+
+#[test]
+fn a_worker_gone_idle_nudges_the_gates_of_gathered_maps() {
+    let (core, launcher, links) = fake::running(2, None);
+    let payloads = (0..4u64).map(|x| encode_one(&x).unwrap().into()).collect();
+    let map = core.submit_many("t", false, payloads, Limits::default());
+    let gate = Gate::over(map.iter().map(|(_, c)| c));
+    let watch = core.watch_gate(&gate);
+    // One worker runs its share: not a nudge while it still holds work,
+    // one once it holds none (the other worker still runs).
+    let a = &links[0];
+    let runs = a.runs();
+    assert_eq!(runs.len(), 2, "two chunks each");
+    assert!(fake::run(&core, a, runs[0].0, runs[0].1, runs[0].0));
+    assert_eq!(gate.nudges(), 0, "nudged while the worker had work");
+    assert!(fake::run(&core, a, runs[1].0, runs[1].1, runs[1].0));
+    assert_eq!(gate.nudges(), 1, "not nudged when the worker went idle");
+    // The other worker's answers open the gate: no more nudges (and a
+    // dropped watch leaves no gate behind to nudge).
+    drop(watch);
+    let b = &links[1];
+    for (id, seq) in b.runs() {
+        assert!(fake::run(&core, b, id, seq, id));
+    }
+    assert_eq!(gate.nudges(), 1);
+    for (id, c) in &map {
+        assert_eq!(outcome(c), Ok(*id));
+    }
     fake::stop(&core, &launcher);
 }
 
