@@ -108,9 +108,11 @@ fn tasks_and_maps_run_on_node_workers_only() {
 }
 
 #[mproc::task]
-fn slow_on(node: u32, ms: u64) -> u32 {
+fn slow_on(node: u32, ms: u64, started: String) -> u32 {
     let here = mproc::current_node().get();
     if here == node {
+        // Says it has started there: a file named after its worker.
+        let _ = std::fs::write(format!("{started}/{}", std::process::id()), b"");
         std::thread::sleep(Duration::from_millis(ms));
     }
     here
@@ -142,12 +144,27 @@ fn a_killed_node_fails_its_running_task_with_node_lost_and_retries_run_elsewhere
             .unwrap();
         let lost = first[0].id();
         // Both start on the victim (two slots) and would sleep there long.
-        let plain = executor.submit(slow_on, (lost.get(), 60_000));
+        let started = std::env::temp_dir().join(format!("mproc-victim-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&started);
+        std::fs::create_dir(&started).unwrap();
+        let mark = started.to_string_lossy().into_owned();
+        let plain = executor.submit(slow_on, (lost.get(), 60_000, mark.clone()));
         let retried = executor.submit_with(
             slow_on,
-            (lost.get(), 60_000),
+            (lost.get(), 60_000, mark),
             TaskOptions::default().retries(1),
         );
+        // Only once both run there does another node join: a task still
+        // waiting for a slot would be moved to it, and not be lost.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::read_dir(&started).map_or(0, |d| d.count()) < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the tasks never started on the victim"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::fs::remove_dir_all(&started).unwrap();
         let survivor = start_node(cluster.address(), KEY, 1);
         let survivor_pid = survivor.id();
         cluster
