@@ -114,7 +114,8 @@ fn every_method_gives_the_python_results() {
 #[test]
 fn map_chunks_automatically() {
     // One task per worker life: the number of distinct workers is the number
-    // of chunks, which Python's rule puts at about 4 per worker.
+    // of chunks, which Python's rule puts at about 4 per worker (with
+    // chunks of at most 2 048 items).
     let pool = Pool::builder()
         .processes(2)
         .max_tasks_per_child(1)
@@ -126,6 +127,9 @@ fn map_chunks_automatically() {
         8,
         "ceil(100 / (4 × 2)) = 13 per chunk → 8 chunks"
     );
+    // A long map: chunks of at most 2 048 items, so more than 4 per worker.
+    let pids: HashSet<u32> = pool.map(pid_of, 0..40_000).unwrap().into_iter().collect();
+    assert_eq!(pids.len(), 20, "ceil(40 000 / 2 048) = 20 chunks");
     close_and_check(pool);
 }
 
