@@ -114,7 +114,7 @@ fn main() {
     let pool = Pool::new(2).expect("pool");
     pool.map(timed, vec![1000u64; 100]).expect("warm-up");
     one(&pool);
-    let reps: Vec<Rep> = (0..41).map(|_| one(&pool)).collect();
+    let reps: Vec<Rep> = (0..101).map(|_| one(&pool)).collect();
     let med = |f: &dyn Fn(&Rep) -> i64| {
         let mut v: Vec<i64> = reps.iter().map(f).collect();
         v.sort_unstable();
@@ -129,12 +129,17 @@ fn main() {
         v[v.len() / 2]
     };
     let balanced = reps.iter().filter(|r| r.most == 4).count();
+    let slowest = {
+        let mut v: Vec<u64> = reps.iter().map(|r| r.total).collect();
+        v.sort_unstable();
+        (v[v.len() * 9 / 10] as f64 / 1e3, v[v.len() - 1] as f64 / 1e3)
+    };
     println!(
         "W3 timeline, medians of {} maps (µs): sequential {:.0}, map {:.0}, speedup {speedups:.2}x\n  \
          call -> first worker starts {:.0}, -> second worker starts {:.0}\n  \
          gaps between tasks (both workers) {:.0}, task time over in-process {:.0}\n  \
          first worker done -> last done {:.0}, last done -> return {:.0}\n  \
-         4 tasks each in {balanced} of {} maps",
+         4 tasks each in {balanced} of {} maps; map p90 {:.0}, slowest {:.0}",
         reps.len(),
         med(&|r| r.sequential as i64),
         med(&|r| r.total as i64),
@@ -145,5 +150,7 @@ fn main() {
         med(&|r| r.imbalance as i64),
         med(&|r| r.tail as i64),
         reps.len(),
+        slowest.0,
+        slowest.1,
     );
 }
