@@ -132,7 +132,10 @@ fn main() {
     let slowest = {
         let mut v: Vec<u64> = reps.iter().map(|r| r.total).collect();
         v.sort_unstable();
-        (v[v.len() * 9 / 10] as f64 / 1e3, v[v.len() - 1] as f64 / 1e3)
+        (
+            v[v.len() * 9 / 10] as f64 / 1e3,
+            v[v.len() - 1] as f64 / 1e3,
+        )
     };
     println!(
         "W3 timeline, medians of {} maps (µs): sequential {:.0}, map {:.0}, speedup {speedups:.2}x\n  \

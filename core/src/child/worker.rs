@@ -358,6 +358,10 @@ fn serve(shared: &Arc<Shared>, chan: &dyn ByteStream, reader: &mut FrameReader) 
                 if !reader.has_frame() {
                     // Nothing to run: what is held goes out before the wait.
                     hold.release(shared);
+                    // Where this worker will likely wake up: the parent
+                    // wakes workers on other CPUs first (see
+                    // `sched::run_flush`).
+                    shared.claims.note_cpu(sys::current_cpu());
                     spin.until(|| chan.ready());
                 }
                 // After a long task (the parent's CPUs busy with workers),

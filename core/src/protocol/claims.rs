@@ -42,6 +42,12 @@
 //! without an answer takes the result from there ([`Claims::kept`]), so a
 //! request that finished keeps its result whatever happens to its worker
 //! afterwards, as when every answer was written at once.
+//!
+//! **The worker's CPU.** A word after the keep slots holds the CPU the
+//! worker last went to wait on ([`Claims::note_cpu`]), so the parent can
+//! wake the workers waiting on other CPUs before one waiting on its own
+//! (see `sched::run_flush`). It is a hint: read without ordering, and
+//! wrong at worst for one wake-up.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -55,8 +61,11 @@ pub(crate) const KEEP_MAX: usize = 56;
 /// Words of a keep slot: a tag (`(seq + 1) << 8 | length`), then the
 /// bytes; one cache line.
 const KEEP_WORDS: usize = 1 + KEEP_MAX / 8;
-/// Pages of a shared table: the claims, then a keep slot per claim slot.
-const SHARED_PAGES: usize = 1 + SLOTS as usize * KEEP_WORDS * 8 / 4096;
+/// Pages of a shared table: the claims, then a keep slot per claim slot,
+/// then a page of words about the worker (see [`Claims::note_cpu`]).
+const SHARED_PAGES: usize = 2 + SLOTS as usize * KEEP_WORDS * 8 / 4096;
+/// The word, after the keep slots, where a worker notes its CPU.
+const CPU_WORD: usize = SLOTS as usize * (1 + KEEP_WORDS);
 
 const STATE_BITS: u32 = 3;
 const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
@@ -180,6 +189,21 @@ impl Claims {
     fn keep_slot(&self, seq: u64) -> Option<&[AtomicU64]> {
         let at = SLOTS as usize + (seq % SLOTS) as usize * KEEP_WORDS;
         self.words().get(at..at + KEEP_WORDS)
+    }
+
+    /// Notes the CPU `cpu` this table's worker runs on as it goes to wait
+    /// for requests (the CPU it will most likely wake up on). Nothing in a
+    /// local table.
+    pub(crate) fn note_cpu(&self, cpu: Option<u32>) {
+        if let Some(w) = self.words().get(CPU_WORD) {
+            w.store(cpu.map_or(0, |c| u64::from(c) + 1), Ordering::Relaxed);
+        }
+    }
+
+    /// The CPU the worker last noted (see [`note_cpu`](Self::note_cpu)).
+    pub(crate) fn worker_cpu(&self) -> Option<u32> {
+        let w = self.words().get(CPU_WORD)?.load(Ordering::Relaxed);
+        u32::try_from(w.checked_sub(1)?).ok()
     }
 
     /// Where request `seq` stands.
@@ -397,5 +421,37 @@ mod tests {
         assert!(!c.keep(1, b"ok"));
         assert!(c.finish(1));
         assert_eq!(c.kept(1), None);
+    }
+
+    #[test]
+    fn the_worker_cpu_crosses_through_the_page_and_not_a_keep_slot() {
+        let parent = Claims::create_shared().unwrap();
+        // The worker's own mapping, through a second opening of the memfd.
+        let fd = parent.shared_fd().unwrap();
+        let again = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/self/fd/{fd}"))
+            .unwrap();
+        let worker = Claims::map_shared(again.into()).unwrap();
+        assert_eq!(parent.worker_cpu(), None, "nothing noted yet");
+        worker.note_cpu(Some(0));
+        assert_eq!(parent.worker_cpu(), Some(0));
+        worker.note_cpu(Some(3));
+        assert_eq!(parent.worker_cpu(), Some(3));
+        // The last keep slot is untouched by the note, and the other way.
+        let last = SLOTS - 1;
+        parent.offer(last);
+        assert!(worker.start(last));
+        assert!(worker.keep(last, &[0xff; KEEP_MAX]));
+        assert!(worker.finish(last));
+        assert_eq!(parent.worker_cpu(), Some(3));
+        assert_eq!(parent.kept(last).as_deref(), Some(&[0xff; KEEP_MAX][..]));
+        worker.note_cpu(None);
+        assert_eq!(parent.worker_cpu(), None);
+        // A local table has no such word.
+        let local = Claims::local();
+        local.note_cpu(Some(1));
+        assert_eq!(local.worker_cpu(), None);
     }
 }

@@ -112,6 +112,13 @@ impl SharedPage {
     }
 }
 
+/// The CPU this thread runs on now (`None` if the kernel does not say).
+pub(crate) fn current_cpu() -> Option<u32> {
+    // SAFETY: sched_getcpu takes no arguments and returns a CPU number or
+    // -1; it touches no memory of ours.
+    u32::try_from(unsafe { libc::sched_getcpu() }).ok()
+}
+
 /// Ignores SIGPIPE: a write to a pipe whose reader is gone then fails with
 /// `EPIPE` instead of killing the process.
 pub(crate) fn ignore_sigpipe() {

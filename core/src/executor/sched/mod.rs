@@ -426,7 +426,17 @@ fn add_flush(flush: &mut Flush, link: &Arc<dyn WorkerLink>) {
     }
 }
 
-fn run_flush(flush: Flush) {
+/// Sends what was queued for each worker in `flush`. Workers last seen
+/// waiting on this thread's CPU go last: waking such a worker may hand it
+/// this CPU at once (it preempts the writer), and the writes to the others
+/// would then wait for this thread's next turn, up to a whole share of a
+/// map later; a worker on another CPU never takes this one.
+fn run_flush(mut flush: Flush) {
+    if flush.len() > 1 {
+        if let Some(here) = crate::sys::current_cpu() {
+            flush.sort_by_key(|l| l.claims().worker_cpu() == Some(here));
+        }
+    }
     for l in flush {
         l.flush();
     }
