@@ -385,9 +385,9 @@ mod tests {
 
     #[test]
     fn a_nudged_waiter_polls_and_still_sees_the_gate_open() {
-        // Nudged while shut: the waiter wakes, polls (a spinner that gives
-        // up at once on one CPU), sleeps again, and returns only once the
-        // last completion resolves.
+        // Nudged while shut: the waiter wakes, polls (for at most a
+        // millisecond; not at all on one CPU), sleeps again, and returns
+        // only once the last completion resolves.
         let comps: Vec<_> = (0..2).map(|_| Completion::new()).collect();
         let gate = Gate::over(comps.iter());
         let g = gate.clone();

@@ -441,18 +441,46 @@ impl Reexec {
         Some(Reexec { exe, arg0, env })
     }
 
-    /// Replaces this process; returns only if the exec failed.
-    fn exec(&self) -> io::Error {
+    /// With its `execve` arrays built (they point into the strings' heap
+    /// buffers, which do not move with them).
+    fn ready(self) -> ReadyExec {
         let mut envp: Vec<*const libc::c_char> = self.env.iter().map(|e| e.as_ptr()).collect();
         envp.push(std::ptr::null());
         let argv = [self.arg0.as_ptr(), std::ptr::null()];
+        ReadyExec {
+            strings: self,
+            argv,
+            envp,
+        }
+    }
+}
+
+/// [`Reexec`] with its `execve` arrays built.
+struct ReadyExec {
+    strings: Reexec,
+    argv: [*const libc::c_char; 2],
+    envp: Vec<*const libc::c_char>,
+}
+
+impl ReadyExec {
+    /// Replaces this process; returns only if the exec failed. Allocates
+    /// nothing and makes only async-signal-safe calls, so the watchdog's
+    /// signal handler runs it too.
+    fn exec(&self) -> io::Error {
         // A pending alarm (the boot watchdog's) would outlive the exec and
         // kill the fresh start.
         // SAFETY: alarm(0) cancels a pending alarm; it takes a plain integer.
         unsafe { libc::alarm(0) };
-        // SAFETY: every pointer is a valid C string (or null) that outlives
-        // the call; on success execve does not return.
-        unsafe { libc::execve(self.exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        // SAFETY: every pointer is a valid C string (or null) owned by
+        // `self.strings`, which outlives the call; on success execve does
+        // not return.
+        unsafe {
+            libc::execve(
+                self.strings.exe.as_ptr(),
+                self.argv.as_ptr(),
+                self.envp.as_ptr(),
+            )
+        };
         io::Error::last_os_error()
     }
 }
@@ -463,7 +491,7 @@ impl Reexec {
 /// cannot run threads. Returns only if the exec failed.
 pub(crate) fn reexec_with(var: &str, value: &str) -> io::Error {
     match Reexec::prepare(var, value) {
-        Some(r) => r.exec(),
+        Some(r) => r.ready().exec(),
         None => io::ErrorKind::InvalidInput.into(),
     }
 }
@@ -473,26 +501,12 @@ pub(crate) fn reexec_with(var: &str, value: &str) -> io::Error {
 static BOOT_WATCHDOG: std::sync::atomic::AtomicPtr<ReadyExec> =
     std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
 
-/// [`Reexec`] with its `execve` arrays built, for a signal handler.
-struct ReadyExec {
-    strings: Reexec,
-    argv: [*const libc::c_char; 2],
-    envp: Vec<*const libc::c_char>,
-}
-
 extern "C" fn boot_overdue(_: libc::c_int) {
     let ready = BOOT_WATCHDOG.load(std::sync::atomic::Ordering::Acquire);
     if !ready.is_null() {
-        // SAFETY: a non-null pointer is a leaked `ReadyExec`, never freed;
-        // its arrays point into its own strings and end with null. execve
-        // is async-signal-safe.
-        unsafe {
-            libc::execve(
-                (*ready).strings.exe.as_ptr(),
-                (*ready).argv.as_ptr(),
-                (*ready).envp.as_ptr(),
-            )
-        };
+        // SAFETY: a non-null pointer is a leaked `ReadyExec`, never freed
+        // or changed after it was published.
+        let _ = unsafe { &*ready }.exec();
     }
     // No way forward: the parent sees the worker exit and replaces it.
     // SAFETY: `_exit` is async-signal-safe and never returns.
@@ -511,17 +525,10 @@ pub(crate) fn arm_boot_watchdog(var: &str, value: &str, limit: Duration) -> bool
     Reexec::prepare(var, value).is_some_and(|r| arm_watchdog(r, limit))
 }
 
-/// Arms a watchdog that runs `strings` after `limit` (see
+/// Arms a watchdog that runs `fresh` after `limit` (see
 /// [`arm_boot_watchdog`]).
-fn arm_watchdog(strings: Reexec, limit: Duration) -> bool {
-    let mut envp: Vec<*const libc::c_char> = strings.env.iter().map(|e| e.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    let argv = [strings.arg0.as_ptr(), std::ptr::null()];
-    let ready = Box::leak(Box::new(ReadyExec {
-        strings,
-        argv,
-        envp,
-    }));
+fn arm_watchdog(fresh: Reexec, limit: Duration) -> bool {
+    let ready = Box::leak(Box::new(fresh.ready()));
     BOOT_WATCHDOG.store(ready, std::sync::atomic::Ordering::Release);
     let handler = nix::sys::signal::SigAction::new(
         nix::sys::signal::SigHandler::Handler(boot_overdue),
@@ -597,13 +604,18 @@ mod tests {
         }
     }
 
+    /// Arms a watchdog of one second whose fresh start is `true` (which
+    /// exits with 0).
+    fn arm_true_after_a_second() -> bool {
+        Reexec::of(CString::from(c"/bin/true"), "MPROC_WATCHDOG_TEST", "1")
+            .is_some_and(|r| arm_watchdog(r, Duration::from_secs(1)))
+    }
+
     #[test]
     fn a_boot_stuck_past_the_watchdog_starts_afresh() {
-        // The fresh start here is `true`: the stuck child is replaced by a
-        // program that exits with 0.
+        // The stuck child is replaced by `true`, which exits with 0.
         let status = fork_and_wait(|| {
-            let fresh = Reexec::of(CString::from(c"/bin/true"), "MPROC_WATCHDOG_TEST", "1");
-            if !fresh.is_some_and(|r| arm_watchdog(r, Duration::from_secs(1))) {
+            if !arm_true_after_a_second() {
                 return 9;
             }
             stuck_forever();
@@ -616,8 +628,7 @@ mod tests {
     #[test]
     fn a_disarmed_watchdog_leaves_the_child_alone() {
         let status = fork_and_wait(|| {
-            let fresh = Reexec::of(CString::from(c"/bin/true"), "MPROC_WATCHDOG_TEST", "1");
-            if !fresh.is_some_and(|r| arm_watchdog(r, Duration::from_secs(1))) {
+            if !arm_true_after_a_second() {
                 return 9;
             }
             disarm_boot_watchdog();
