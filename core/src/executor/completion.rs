@@ -299,15 +299,22 @@ impl Gate {
     /// find the caller awake. Otherwise the caller would sleep until the
     /// last answer and be woken then, on a CPU that has gone idle meanwhile
     /// (tens of microseconds on a VM).
+    ///
+    /// A nudge before anyone waits is kept for the next waiter: a caller
+    /// preempted between sending its map and waiting for it (its worker,
+    /// woken on its CPU, took over) would otherwise miss it and sleep until
+    /// the last answer.
     pub(crate) fn nudge(&self) {
         let mut s = self.state.lock().unwrap();
         #[cfg(test)]
         {
             s.nudges += usize::from(!s.open);
         }
-        if !s.open && s.blocked > 0 && !s.nudged {
+        if !s.open && !s.nudged {
             s.nudged = true;
-            self.cond.notify_all();
+            if s.blocked > 0 {
+                self.cond.notify_all();
+            }
         }
     }
 
@@ -413,9 +420,44 @@ mod tests {
             rx.recv_timeout(Duration::from_secs(10)).is_ok(),
             "never returned"
         );
-        // A nudge of an open gate, or with nobody waiting, does nothing.
+        // A nudge of an open gate does nothing.
         gate.nudge();
         assert!(!gate.state.lock().unwrap().nudged);
+    }
+
+    #[test]
+    fn a_nudge_before_the_wait_is_kept_for_the_waiter() {
+        // Nudged before anyone waits (the caller was preempted between
+        // sending its map and waiting): the next waiter polls at once
+        // with its endgame spinner instead of sleeping.
+        let comps: Vec<_> = (0..2).map(|_| Completion::new()).collect();
+        let gate = Gate::over(comps.iter());
+        comps[0].resolve(ok());
+        gate.nudge();
+        assert!(gate.state.lock().unwrap().nudged, "kept while nobody waits");
+        let g = gate.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // A spinner that polls long enough for the gate to open.
+            let endgame = Spin::steady(2_000_000_000);
+            g.wait(None, Some(&endgame));
+            let _ = tx.send(());
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while gate.state.lock().unwrap().nudged {
+            assert!(Instant::now() < deadline, "the nudge was never taken");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The waiter took the nudge and polls rather than sleeps (a
+        // spinner never polls on one CPU).
+        if mproc_transport::multi_core() {
+            assert_eq!(gate.state.lock().unwrap().blocked, 0, "polling, not asleep");
+        }
+        comps[1].resolve(ok());
+        assert!(
+            rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "never returned"
+        );
     }
 
     #[test]

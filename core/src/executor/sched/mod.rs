@@ -487,10 +487,24 @@ impl Core {
     /// Registers the gate of a gathered map's caller, until the returned
     /// watch drops: when a worker goes idle while work is still out, the
     /// gate is nudged (see [`Gate::nudge`]).
+    ///
+    /// A worker that went idle before the gate was registered (its share
+    /// was done before the caller got here) nudges it now.
     pub(crate) fn watch_gate(&self, gate: &Arc<Gate>) -> GateWatch<'_> {
-        let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
-        gates.push(gate.clone());
-        self.gate_count.store(gates.len(), Ordering::Relaxed);
+        {
+            let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+            gates.push(gate.clone());
+            self.gate_count.store(gates.len(), Ordering::Relaxed);
+        }
+        // After registering: a worker going idle from now on nudges it.
+        let idle = self
+            .lock()
+            .workers
+            .values()
+            .any(|w| w.ready && w.outstanding.is_empty());
+        if idle {
+            gate.nudge();
+        }
         GateWatch {
             core: self,
             gate: gate.clone(),

@@ -638,6 +638,48 @@ fn a_worker_gone_idle_nudges_the_gates_of_gathered_maps() {
 }
 
 #[test]
+fn a_worker_idle_before_the_gate_is_watched_nudges_it_at_once() {
+    // The caller was preempted between sending its map and watching its
+    // gate, and one worker ran its whole share meanwhile: its going idle
+    // nudged nothing, so the watch itself nudges.
+    let (core, launcher, links) = fake::running(2, None);
+    let payloads = (0..4u64).map(|x| encode_one(&x).unwrap().into()).collect();
+    let map = core.submit_many("t", false, payloads, Limits::default());
+    let gate = Gate::over(map.iter().map(|(_, c)| c));
+    let a = &links[0];
+    for (id, seq) in a.runs() {
+        assert!(fake::run(&core, a, id, seq, id));
+    }
+    assert_eq!(gate.nudges(), 0, "not watched yet");
+    let watch = core.watch_gate(&gate);
+    assert_eq!(gate.nudges(), 1, "an idle worker at registration nudges");
+    drop(watch);
+    // A gate watched while every worker is busy is not nudged.
+    let more = (4..8u64).map(|x| encode_one(&x).unwrap().into()).collect();
+    let map2 = core.submit_many("t", false, more, Limits::default());
+    let gate2 = Gate::over(map2.iter().map(|(_, c)| c));
+    let watch2 = core.watch_gate(&gate2);
+    assert_eq!(gate2.nudges(), 0, "both workers hold work");
+    drop(watch2);
+    let resolved = |id: u64| {
+        map.iter()
+            .chain(&map2)
+            .any(|(j, c)| *j == id && c.is_resolved())
+    };
+    for link in &links {
+        for (id, seq) in link.runs() {
+            if !resolved(id) {
+                assert!(fake::run(&core, link, id, seq, id));
+            }
+        }
+    }
+    for (id, c) in map.iter().chain(&map2) {
+        assert_eq!(outcome(c), Ok(*id));
+    }
+    fake::stop(&core, &launcher);
+}
+
+#[test]
 fn windows_start_at_two_and_widen_for_short_tasks() {
     let (core, launcher, links) = fake::running(1, None);
     let w = &links[0];
