@@ -119,9 +119,57 @@ pub(crate) fn current_cpu() -> Option<u32> {
     u32::try_from(unsafe { libc::sched_getcpu() }).ok()
 }
 
+/// True when this thread runs under the default policy, `SCHED_OTHER`
+/// (not real-time, batch or idle, which a user may have chosen).
+pub(crate) fn default_policy() -> bool {
+    // SAFETY: sched_getscheduler(0) reads the calling thread's policy and
+    // touches no memory of ours.
+    unsafe { libc::sched_getscheduler(0) == libc::SCHED_OTHER }
+}
+
+/// Puts this thread under `SCHED_BATCH` (`on`) or back under
+/// `SCHED_OTHER`, its nice value unchanged. A batch thread woken on a CPU
+/// that runs another thread waits for its turn instead of preempting it.
+pub(crate) fn batch_policy(on: bool) -> io::Result<()> {
+    let policy = if on {
+        libc::SCHED_BATCH
+    } else {
+        libc::SCHED_OTHER
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param that outlives the call; pid 0
+    // is the calling thread.
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Ignores SIGPIPE: a write to a pipe whose reader is gone then fails with
 /// `EPIPE` instead of killing the process.
 pub(crate) fn ignore_sigpipe() {
     // SAFETY: installing SIG_IGN registers no Rust handler.
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_goes_to_batch_and_back() {
+        // On a thread of its own: the policy is per thread.
+        std::thread::spawn(|| {
+            assert!(default_policy(), "a new thread has the default policy");
+            batch_policy(true).unwrap();
+            // SAFETY: as in `default_policy`.
+            assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_BATCH);
+            assert!(!default_policy());
+            batch_policy(false).unwrap();
+            assert!(default_policy());
+        })
+        .join()
+        .unwrap();
+    }
 }

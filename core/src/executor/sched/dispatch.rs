@@ -82,7 +82,11 @@ impl Core {
             if self.backlog.load(Ordering::Relaxed) != backlog {
                 self.backlog.store(backlog, Ordering::Relaxed);
             }
-            let long = backlog && st.ewma_exec_ns >= super::LONG_TASK_NS as f64;
+            let long_tasks = st.ewma_exec_ns >= super::LONG_TASK_NS as f64;
+            if self.long_tasks.load(Ordering::Relaxed) != long_tasks {
+                self.long_tasks.store(long_tasks, Ordering::Relaxed);
+            }
+            let long = backlog && long_tasks;
             if self.long_backlog.load(Ordering::Relaxed) != long {
                 self.long_backlog.store(long, Ordering::Relaxed);
             }

@@ -386,6 +386,9 @@ pub(crate) struct Core {
     /// A backlog of tasks that take long (see
     /// [`long_backlog`](Self::long_backlog)).
     long_backlog: AtomicBool,
+    /// The measured task time is [`LONG_TASK_NS`] or more (see
+    /// [`long_tasks`](Self::long_tasks)).
+    long_tasks: AtomicBool,
     /// How long callers blocked on a result of this scheduler poll for it
     /// before they sleep.
     caller_spin: Spin,
@@ -477,6 +480,7 @@ impl Core {
             threads: Mutex::new(Vec::new()),
             backlog: AtomicBool::new(false),
             long_backlog: AtomicBool::new(false),
+            long_tasks: AtomicBool::new(false),
             caller_spin: Spin::polite(LINK_SPIN_NS),
             gates: Mutex::new(Vec::new()),
             gate_count: AtomicUsize::new(0),
@@ -546,6 +550,16 @@ impl Core {
     /// for answers only (see `ByteStream::wake_on_input_only`).
     pub(crate) fn long_backlog(&self) -> bool {
         self.long_backlog.load(Ordering::Relaxed)
+    }
+
+    /// True while the measured task time is [`LONG_TASK_NS`] or more: a
+    /// worker's reader thread then runs under `SCHED_BATCH` (see
+    /// `proc_link::serve`). Its worker's answers come at most every
+    /// [`LONG_TASK_NS`], and a wake-up that preempted another worker in
+    /// the middle of a task would stretch that task (by about 25 µs in a
+    /// map of 0.36 ms tasks, WORKLOADS.md W3).
+    pub(crate) fn long_tasks(&self) -> bool {
+        self.long_tasks.load(Ordering::Relaxed)
     }
 
     /// The spinner of a caller blocked on a result, when spinning is worth

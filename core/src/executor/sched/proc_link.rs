@@ -167,9 +167,20 @@ fn serve(core: Arc<Core>, key: u64, name: String, link: Arc<ProcLink>) {
     // scheduler has no backlog (see `Core::spin_worth`), so a round trip
     // needs no wake-up on this side.
     let spin = Spin::polite(LINK_SPIN_NS);
+    // Under the default policy, switched to `SCHED_BATCH` while tasks are
+    // long (see `Core::long_tasks`); a policy the user chose is left alone.
+    let mut policy = crate::sys::default_policy().then_some(false);
     let why = loop {
         if !reader.has_frame() && core.spin_worth() {
             spin.until(|| chan.ready());
+        }
+        if let Some(batch) = policy.as_mut() {
+            let long = core.long_tasks();
+            if *batch != long {
+                // On failure (a seccomp filter, say) it stays as it is, and
+                // is not tried again.
+                policy = crate::sys::batch_policy(long).ok().map(|()| long);
+            }
         }
         // Under a backlog of long tasks every CPU computes: sleep for
         // answers only, not also each time the worker takes in a request
