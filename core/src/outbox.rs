@@ -15,6 +15,7 @@
 //! been written goes to `mproc_transport::spare` for the next large message
 //! instead of back to the system.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -160,6 +161,43 @@ pub(crate) struct Outbox {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+thread_local! {
+    /// The outboxes to flush when this thread's [`deferring_flushes`]
+    /// scope ends; `None` outside one.
+    static DEFERRED: RefCell<Option<Vec<Arc<Outbox>>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`, during which [`Outbox::send_deferred`] on this thread only
+/// queues; each outbox sent to is flushed once when `f` returns or
+/// unwinds. A scope inside another is part of the outer one. Call it where
+/// no lock is held at the end: the flushes write.
+pub(crate) fn deferring_flushes<R>(f: impl FnOnce() -> R) -> R {
+    /// Flushes what the scope deferred, also when `f` panics.
+    struct Scope {
+        outer: bool,
+    }
+    impl Drop for Scope {
+        fn drop(&mut self) {
+            if self.outer {
+                let list = DEFERRED.with(|d| d.borrow_mut().take());
+                for outbox in list.into_iter().flatten() {
+                    outbox.flush();
+                }
+            }
+        }
+    }
+    let outer = DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        let outer = d.is_none();
+        if outer {
+            *d = Some(Vec::new());
+        }
+        outer
+    });
+    let _scope = Scope { outer };
+    f()
+}
+
 impl Outbox {
     /// Creates the outbox and its writer thread.
     ///
@@ -260,6 +298,28 @@ impl Outbox {
     pub(crate) fn send<M: Serialize>(&self, msg: &M) -> Result<(), FrameError> {
         self.enqueue(msg)?;
         self.flush();
+        Ok(())
+    }
+
+    /// [`send`](Self::send), except that inside a [`deferring_flushes`]
+    /// scope on this thread the frame is only queued, and this outbox is
+    /// flushed once when the scope ends: many messages sent from one batch
+    /// of events (a node relaying the answers of one read from its worker)
+    /// leave in one write, not one each.
+    pub(crate) fn send_deferred<M: Serialize>(self: &Arc<Self>, msg: &M) -> Result<(), FrameError> {
+        self.enqueue(msg)?;
+        let deferred = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
+            Some(list) => {
+                if !list.iter().any(|o| Arc::ptr_eq(o, self)) {
+                    list.push(self.clone());
+                }
+                true
+            }
+            None => false,
+        });
+        if !deferred {
+            self.flush();
+        }
         Ok(())
     }
 
@@ -404,6 +464,58 @@ impl Outbox {
 mod tests {
     use super::*;
     use mproc_transport::{socketpair, FrameReader};
+
+    #[test]
+    fn deferred_sends_leave_in_one_write_when_the_scope_ends() {
+        let (a, b) = socketpair().unwrap();
+        let one = Outbox::new(Arc::new(a), 1 << 20);
+        let (c, d) = socketpair().unwrap();
+        let two = Outbox::new(Arc::new(c), 1 << 20);
+        deferring_flushes(|| {
+            for n in 0..3u32 {
+                one.send_deferred(&n).unwrap();
+                two.send_deferred(&(n + 10)).unwrap();
+            }
+            // A scope inside another is part of it.
+            deferring_flushes(|| one.send_deferred(&3u32).unwrap());
+            assert!(!b.ready() && !d.ready(), "nothing written inside the scope");
+        });
+        assert!(b.ready() && d.ready(), "both flushed when it ended");
+        let mut r = FrameReader::new(1 << 20);
+        for n in 0..4u32 {
+            assert_eq!(
+                postcard::from_bytes::<u32>(r.next_frame(&b).unwrap()).unwrap(),
+                n
+            );
+        }
+        let mut r = FrameReader::new(1 << 20);
+        for n in 10..13u32 {
+            assert_eq!(
+                postcard::from_bytes::<u32>(r.next_frame(&d).unwrap()).unwrap(),
+                n
+            );
+        }
+        // Outside a scope it is a plain send; and a scope that unwinds
+        // still flushes.
+        one.send_deferred(&4u32).unwrap();
+        assert!(b.ready(), "written at once outside a scope");
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            deferring_flushes(|| {
+                one.send_deferred(&5u32).unwrap();
+                panic!("a hook failed");
+            })
+        }));
+        assert!(caught.is_err());
+        let mut r = FrameReader::new(1 << 20);
+        for n in 4..6u32 {
+            assert_eq!(
+                postcard::from_bytes::<u32>(r.next_frame(&b).unwrap()).unwrap(),
+                n
+            );
+        }
+        one.close();
+        two.close();
+    }
 
     /// Frames and sidecars queued from two threads come out in the order
     /// queued, each frame with its own sidecars, also when the socket

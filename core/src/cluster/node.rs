@@ -323,13 +323,26 @@ fn serve(
     let jobs: Jobs = Arc::default();
     let actors: Actors = Arc::default();
     let mut reader = FrameReader::new(DEFAULT_MAX_FRAME);
+    // The requests of one read, submitted together (one write to each
+    // worker) when the read is used up or another message comes, which
+    // may refer to them.
+    let mut runs: Vec<Run> = Vec::new();
     let why = loop {
         let frame = match reader.next_frame(&*chan) {
             Ok(f) => f,
             Err(e) => break format!("the driver is gone ({e})"),
         };
-        match decode::<ToNode<'_>>(frame) {
-            Ok(ToNode::Run { id, task, args }) => run_one(&core, &out, &jobs, id, task, args),
+        let msg = decode::<ToNode<'_>>(frame);
+        if let Ok(ToNode::Run { id, task, args }) = msg {
+            runs.push(Run::new(id, task, args));
+            if !reader.has_frame() {
+                run_all(&core, &out, &jobs, &mut runs);
+            }
+            continue;
+        }
+        run_all(&core, &out, &jobs, &mut runs);
+        match msg {
+            Ok(ToNode::Run { .. }) => unreachable!("taken above"),
             Ok(ToNode::Stop { id }) => {
                 let local = match lock_jobs(&jobs).get(&id) {
                     Some(NodeJob::Running(l) | NodeJob::Recalling(l)) => Some(*l),
@@ -411,15 +424,17 @@ fn lock_jobs(jobs: &Jobs) -> std::sync::MutexGuard<'_, std::collections::HashMap
     jobs.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn send_done(out: &Outbox, id: u64, outcome: &crate::protocol::batch::Outcome) {
-    let r = out.send(&ToDriver::Done {
+fn send_done(out: &Arc<Outbox>, id: u64, outcome: &crate::protocol::batch::Outcome) {
+    // Deferred: answers resolved together (one read from a worker) leave
+    // in one write (see `Core::worker_events`).
+    let r = out.send_deferred(&ToDriver::Done {
         id,
         exec_ns: 0,
         result: outcome.as_deref().map(Bytes).map_err(Clone::clone),
     });
     if let Err(e) = r {
         // Too large for a frame: say so instead.
-        let _ = out.send(&ToDriver::Done {
+        let _ = out.send_deferred(&ToDriver::Done {
             id,
             exec_ns: 0,
             result: Err(e.into_task_error()),
@@ -427,40 +442,76 @@ fn send_done(out: &Outbox, id: u64, outcome: &crate::protocol::batch::Outcome) {
     }
 }
 
-fn run_one(core: &Arc<Core>, out: &Arc<Outbox>, jobs: &Jobs, id: u64, task: &str, args: Bytes<'_>) {
-    let Some(entry) = crate::registry::lookup(task) else {
-        let _ = out.send(&ToDriver::Done {
+/// A driver's request, taken out of its frame.
+struct Run {
+    /// The driver's job id.
+    id: u64,
+    /// The task, or the name the driver gave when this build has no such
+    /// task.
+    task: Result<&'static crate::registry::TaskEntry, String>,
+    args: Vec<u8>,
+}
+
+impl Run {
+    fn new(id: u64, task: &str, args: Bytes<'_>) -> Run {
+        Run {
             id,
-            exec_ns: 0,
-            result: Err(TaskError::UnknownTask { name: task.into() }),
-        });
-        return;
-    };
-    let (local, comp) = core.submit(
-        entry.name,
-        entry.is_async,
-        args.0.to_vec(),
-        Limits::default(),
-    );
-    lock_jobs(jobs).insert(id, NodeJob::Running(local));
-    let (out, jobs, done) = (out.clone(), jobs.clone(), comp.clone());
-    comp.on_resolve(move || {
-        let outcome = done.take().unwrap_or(Err(TaskError::Shutdown));
-        let mut j = lock_jobs(&jobs);
-        if let Some(NodeJob::Recalling(_)) = j.get(&id) {
-            // Answered with the recall (see `recall`).
-            j.insert(id, NodeJob::Parked(outcome));
-            return;
+            task: crate::registry::lookup(task).ok_or_else(|| task.to_string()),
+            args: args.0.to_vec(),
         }
-        j.remove(&id);
-        drop(j);
-        send_done(&out, id, &outcome);
-    });
+    }
+}
+
+/// Submits `runs` (drained) to this node's scheduler in one go, and
+/// relays each one's outcome to the driver when it resolves.
+fn run_all(core: &Arc<Core>, out: &Arc<Outbox>, jobs: &Jobs, runs: &mut Vec<Run>) {
+    if runs.is_empty() {
+        return;
+    }
+    let mut known = Vec::with_capacity(runs.len());
+    let mut submit = Vec::with_capacity(runs.len());
+    for run in runs.drain(..) {
+        match run.task {
+            Ok(entry) => {
+                known.push(run.id);
+                submit.push((
+                    entry.name,
+                    entry.is_async,
+                    run.args.into(),
+                    Limits::default(),
+                ));
+            }
+            Err(name) => {
+                let _ = out.send(&ToDriver::Done {
+                    id: run.id,
+                    exec_ns: 0,
+                    result: Err(TaskError::UnknownTask { name }),
+                });
+            }
+        }
+    }
+    let submitted = core.submit_all(submit);
+    for (id, (local, comp)) in known.into_iter().zip(submitted) {
+        lock_jobs(jobs).insert(id, NodeJob::Running(local));
+        let (out, jobs, done) = (out.clone(), jobs.clone(), comp.clone());
+        comp.on_resolve(move || {
+            let outcome = done.take().unwrap_or(Err(TaskError::Shutdown));
+            let mut j = lock_jobs(&jobs);
+            if let Some(NodeJob::Recalling(_)) = j.get(&id) {
+                // Answered with the recall (see `recall`).
+                j.insert(id, NodeJob::Parked(outcome));
+                return;
+            }
+            j.remove(&id);
+            drop(j);
+            send_done(&out, id, &outcome);
+        });
+    }
 }
 
 /// The driver wants request `id` back: given back only if it has not
 /// started here, and then never run.
-fn recall(core: &Arc<Core>, out: &Outbox, jobs: &Jobs, id: u64) {
+fn recall(core: &Arc<Core>, out: &Arc<Outbox>, jobs: &Jobs, id: u64) {
     let local = {
         let mut j = lock_jobs(jobs);
         match j.get(&id) {

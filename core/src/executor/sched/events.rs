@@ -107,8 +107,14 @@ impl Core {
         run_flush(flush);
     }
 
-    /// Worker `key` answered.
+    /// Worker `key` answered. What the completions' hooks send with
+    /// `Outbox::send_deferred` (a node relaying answers to its driver)
+    /// leaves in one write per outbox, after the lock is released.
     pub(crate) fn worker_events(self: &Arc<Self>, key: u64, events: &mut Vec<Event>) {
+        crate::outbox::deferring_flushes(|| self.take_events(key, events));
+    }
+
+    fn take_events(self: &Arc<Self>, key: u64, events: &mut Vec<Event>) {
         let mut st = self.lock();
         let mut flush = Vec::new();
         let had_work = st

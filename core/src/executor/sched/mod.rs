@@ -771,6 +771,26 @@ impl Core {
         (id, comp)
     }
 
+    /// Queues several jobs at once, in order, under one lock, and writes to
+    /// each worker once: a node submitting the requests of one read from
+    /// its driver. Each job is as [`submit`](Self::submit) makes it.
+    pub(crate) fn submit_all(
+        self: &Arc<Self>,
+        jobs: impl IntoIterator<Item = (&'static str, bool, Encoded, Limits)>,
+    ) -> Vec<(u64, Arc<Completion>)> {
+        let mut out = Vec::new();
+        let mut entries = Vec::new();
+        for (task, is_async, payload, limits) in jobs {
+            let (id, comp, entry) = self.new_job(task, is_async, payload, limits);
+            out.push((id, comp));
+            entries.extend(entry);
+        }
+        if !entries.is_empty() {
+            self.place_now(entries);
+        }
+        out
+    }
+
     /// Queues the chunks of a map whose caller waits for all of them, in
     /// order, under one lock: they are placed together (each idle worker
     /// gets its first request before any is sent ahead) and spread over
