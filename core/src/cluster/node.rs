@@ -333,16 +333,16 @@ fn serve(
             Err(e) => break format!("the driver is gone ({e})"),
         };
         let msg = decode::<ToNode<'_>>(frame);
-        if let Ok(ToNode::Run { id, task, args }) = msg {
-            runs.push(Run::new(id, task, args));
-            if !reader.has_frame() {
-                run_all(&core, &out, &jobs, &mut runs);
-            }
-            continue;
+        if !matches!(msg, Ok(ToNode::Run { .. })) {
+            run_all(&core, &out, &jobs, &mut runs);
         }
-        run_all(&core, &out, &jobs, &mut runs);
         match msg {
-            Ok(ToNode::Run { .. }) => unreachable!("taken above"),
+            Ok(ToNode::Run { id, task, args }) => {
+                runs.push(Run::new(id, task, args));
+                if !reader.has_frame() {
+                    run_all(&core, &out, &jobs, &mut runs);
+                }
+            }
             Ok(ToNode::Stop { id }) => {
                 let local = match lock_jobs(&jobs).get(&id) {
                     Some(NodeJob::Running(l) | NodeJob::Recalling(l)) => Some(*l),

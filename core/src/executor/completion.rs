@@ -365,15 +365,33 @@ mod tests {
         Ok(Batch::from(vec![1u8, 0]))
     }
 
-    /// Waits for `gate` on another thread; true when it opened within 10 s.
-    fn opens(gate: &Arc<Gate>) -> bool {
+    /// Waits for `gate` on another thread, polling with `endgame` when
+    /// nudged; the receiver gets a message when the wait returns.
+    fn waiter(gate: &Arc<Gate>, endgame: Option<Spin>) -> std::sync::mpsc::Receiver<()> {
         let g = gate.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            g.wait(None, None);
+            g.wait(None, endgame.as_ref());
             let _ = tx.send(());
         });
-        rx.recv_timeout(Duration::from_secs(10)).is_ok()
+        rx
+    }
+
+    /// Waits for `gate` on another thread; true when it opened within 10 s.
+    fn opens(gate: &Arc<Gate>) -> bool {
+        waiter(gate, None)
+            .recv_timeout(Duration::from_secs(10))
+            .is_ok()
+    }
+
+    /// Polls the gate's state until `holds` (at most 10 s, else fails
+    /// with `what`).
+    fn settles(gate: &Gate, holds: impl Fn(&GateState) -> bool, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !holds(&gate.state.lock().unwrap()) {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     #[test]
@@ -397,18 +415,8 @@ mod tests {
         // only once the last completion resolves.
         let comps: Vec<_> = (0..2).map(|_| Completion::new()).collect();
         let gate = Gate::over(comps.iter());
-        let g = gate.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let endgame = Spin::polite(1_000_000);
-            g.wait(None, Some(&endgame));
-            let _ = tx.send(());
-        });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while gate.state.lock().unwrap().blocked == 0 {
-            assert!(Instant::now() < deadline, "the waiter never blocked");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let rx = waiter(&gate, Some(Spin::polite(1_000_000)));
+        settles(&gate, |s| s.blocked > 0, "the waiter never blocked");
         comps[0].resolve(ok());
         gate.nudge();
         assert!(
@@ -435,19 +443,9 @@ mod tests {
         comps[0].resolve(ok());
         gate.nudge();
         assert!(gate.state.lock().unwrap().nudged, "kept while nobody waits");
-        let g = gate.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // A spinner that polls long enough for the gate to open.
-            let endgame = Spin::steady(2_000_000_000);
-            g.wait(None, Some(&endgame));
-            let _ = tx.send(());
-        });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while gate.state.lock().unwrap().nudged {
-            assert!(Instant::now() < deadline, "the nudge was never taken");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        // A spinner that polls long enough for the gate to open.
+        let rx = waiter(&gate, Some(Spin::steady(2_000_000_000)));
+        settles(&gate, |s| !s.nudged, "the nudge was never taken");
         // The waiter took the nudge and polls rather than sleeps (a
         // spinner never polls on one CPU).
         if mproc_transport::multi_core() {

@@ -778,13 +778,7 @@ impl Core {
         self: &Arc<Self>,
         jobs: impl IntoIterator<Item = (&'static str, bool, Encoded, Limits)>,
     ) -> Vec<(u64, Arc<Completion>)> {
-        let mut out = Vec::new();
-        let mut entries = Vec::new();
-        for (task, is_async, payload, limits) in jobs {
-            let (id, comp, entry) = self.new_job(task, is_async, payload, limits);
-            out.push((id, comp));
-            entries.extend(entry);
-        }
+        let (out, entries) = self.new_jobs(jobs);
         if !entries.is_empty() {
             self.place_now(entries);
         }
@@ -808,15 +802,10 @@ impl Core {
         payloads: Vec<Encoded>,
         limits: Limits,
     ) -> Vec<(u64, Arc<Completion>)> {
-        let mut out = Vec::with_capacity(payloads.len());
-        let mut entries = Vec::with_capacity(payloads.len());
-        for payload in payloads {
-            let (id, comp, entry) = self.new_job(task, is_async, payload, limits);
-            out.push((id, comp));
-            entries.extend(entry.map(|mut e| {
-                e.job.gather = true;
-                e
-            }));
+        let (out, mut entries) =
+            self.new_jobs(payloads.into_iter().map(|p| (task, is_async, p, limits)));
+        for e in &mut entries {
+            e.job.gather = true;
         }
         if !entries.is_empty() {
             let n = entries.len();
@@ -830,6 +819,24 @@ impl Core {
             });
         }
         out
+    }
+
+    /// [`new_job`](Self::new_job) for each of `jobs`: their ids and
+    /// completions, in order, and the jobs to place (those that did not
+    /// fail at once).
+    fn new_jobs(
+        &self,
+        jobs: impl IntoIterator<Item = (&'static str, bool, Encoded, Limits)>,
+    ) -> (Vec<(u64, Arc<Completion>)>, Vec<Intake>) {
+        let jobs = jobs.into_iter();
+        let mut out = Vec::with_capacity(jobs.size_hint().0);
+        let mut entries = Vec::with_capacity(jobs.size_hint().0);
+        for (task, is_async, payload, limits) in jobs {
+            let (id, comp, entry) = self.new_job(task, is_async, payload, limits);
+            out.push((id, comp));
+            entries.extend(entry);
+        }
+        (out, entries)
     }
 
     /// A new job and its completion; the job is `None` when it failed
